@@ -1,0 +1,128 @@
+"""`create_app(settings)`: the Sanic app — blueprints, listeners, error handlers. Wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, json
+
+from diminuendo.gateway import health, rest_auth, ws
+from diminuendo.gateway.context import Gateway
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.redaction import safe_message
+from diminuendo.settings import Settings
+
+APP_NAME = "diminuendo"
+IDLE_SWEEP_INTERVAL_S = 30.0
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
+    "img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(settings: Settings) -> Sanic:
+    app = Sanic(APP_NAME, configure_logging=False)
+    app.config.update(
+        {
+            "FALLBACK_ERROR_FORMAT": "json",
+            "ACCESS_LOG": False,
+            "MOTD": settings.dev_mode,
+            "TOUCHUP": False,
+            "WEBSOCKET_MAX_SIZE": settings.ws_hard_cap_bytes,
+            # Sanic's keepalive closes a client that answers no ping for 30 + 60 s: the 90 s
+            # idle rule of PROTOCOL.md §6, enforced by the transport (see docs).
+            "WEBSOCKET_PING_INTERVAL": 30,
+            "WEBSOCKET_PING_TIMEOUT": 60,
+            "GRACEFUL_SHUTDOWN_TIMEOUT": settings.graceful_shutdown_timeout_s,
+            "REQUEST_MAX_SIZE": 2 * 1024 * 1024,
+            "OAS": False,
+            "HEALTH": False,
+            "CORS_ORIGINS": "*" if settings.dev_mode else ",".join(settings.allowed_origins),
+            "CORS_ALLOW_HEADERS": "authorization,content-type,x-csrf-token,last-event-id",
+            "CORS_MAX_AGE": 600,
+            "CORS_SUPPORTS_CREDENTIALS": not settings.dev_mode,
+        }
+    )
+    app.ctx.settings = settings
+    app.blueprint(ws.bp)
+    app.blueprint(health.bp)
+    app.blueprint(rest_auth.bp)
+
+    @app.before_server_start
+    async def start_gateway(app: Sanic) -> None:
+        gateway = Gateway(settings)
+        app.ctx.gateway = gateway
+        await gateway.start()
+        app.ctx.sweeper = asyncio.create_task(_sweep_idle(gateway), name="idle-sweeper")
+
+    async def drain(app: Sanic) -> None:
+        """SIGTERM/SIGINT: refuse new work, say goodbye with 1001, let turns go on in Podium."""
+        gateway: Gateway = app.ctx.gateway
+        gateway.draining = True
+        gateway.sessions.draining = True
+        logger.info("draining: closing {} client connections", len(gateway.hub.connections))
+        gateway.hub.close_all(1001, "server going away")
+        await gateway.sessions.shutdown()
+
+    app.register_listener(drain, "before_server_stop", priority=100)
+
+    @app.after_server_stop
+    async def stop_gateway(app: Sanic) -> None:
+        app.ctx.sweeper.cancel()
+        await app.ctx.gateway.stop()
+
+    @app.on_response
+    async def security_headers(request: Request, response: HTTPResponse) -> None:
+        response.headers.update(SECURITY_HEADERS)
+        if not settings.dev_mode:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+
+    @app.exception(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> HTTPResponse:
+        headers = {}
+        if exc.retry_after_ms is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after_ms / 1000)))
+        return json(_error_body(exc.code, exc.message), status=exc.http_status, headers=headers)
+
+    @app.exception(SanicException)
+    async def http_error(request: Request, exc: SanicException) -> HTTPResponse:
+        code = {
+            400: ErrorCode.INVALID_MESSAGE,
+            401: ErrorCode.NOT_AUTHENTICATED,
+            403: ErrorCode.FORBIDDEN,
+            413: ErrorCode.MESSAGE_TOO_LARGE,
+        }.get(exc.status_code, ErrorCode.INTERNAL_ERROR)
+        message = safe_message(str(exc)) if exc.status_code < 500 else None
+        if exc.status_code == 404:
+            return json(_error_body("NOT_FOUND", "Not found"), status=404)
+        if exc.status_code == 405:
+            return json(_error_body("METHOD_NOT_ALLOWED", "Method not allowed"), status=405)
+        return json(_error_body(code, message or "Internal error"), status=exc.status_code)
+
+    @app.exception(Exception)
+    async def unexpected(request: Request, exc: Exception) -> HTTPResponse:
+        logger.opt(exception=exc).error("unhandled error on {} {}", request.method, request.path)
+        return json(_error_body(ErrorCode.INTERNAL_ERROR, "Internal error"), status=500)
+
+    return app
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": str(code), "message": message}}
+
+
+async def _sweep_idle(gateway: Gateway) -> None:
+    while True:
+        await asyncio.sleep(min(IDLE_SWEEP_INTERVAL_S, gateway.settings.session_idle_timeout_s))
+        try:
+            await gateway.sessions.sweep_idle()
+        except Exception as exc:  # a failed sweep is retried next round
+            logger.opt(exception=exc).warning("idle sweep failed")

@@ -1,0 +1,171 @@
+"""Who a verified caller is, and what their role lets them do (PROTOCOL §3, §11).
+
+Kept free of I/O so that every handler, the REST layer and the JSON-RPC surface share one
+definition of roles and permissions instead of re-deriving them from raw claims.
+"""
+
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+
+from diminuendo.auth.errors import AuthError
+
+
+class Role(IntEnum):
+    """Tenant roles; the integer is the protocol's level, so ``max()`` picks the strongest."""
+
+    GUEST = 1
+    VIEWER = 2
+    DEVELOPER = 3
+    ADMIN = 4
+    OWNER = 5
+
+    @classmethod
+    def parse(cls, name: str) -> "Role":
+        """Role from its name in any case (``"Developer"`` → DEVELOPER); ValueError otherwise.
+
+        Config (``AUTH_DEFAULT_ROLE``), token claims and Unison member records all spell roles as
+        names, and none of them agree on case.
+        """
+        if isinstance(name, str):
+            member = cls.__members__.get(name.strip().upper())
+            if member is not None:
+                return member
+        raise ValueError("unknown role")
+
+
+class Permission(StrEnum):
+    """Permission names as they appear on the wire (PROTOCOL §11)."""
+
+    READ = "threads.read"
+    CREATE = "threads.create"
+    WRITE = "threads.write"
+    DELETE = "threads.delete"
+    MEMBERS = "members.manage"
+    CONFIG = "config.manage"
+
+
+_ALL = frozenset(Permission)
+_CONTRIBUTE = frozenset({Permission.READ, Permission.CREATE, Permission.WRITE})
+_READ_ONLY = frozenset({Permission.READ})
+
+ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
+    {
+        Role.OWNER: _ALL,
+        Role.ADMIN: _ALL,
+        Role.DEVELOPER: _CONTRIBUTE,
+        Role.VIEWER: _READ_ONLY,
+        # Guests may read, but only their own sessions: see sees_only_own_sessions().
+        Role.GUEST: _READ_ONLY,
+    }
+)
+"""The §11 table; read-only so no caller can widen a role at run time."""
+
+
+def sees_only_own_sessions(role: Role) -> bool:
+    """True when READ is limited to sessions the caller owns (the guest row of §11).
+
+    A permission set cannot express "own sessions only", so listing and reading code asks this
+    in addition to checking ``Permission.READ``.
+    """
+    return role is Role.GUEST
+
+
+class Identity(msgspec.Struct, frozen=True):
+    """A verified caller: the subject, their tenant and their effective role in it."""
+
+    user_id: str
+    email: str | None
+    tenant_id: str
+    role: Role
+
+    def permissions(self) -> frozenset[Permission]:
+        """Everything this identity's role grants."""
+        return ROLE_PERMISSIONS[self.role]
+
+    def can(self, permission: Permission) -> bool:
+        """Whether the role grants ``permission`` (guests: see ``sees_only_own_sessions``)."""
+        return permission in ROLE_PERMISSIONS[self.role]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``identity`` object of the ``authenticated`` event (PROTOCOL §3)."""
+        return {
+            "userId": self.user_id,
+            "email": self.email,
+            "tenantId": self.tenant_id,
+            "role": self.role.name.lower(),
+        }
+
+
+DEV_IDENTITY = Identity(
+    user_id="dev-user-001", email="developer@example.com", tenant_id="dev", role=Role.OWNER
+)
+"""The identity every connection gets in dev mode (PROTOCOL §3)."""
+
+
+def identity_from_claims(
+    claims: Mapping[str, Any],
+    *,
+    tenant_claim: str,
+    role_claim: str,
+    default_role: Role,
+    member_role: Role | None = None,
+) -> Identity:
+    """Map verified token claims to an Identity, or raise AuthError.
+
+    Tenant: ``claims[tenant_claim]``, else Auth0's ``org_id``; a token without a tenant is
+    rejected, because every session belongs to a tenant. A tenant claim that is present but not
+    a string is rejected rather than skipped, so a malformed claim can never fall through to a
+    different tenant via ``org_id``.
+
+    Role: the tenant's member record (``member_role``, looked up by the caller in Unison) wins,
+    then the role claim (a name, or a list of names of which the strongest known one counts;
+    unknown names are ignored), then ``default_role``.
+    """
+    user_id = claims.get("sub")
+    if not isinstance(user_id, str) or not user_id:
+        raise AuthError("token has no subject")
+    tenant_id = _tenant(claims, tenant_claim)
+    role = member_role if member_role is not None else _claimed_role(claims.get(role_claim))
+    email = claims.get("email")
+    return Identity(
+        user_id=user_id,
+        email=email if isinstance(email, str) and email else None,
+        tenant_id=tenant_id,
+        role=role if role is not None else default_role,
+    )
+
+
+def _tenant(claims: Mapping[str, Any], tenant_claim: str) -> str:
+    """The first non-empty tenant among the configured claim and ``org_id``."""
+    for name in (tenant_claim, "org_id"):
+        value = claims.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise AuthError("invalid tenant claim")
+        return value
+    raise AuthError("token has no tenant")
+
+
+def _claimed_role(value: Any) -> Role | None:
+    """The strongest known role named by the claim, or None when it names none."""
+    if isinstance(value, str):
+        names: list[Any] = [value]
+    elif isinstance(value, list):
+        names = value
+    else:
+        return None
+    known = [role for role in map(_known_role, names) if role is not None]
+    return max(known, default=None)
+
+
+def _known_role(name: Any) -> Role | None:
+    """``Role.parse`` that answers None instead of raising for unknown or non-string names."""
+    try:
+        return Role.parse(name)
+    except ValueError:
+        return None

@@ -1,0 +1,181 @@
+"""The `diminuendo` command: serve | dev | local-stack | check-config | ssm-env | client.
+
+Configuration problems are reported one per line on stderr with exit status 2, before anything
+starts (OPERATIONS.md §3). The same commands run as `python -m diminuendo` and from the pyz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+from sanic import Sanic
+from sanic.worker.loader import AppLoader
+
+from diminuendo import __version__
+from diminuendo.gateway.ws import GatewayWebSocketProtocol
+from diminuendo.settings import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _settings_or_exit(environ: dict[str, str] | None = None) -> Settings:
+    try:
+        return load_settings(environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _configure_logging(settings: Settings) -> None:
+    from diminuendo.observability.logging import configure_logging
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format, data_dir=settings.data_dir)
+
+
+def build_app(settings: Settings, stack_config: object | None = None) -> Sanic:
+    """App factory for Sanic's loader (re-run in each spawned worker). With `stack_config`, the
+    local stand-ins run in the same loop and start before the gateway does."""
+    from diminuendo.app import create_app
+
+    _configure_logging(settings)
+    app = create_app(settings)
+    if stack_config is not None:
+        from diminuendo.local.stack import LocalStack
+
+        stack = LocalStack(stack_config)  # type: ignore[arg-type]
+
+        async def start_stack(app: Sanic) -> None:
+            await stack.start()
+
+        async def stop_stack(app: Sanic) -> None:
+            await stack.stop()
+
+        app.register_listener(start_stack, "before_server_start", priority=100)
+        app.register_listener(stop_stack, "after_server_stop", priority=-100)
+    return app
+
+
+def _serve(settings: Settings, stack_config: object | None = None, reload: bool = False) -> int:
+    """One process when possible; Sanic's worker manager for several workers or auto-reload
+    (which only works from a source checkout, never from the pyz)."""
+    reload = reload and settings.dev_mode and PACKAGE_DIR.is_dir() and settings.workers == 1
+    loader = AppLoader(factory=partial(build_app, settings, stack_config))
+    app = loader.load()
+    if settings.workers == 1 and not reload:
+        app.prepare(
+            host=settings.host,
+            port=settings.port,
+            single_process=True,
+            motd=False,
+            protocol=GatewayWebSocketProtocol,
+        )
+        Sanic.serve_single(app)
+    else:
+        app.prepare(
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            auto_reload=reload,
+            reload_dir=str(PACKAGE_DIR) if reload else None,
+            motd=False,
+            protocol=GatewayWebSocketProtocol,
+        )
+        Sanic.serve(primary=app, app_loader=loader)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _serve(_settings_or_exit())
+
+
+def _stack_config(args: argparse.Namespace, data_dir: Path) -> object:
+    from diminuendo.local.stack import LocalStackConfig
+
+    return LocalStackConfig(
+        data_dir=data_dir,
+        podium_port=args.podium_port,
+        ensemble_port=args.ensemble_port,
+        unison_port=args.unison_port,
+    )
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    env["DEV_MODE"] = "true"
+    env["PORT"] = str(args.port)
+    env.setdefault("HOST", "127.0.0.1")
+    env["PODIUM_URL"] = f"http://127.0.0.1:{args.podium_port}"
+    env["ENSEMBLE_URL"] = f"http://127.0.0.1:{args.ensemble_port}"
+    env["UNISON_URL"] = f"http://127.0.0.1:{args.unison_port}"
+    for name in ("PODIUM_API_KEY", "ENSEMBLE_API_KEY", "UNISON_API_KEY"):
+        env[name] = "local-dev-key"
+    settings = _settings_or_exit(env)
+    print(f"Diminuendo dev stack: gateway on http://{settings.host}:{settings.port} (ws /ws)")
+    return _serve(settings, _stack_config(args, settings.data_dir), reload=not args.no_reload)
+
+
+def cmd_local_stack(args: argparse.Namespace) -> int:
+    from diminuendo.local.stack import run_local_stack
+
+    data_dir = Path(os.environ.get("DATA_DIR", "./data"))
+    return run_local_stack(_stack_config(args, data_dir))  # type: ignore[arg-type]
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    print(json.dumps(settings.describe(), indent=2, sort_keys=True))
+    return 0
+
+
+def _stack_ports(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--podium-port", type=int, default=8002)
+    parser.add_argument("--ensemble-port", type=int, default=8004)
+    parser.add_argument("--unison-port", type=int, default=8005)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diminuendo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"diminuendo {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the gateway (configuration from the environment)")
+    dev = commands.add_parser("dev", help="gateway in dev mode + local Podium/Ensemble/Unison")
+    dev.add_argument("--port", type=int, default=8001)
+    dev.add_argument("--no-reload", action="store_true", help="one process, no auto-reload")
+    _stack_ports(dev)
+    stack = commands.add_parser("local-stack", help="only the local stand-ins")
+    _stack_ports(stack)
+    commands.add_parser("check-config", help="print the effective configuration, secrets hidden")
+    commands.add_parser("ssm-env", help="read SSM Parameter Store (see `ssm-env --help`)")
+    commands.add_parser("client", help="small CLI client (see `client --help`)")
+    return parser
+
+
+HANDLERS = {
+    "serve": cmd_serve,
+    "dev": cmd_dev,
+    "local-stack": cmd_local_stack,
+    "check-config": cmd_check_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Sub-tools with their own argument parsers get the rest of the line untouched.
+    if argv and argv[0] == "ssm-env":
+        from diminuendo import ssm
+
+        return ssm.main(argv[1:])
+    if argv and argv[0] == "client":
+        from diminuendo.client import cli as client_cli
+
+        return client_cli.main(argv[1:])
+    args = make_parser().parse_args(argv)
+    return HANDLERS[args.command](args)

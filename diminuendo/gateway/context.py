@@ -1,0 +1,166 @@
+"""`Gateway`: the per-worker object graph the Sanic edges read from `app.ctx.gateway`.
+
+Built in `before_server_start` (Sanic spawns workers, so nothing here may be created at import or
+in the main process) and torn down in `after_server_stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+
+from diminuendo import __version__
+from diminuendo.auth.authenticator import Authenticator
+from diminuendo.auth.endpoints import resolve_auth0
+from diminuendo.auth.identity import DEV_IDENTITY, Identity, Role
+from diminuendo.auth.jwks import JwksCache
+from diminuendo.auth.verifier import TokenVerifier
+from diminuendo.gateway.hub import Hub
+from diminuendo.members import MemberService
+from diminuendo.observability.metrics import Metrics
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.sessions.service import SessionService
+from diminuendo.settings import Settings
+from diminuendo.upstreams import http as upstream_http
+from diminuendo.upstreams.ensemble import EnsembleClient
+from diminuendo.upstreams.http import UpstreamHttp
+from diminuendo.upstreams.podium import PodiumClient
+from diminuendo.upstreams.probes import HealthMonitor
+from diminuendo.upstreams.unison import UnisonClient
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.monotonic()
+        self.draining = False
+        self.dev_identity: Identity = DEV_IDENTITY
+        self.metrics = Metrics()
+        upstream_http.call_observers.append(self.metrics.upstream_call)
+
+        self._http = {
+            "podium": UpstreamHttp("podium", settings.podium_url, settings.podium_api_key),
+            "ensemble": UpstreamHttp("ensemble", settings.ensemble_url, settings.ensemble_api_key),
+            "unison": UpstreamHttp("unison", settings.unison_url, settings.unison_api_key),
+        }
+        self.podium = PodiumClient(self._http["podium"], settings.podium_api_key)
+        self.ensemble = EnsembleClient(self._http["ensemble"])
+        self.unison = UnisonClient(self._http["unison"])
+        self.members = MemberService(self.unison)
+        self.hub = Hub(settings.ws_heartbeat_interval_s)
+        self.sessions = SessionService(
+            podium=self.podium,
+            unison=self.unison,
+            secrets_key=settings.podium_secrets_key,
+            max_active_sessions=settings.max_active_sessions,
+            idle_timeout_s=settings.session_idle_timeout_s,
+            replay_max_events=settings.replay_max_events,
+            replay_max_bytes=settings.replay_max_bytes,
+            broadcast=self.hub.broadcast,
+        )
+        self.health = HealthMonitor(
+            {
+                "podium": self.podium.health,
+                "ensemble": self.ensemble.health,
+                "unison": self.unison.health,
+            }
+        )
+        self._jwks_client: httpx.AsyncClient | None = None
+        self._authenticator: Authenticator | None = None
+        if not settings.dev_mode:
+            self._jwks_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+            endpoints = resolve_auth0(settings.auth0_domain)
+            self.jwks = JwksCache(endpoints.jwks_url, self._jwks_client)
+            verifier = TokenVerifier(
+                endpoints=endpoints,
+                audiences=[settings.auth0_audience, settings.auth0_client_id],
+                jwks=self.jwks,
+            )
+            self._authenticator = Authenticator(
+                verifier,
+                member_role=self.members.role_of,
+                tenant_claim=settings.auth_tenant_claim,
+                role_claim=settings.auth_role_claim,
+                default_role=Role.parse(settings.auth_default_role),
+                failure_limit=settings.auth_failure_limit,
+            )
+        self.metrics.live_gauges(
+            connections=lambda: len(self.hub.connections),
+            authenticated=lambda: self.hub.authenticated_count,
+            sessions_by_state=self.sessions_by_state,
+            events_published=lambda: self.sessions.events_published,
+        )
+
+    def __repr__(self) -> str:
+        return f"Gateway(dev_mode={self.settings.dev_mode})"
+
+    async def start(self) -> None:
+        self.hub.start()
+        self.health.start()
+        if self._authenticator is not None:
+            await self.jwks.prefetch()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.health.stop()
+        await self.sessions.shutdown()
+        for client in self._http.values():
+            await client.aclose()
+        if self._jwks_client is not None:
+            await self._jwks_client.aclose()
+        upstream_http.call_observers.remove(self.metrics.upstream_call)
+
+    async def authenticate(self, token: str, client_ip: str) -> Identity:
+        if self._authenticator is None:
+            return self.dev_identity
+        return await self._authenticator.authenticate(token, client_ip)
+
+    def origin_allowed(self, origin: str) -> bool:
+        if self.settings.dev_mode:
+            return True
+        allowed = self.settings.allowed_origins
+        return not allowed or origin.rstrip("/") in allowed
+
+    def sessions_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for active in self.sessions.active.values():
+            counts[active.status.value] = counts.get(active.status.value, 0) + 1
+        return counts
+
+    def require_not_draining(self) -> None:
+        if self.draining:
+            raise GatewayError(ErrorCode.DRAINING)
+
+    def health_body(self) -> tuple[dict[str, Any], int]:
+        dependencies = self.health.results()
+        status = "ok" if all(d["ok"] for d in dependencies.values()) else "degraded"
+        if self.draining:
+            status = "draining"
+        body = {
+            "status": status,
+            "version": __version__,
+            "uptimeS": round(time.monotonic() - self.started_at, 1),
+            "devMode": self.settings.dev_mode,
+            "dependencies": dependencies,
+            "metrics": {
+                "connections": len(self.hub.connections),
+                "authenticatedConnections": self.hub.authenticated_count,
+                "activeSessions": len(self.sessions.active),
+                "runningTurns": sum(1 for a in self.sessions.active.values() if a.turn),
+                "rssBytes": _rss_bytes(),
+                "eventsOut": self.sessions.events_published,
+            },
+        }
+        return body, 503 if self.draining else 200
+
+
+def _rss_bytes() -> int:
+    """Resident set size from /proc (Linux); 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -1,0 +1,50 @@
+"""Authentication on HTTP routes and the `/api/me` and `/api/auth/csrf` endpoints."""
+
+from __future__ import annotations
+
+import secrets
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from diminuendo.auth.identity import Identity
+from diminuendo.gateway.context import Gateway
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+
+bp = Blueprint("auth")
+
+
+async def request_identity(request: Request) -> Identity:
+    """The caller of an HTTP route: Bearer token, or the dev identity in dev mode."""
+    gateway: Gateway = request.app.ctx.gateway
+    if gateway.settings.dev_mode:
+        return gateway.dev_identity
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() != "bearer " or not header[7:].strip():
+        raise GatewayError(ErrorCode.NOT_AUTHENTICATED, "A Bearer token is required")
+    return await gateway.authenticate(header[7:].strip(), request.client_ip)
+
+
+@bp.get("/api/me")
+async def me(request: Request) -> HTTPResponse:
+    identity = await request_identity(request)
+    return json(
+        {**identity.to_wire(), "permissions": sorted(p.value for p in identity.permissions())}
+    )
+
+
+@bp.get("/api/auth/csrf")
+async def csrf(request: Request) -> HTTPResponse:
+    """Issue the double-submit CSRF token: the same value as cookie and body."""
+    gateway: Gateway = request.app.ctx.gateway
+    token = secrets.token_urlsafe(32)
+    response = json({"csrfToken": token})
+    response.add_cookie(
+        "csrf_token",
+        token,
+        samesite="Strict",
+        secure=not gateway.settings.dev_mode,
+        httponly=False,
+        path="/",
+    )
+    return response

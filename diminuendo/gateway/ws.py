@@ -1,0 +1,489 @@
+"""`/ws`: the upgrade guard, the handshake, and the per-connection receive loop (PROTOCOL §2 to §7).
+
+The receive loop is the inbound flow of ARCHITECTURE.md: size check → rate check →
+`decode_client_frame` → authentication gate → permission check → a `SessionService` call → reply.
+Messages about one session run one after another, in arrival order; messages about different
+sessions (and `ping`) run concurrently, so a slow activation never stalls the rest of the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+from sanic import Blueprint, Request
+from sanic.exceptions import WebsocketClosed
+from sanic.response import json as json_response
+from sanic.server.protocols.websocket_protocol import WebSocketProtocol
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.exceptions import ConnectionClosed
+
+from diminuendo import __version__
+from diminuendo.auth.identity import Permission
+from diminuendo.gateway.connection import Connection
+from diminuendo.gateway.context import Gateway
+from diminuendo.observability import context
+from diminuendo.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+from diminuendo.protocol import messages as m
+from diminuendo.protocol.codec import DecodeFailure, decode_client_frame, peek_request_id
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.ratelimit import SlidingWindow
+from diminuendo.redaction import safe_message
+from diminuendo.sessions.stream import Replay
+
+SUBPROTOCOL = "diminuendo.v1"
+CLOSE_AUTH_TIMEOUT = 4001
+
+bp = Blueprint("ws")
+
+# The one table of which permission each message needs (PROTOCOL.md §5, §11).
+MESSAGE_PERMISSIONS: dict[type, Permission | None] = {
+    m.Ping: None,
+    m.Authenticate: None,
+    m.ListSessions: Permission.READ,
+    m.CreateSession: Permission.CREATE,
+    m.RenameSession: Permission.WRITE,
+    m.ArchiveSession: Permission.WRITE,
+    m.UnarchiveSession: Permission.WRITE,
+    m.DeleteSession: Permission.DELETE,
+    m.JoinSession: Permission.READ,
+    m.LeaveSession: Permission.READ,
+    m.RunTurn: Permission.WRITE,
+    m.StopTurn: Permission.WRITE,
+    m.Steer: Permission.WRITE,
+    m.AnswerQuestion: Permission.WRITE,
+    m.GetHistory: Permission.READ,
+    m.GetEvents: Permission.READ,
+    m.ListFiles: Permission.READ,
+    m.ReadFile: Permission.READ,
+    m.FileHistory: Permission.READ,
+    m.FileAtIteration: Permission.READ,
+}
+
+
+def message_permission(message: m.ClientMessage) -> Permission | None:
+    if isinstance(message, m.ManageMembers):
+        return Permission.READ if message.action == "list" else Permission.MEMBERS
+    return MESSAGE_PERMISSIONS[type(message)]
+
+
+class GatewayWebSocketProtocol(WebSocketProtocol):
+    """Sanic refuses a client that offers no subprotocol when the route lists some; ours is
+    optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when offered."""
+
+    async def websocket_handshake(self, request: Request, subprotocols: Any = None) -> Any:
+        if not request.headers.get("sec-websocket-protocol"):
+            subprotocols = None
+        return await super().websocket_handshake(request, subprotocols)
+
+
+@bp.on_request
+async def guard_upgrade(request: Request) -> Any:
+    """Runs before the 101: refusals here are plain HTTP answers and no socket is opened."""
+    if request.route is None or request.route.name != "diminuendo.ws.websocket":
+        return None
+    gateway: Gateway = request.app.ctx.gateway
+    if gateway.draining:
+        return _refuse(503, ErrorCode.DRAINING)
+    origin = request.headers.get("origin")
+    if origin and not gateway.origin_allowed(origin):
+        return _refuse(403, ErrorCode.FORBIDDEN, "Origin not allowed")
+    if len(gateway.hub.connections) >= gateway.settings.max_connections:
+        return _refuse(503, ErrorCode.CAPACITY_EXCEEDED, "Too many connections")
+    version = request.args.get("protocolVersion")
+    if version is not None and version not in {str(v) for v in SUPPORTED_VERSIONS}:
+        return _refuse(400, ErrorCode.PROTOCOL_VERSION_MISMATCH, extra={"supported": [1]})
+    token = _upgrade_token(request)
+    request.ctx.identity = None
+    if gateway.settings.dev_mode:
+        request.ctx.identity = gateway.dev_identity
+    elif token is not None:
+        try:
+            request.ctx.identity = await gateway.authenticate(token, request.client_ip)
+        except GatewayError as exc:
+            return _refuse(exc.http_status, exc.code, exc.message)
+    return None
+
+
+def _refuse(
+    status: int, code: ErrorCode, message: str | None = None, extra: dict[str, Any] | None = None
+) -> Any:
+    error = GatewayError(code, message)
+    body: dict[str, Any] = {
+        "error": {"code": code.value, "message": error.message, **(extra or {})}
+    }
+    return json_response(body, status=status)
+
+
+def _upgrade_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        return header[7:].strip()
+    for offered in request.headers.get("sec-websocket-protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith("bearer.") and len(offered) > 7:
+            return offered[7:]
+    return None
+
+
+@bp.websocket("/ws", subprotocols=[SUBPROTOCOL], name="websocket")
+async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
+    gateway: Gateway = request.app.ctx.gateway
+    connection = Connection(
+        ws, send_queue_max=gateway.settings.ws_send_queue_max, ip=request.client_ip
+    )
+    context.client_id.set(connection.client_id)
+    gateway.hub.add(connection)
+    try:
+        await ClientSession(gateway, connection, request.ctx.identity).run()
+    finally:
+        gateway.hub.remove(connection)
+        for session_id in connection.joined:
+            gateway.sessions.leave(session_id, connection)
+        await connection.aclose()
+
+
+class ClientSession:
+    """The conversation with one connected client."""
+
+    def __init__(self, gateway: Gateway, connection: Connection, identity: Any) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings
+        self.conn = connection
+        self.ws = connection.ws
+        limit, window = self.settings.ws_rate_limit
+        self.rate = SlidingWindow(limit, window)
+        self._chains: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        if identity is not None:
+            self._set_identity(identity)
+
+    def _set_identity(self, identity: Any) -> None:
+        self.conn.identity = identity
+        context.tenant_id.set(identity.tenant_id)
+        self.gateway.hub.authenticated(self.conn)
+
+    async def run(self) -> None:
+        conn = self.conn
+        conn.send(
+            {
+                "type": "welcome",
+                "protocolVersion": PROTOCOL_VERSION,
+                "requiresAuth": conn.identity is None,
+                "serverVersion": __version__,
+            }
+        )
+        conn.send(
+            {
+                "type": "connected",
+                "clientId": conn.client_id,
+                "heartbeatIntervalMs": int(self.settings.ws_heartbeat_interval_s * 1000),
+                "ts": int(time.time() * 1000),
+            }
+        )
+        if conn.identity is not None:
+            conn.send({"type": "authenticated", "identity": conn.identity.to_wire()})
+        auth_deadline = time.monotonic() + self.settings.auth_timeout_s
+        try:
+            while not conn.closed:
+                timeout = None
+                if conn.identity is None:
+                    timeout = auth_deadline - time.monotonic()
+                    if timeout <= 0:
+                        await self.ws.close(CLOSE_AUTH_TIMEOUT, "authentication timeout")
+                        return
+                try:
+                    data = await self.ws.recv(timeout=timeout)
+                except (WebsocketClosed, ConnectionClosed):
+                    return
+                if data is None:
+                    continue  # timed out: the loop re-checks the auth deadline
+                self.gateway.metrics.message_in()
+                self._receive(data)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    def _receive(self, data: str | bytes) -> None:
+        conn = self.conn
+        if isinstance(data, bytes):
+            self._error(GatewayError(ErrorCode.INVALID_MESSAGE, "Binary frames are not supported"))
+            return
+        limit = self.settings.ws_max_message_bytes
+        if len(data) > limit // 4 and len(data.encode()) > limit:
+            self._error(
+                GatewayError(ErrorCode.MESSAGE_TOO_LARGE, f"Message larger than {limit} bytes")
+            )
+            return
+        wait = self.rate.hit(time.monotonic())
+        if wait is not None:
+            self.gateway.metrics.rate_limited()
+            self._error(
+                GatewayError(ErrorCode.RATE_LIMITED, retry_after_ms=max(1, int(wait * 1000))),
+                peek_request_id(data),
+            )
+            return
+        message = decode_client_frame(data)
+        if isinstance(message, DecodeFailure):
+            self._error(GatewayError(message.code, message.message), message.request_id)
+            return
+        if isinstance(message, m.Ping):
+            reply: dict[str, Any] = {"type": "pong", "serverTs": int(time.time() * 1000)}
+            if message.ts is not None:
+                reply["ts"] = message.ts
+            self._reply(reply, message.id)
+            return
+        if conn.identity is None and not isinstance(message, m.Authenticate):
+            self._error(GatewayError(ErrorCode.NOT_AUTHENTICATED), message.id)
+            return
+        session_key = getattr(message, "session_id", None)
+        self._schedule(message, session_key)
+
+    def _schedule(self, message: m.ClientMessage, session_key: str | None) -> None:
+        """Run the handler as a task, after the previous message about the same session."""
+        previous = self._chains.get(session_key) if session_key else None
+        task = asyncio.create_task(self._handle(message, previous))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if session_key:
+            self._chains[session_key] = task
+            task.add_done_callback(
+                lambda t, key=session_key: (
+                    self._chains.pop(key, None) if self._chains.get(key) is t else None
+                )
+            )
+
+    async def _handle(self, message: m.ClientMessage, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        request_id = message.id
+        context.request_id.set(request_id)
+        session_id = getattr(message, "session_id", None)
+        context.session_id.set(session_id)
+        try:
+            if not isinstance(message, m.Authenticate):
+                permission = message_permission(message)
+                if permission is not None and not self.conn.identity.can(permission):
+                    raise GatewayError(ErrorCode.FORBIDDEN, session_id=session_id)
+            handler = HANDLERS[type(message)]
+            await handler(self, message)
+        except GatewayError as exc:
+            if exc.session_id is None and session_id is not None:
+                exc.session_id = session_id
+            self._error(exc, request_id)
+        except Exception as exc:
+            logger.opt(exception=exc).error("handler for {} failed", type(message).__name__)
+            details = (
+                safe_message(f"{type(exc).__name__}: {exc}") if self.settings.dev_mode else None
+            )
+            self._error(GatewayError(ErrorCode.INTERNAL_ERROR, details=details), request_id)
+
+    # ----- replies ----------------------------------------------------------------------------
+
+    def _reply(self, frame: dict[str, Any], request_id: str | None) -> None:
+        if request_id is not None:
+            frame["id"] = request_id
+        self.conn.send(frame)
+
+    def _error(self, error: GatewayError, request_id: str | None = None) -> None:
+        self.gateway.metrics.error(error.code.value)
+        self.conn.send(error.to_frame(request_id))
+
+    def _ack(self, message: m.ClientMessage) -> None:
+        self._reply({"type": "ack", "for": message.__struct_config__.tag}, message.id)
+
+    # ----- handlers ---------------------------------------------------------------------------
+
+    async def authenticate(self, message: m.Authenticate) -> None:
+        if (
+            message.protocol_version is not None
+            and message.protocol_version not in SUPPORTED_VERSIONS
+        ):
+            raise GatewayError(
+                ErrorCode.PROTOCOL_VERSION_MISMATCH, extra={"supported": list(SUPPORTED_VERSIONS)}
+            )
+        if self.gateway.settings.dev_mode:
+            identity = self.gateway.dev_identity
+        else:
+            identity = await self.gateway.authenticate(message.token, self.conn.ip)
+        if self.conn.identity is None:
+            self._set_identity(identity)
+        else:
+            self.conn.identity = identity
+        self._reply({"type": "authenticated", "identity": identity.to_wire()}, message.id)
+
+    async def list_sessions(self, message: m.ListSessions) -> None:
+        sessions = await self.gateway.sessions.list_sessions(
+            self.conn.identity, message.include_archived
+        )
+        self._reply({"type": "session_list", "sessions": sessions}, message.id)
+
+    async def create_session(self, message: m.CreateSession) -> None:
+        session = await self.gateway.sessions.create_session(
+            self.conn.identity,
+            message.agent_type,
+            name=message.name,
+            project_id=message.project_id,
+            metadata=message.metadata,
+            requester=self.conn,
+        )
+        self._reply({"type": "session_created", "session": session}, message.id)
+
+    async def rename_session(self, message: m.RenameSession) -> None:
+        session = await self.gateway.sessions.rename_session(
+            self.conn.identity, message.session_id, message.name, requester=self.conn
+        )
+        self._reply({"type": "session_updated", "session": session}, message.id)
+
+    async def archive_session(self, message: m.ArchiveSession) -> None:
+        await self.gateway.sessions.set_archived(
+            self.conn.identity, message.session_id, True, requester=self.conn
+        )
+        self._reply({"type": "session_archived", "sessionId": message.session_id}, message.id)
+
+    async def unarchive_session(self, message: m.UnarchiveSession) -> None:
+        await self.gateway.sessions.set_archived(
+            self.conn.identity, message.session_id, False, requester=self.conn
+        )
+        self._reply({"type": "session_unarchived", "sessionId": message.session_id}, message.id)
+
+    async def delete_session(self, message: m.DeleteSession) -> None:
+        await self.gateway.sessions.delete_session(
+            self.conn.identity, message.session_id, requester=self.conn
+        )
+        self.conn.joined.discard(message.session_id)
+        self._reply({"type": "session_deleted", "sessionId": message.session_id}, message.id)
+
+    async def join_session(self, message: m.JoinSession) -> None:
+        def send(snapshot: dict[str, Any], replay: Replay) -> None:
+            self._reply(snapshot, message.id)
+            for frame in replay.frames:
+                self.conn.deliver(frame)
+
+        self.conn.joined.add(message.session_id)
+        await self.gateway.sessions.join(
+            self.conn.identity,
+            self.conn,
+            message.session_id,
+            after_seq=message.after_seq,
+            epoch=message.epoch,
+            send=send,
+        )
+
+    async def leave_session(self, message: m.LeaveSession) -> None:
+        await self.gateway.sessions.get_session(self.conn.identity, message.session_id)
+        self.gateway.sessions.leave(message.session_id, self.conn)
+        self.conn.joined.discard(message.session_id)
+        self._reply({"type": "session_left", "sessionId": message.session_id}, message.id)
+
+    async def run_turn(self, message: m.RunTurn) -> None:
+        subscribed = message.session_id in self.conn.joined
+        turn = await self.gateway.sessions.run_turn(
+            self.conn.identity,
+            message.session_id,
+            message.text,
+            message.client_turn_id,
+            on_accept=(
+                (lambda turn_id: self.conn.expect_turn_reply(turn_id, message.id))
+                if subscribed and message.id is not None
+                else None
+            ),
+        )
+        if not subscribed:
+            reply: dict[str, Any] = {
+                "type": "turn_started",
+                "sessionId": message.session_id,
+                "turnId": turn.turn_id,
+            }
+            if turn.client_turn_id is not None:
+                reply["clientTurnId"] = turn.client_turn_id
+            self._reply(reply, message.id)
+
+    async def stop_turn(self, message: m.StopTurn) -> None:
+        await self.gateway.sessions.stop_turn(self.conn.identity, message.session_id)
+        self._ack(message)
+
+    async def steer(self, message: m.Steer) -> None:
+        await self.gateway.sessions.steer(self.conn.identity, message.session_id, message.content)
+        self._ack(message)
+
+    async def answer_question(self, message: m.AnswerQuestion) -> None:
+        await self.gateway.sessions.answer(
+            self.conn.identity,
+            message.session_id,
+            message.request_id,
+            answers=message.answers,
+            approved=message.approved,
+            dismissed=message.dismissed,
+        )
+        self._ack(message)
+
+    async def get_history(self, message: m.GetHistory) -> None:
+        history = await self.gateway.sessions.history(
+            self.conn.identity, message.session_id, limit=message.limit, before=message.before
+        )
+        self._reply({"type": "history", **history}, message.id)
+
+    async def get_events(self, message: m.GetEvents) -> None:
+        events = await self.gateway.sessions.events(
+            self.conn.identity, message.session_id, message.after_seq, message.epoch, message.limit
+        )
+        self._reply({"type": "events", **events}, message.id)
+
+    async def list_files(self, message: m.ListFiles) -> None:
+        listing = await self.gateway.sessions.list_files(
+            self.conn.identity, message.session_id, message.path, message.depth
+        )
+        self._reply({"type": "file_list", **listing}, message.id)
+
+    async def read_file(self, message: m.ReadFile) -> None:
+        content = await self.gateway.sessions.read_file(
+            self.conn.identity, message.session_id, message.path
+        )
+        self._reply({"type": "file_content", **content}, message.id)
+
+    async def file_history(self, message: m.FileHistory) -> None:
+        history = await self.gateway.sessions.file_history(
+            self.conn.identity, message.session_id, message.path
+        )
+        self._reply({"type": "file_history", **history}, message.id)
+
+    async def file_at_iteration(self, message: m.FileAtIteration) -> None:
+        content = await self.gateway.sessions.read_file(
+            self.conn.identity, message.session_id, message.path, message.iteration
+        )
+        self._reply({"type": "file_content", **content}, message.id)
+
+    async def manage_members(self, message: m.ManageMembers) -> None:
+        members = await self.gateway.members.manage(
+            self.conn.identity, message.action, user_id=message.user_id, role=message.role
+        )
+        self._reply({"type": "member_list", "members": members}, message.id)
+
+
+Handler = Callable[[ClientSession, Any], Awaitable[None]]
+HANDLERS: dict[type, Handler] = {
+    m.Authenticate: ClientSession.authenticate,
+    m.ListSessions: ClientSession.list_sessions,
+    m.CreateSession: ClientSession.create_session,
+    m.RenameSession: ClientSession.rename_session,
+    m.ArchiveSession: ClientSession.archive_session,
+    m.UnarchiveSession: ClientSession.unarchive_session,
+    m.DeleteSession: ClientSession.delete_session,
+    m.JoinSession: ClientSession.join_session,
+    m.LeaveSession: ClientSession.leave_session,
+    m.RunTurn: ClientSession.run_turn,
+    m.StopTurn: ClientSession.stop_turn,
+    m.Steer: ClientSession.steer,
+    m.AnswerQuestion: ClientSession.answer_question,
+    m.GetHistory: ClientSession.get_history,
+    m.GetEvents: ClientSession.get_events,
+    m.ListFiles: ClientSession.list_files,
+    m.ReadFile: ClientSession.read_file,
+    m.FileHistory: ClientSession.file_history,
+    m.FileAtIteration: ClientSession.file_at_iteration,
+    m.ManageMembers: ClientSession.manage_members,
+}

@@ -1,0 +1,208 @@
+"""The agent types local Podium ships (UPSTREAMS.md §4).
+
+Each agent is an async function of its `Turn`. The runtime wraps it with `stream_start` /
+`stream_end` and the transcript, so an agent only streams text and emits its own events.
+"""
+
+import asyncio
+import json as jsonlib
+import math
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from diminuendo.local.runtime import Agent, Turn
+from diminuendo.local.textutil import count_tokens, word_pieces
+
+DEMO_FILE = "demo/notes.md"
+_MAX_DELAY_MS = 10_000
+_MAX_DELTAS = 100_000
+
+
+def _bounded_int(value: Any, name: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
+        raise ValueError(f"{name} must be a number between 0 and {high}")
+    return int(value)
+
+
+def _delay_s(turn: Turn, default_ms: int = 5) -> float:
+    return _bounded_int(turn.config.get("delay_ms", default_ms), "delay_ms", _MAX_DELAY_MS) / 1000
+
+
+async def echo(turn: Turn) -> None:
+    """Streams the user's text back word by word."""
+    delay = _delay_s(turn)
+    for index, piece in enumerate(word_pieces(turn.text)):
+        if index:
+            await asyncio.sleep(delay)
+        turn.say(piece)
+
+
+def _slow_params(turn: Turn) -> tuple[int, float]:
+    """Instance config sets the defaults; a JSON-object message overrides them for one turn."""
+    params = {
+        "deltas": turn.config.get("deltas", 50),
+        "interval_ms": turn.config.get("interval_ms", 20),
+    }
+    try:
+        override = jsonlib.loads(turn.text)
+    except ValueError:
+        override = None
+    if isinstance(override, dict):
+        params.update({k: v for k, v in override.items() if k in params})
+    deltas = _bounded_int(params["deltas"], "deltas", _MAX_DELTAS)
+    interval_ms = _bounded_int(params["interval_ms"], "interval_ms", _MAX_DELAY_MS)
+    return deltas, interval_ms / 1000
+
+
+async def slow(turn: Turn) -> None:
+    """Emits numbered deltas (`d1 `, `d2 `…) at a fixed rate, for load and fault tests."""
+    deltas, interval = _slow_params(turn)
+    for index in range(1, deltas + 1):
+        if index > 1:
+            await asyncio.sleep(interval)
+        for steer in turn.take_steers():
+            turn.say(f"[steer: {steer}] ")
+        turn.say(f"d{index} ")
+
+
+async def _start_tool(turn: Turn, tool_name: str, args: dict[str, Any], pause: float) -> str:
+    """Announce a tool call with its arguments streamed in a few deltas, as real models do."""
+    tool_call_id = f"call_{secrets.token_hex(6)}"
+    turn.emit("tool.call_start", tool_call_id=tool_call_id, tool_name=tool_name)
+    encoded = jsonlib.dumps(args)
+    size = math.ceil(len(encoded) / 4)
+    for start in range(0, len(encoded), size):
+        await asyncio.sleep(pause)
+        turn.emit(
+            "tool.call_delta", tool_call_id=tool_call_id, args_delta=encoded[start : start + size]
+        )
+    turn.emit("tool.call", tool_call_id=tool_call_id, tool_name=tool_name, args=args)
+    return tool_call_id
+
+
+def _finish_tool(
+    turn: Turn, tool_call_id: str, tool_name: str, args: dict[str, Any], output: str
+) -> None:
+    turn.emit("tool.result", tool_call_id=tool_call_id, output=output, is_error=False)
+    turn.record_tool_call(tool_call_id, tool_name, args, output)
+
+
+async def demo(turn: Turn) -> None:
+    """A scripted turn touching every event family, pausing on a question until answered."""
+    pause = _delay_s(turn)
+    if turn.first:
+        sandbox_id = f"sbx_{turn.runtime.instance_id.removeprefix('inst_')[:8]}"
+        turn.emit("sandbox.provisioning", sandbox_id=sandbox_id)
+        await asyncio.sleep(pause)
+        turn.emit("sandbox.init", sandbox_id=sandbox_id, workspace="/workspace")
+
+    turn.emit("thinking.start")
+    for thought in ("Reading the request.", " Three small steps will do."):
+        await asyncio.sleep(pause)
+        turn.emit("thinking.progress", text=thought)
+    turn.emit("thinking.complete")
+    steps = [
+        {"id": "s1", "title": "Look around the workspace"},
+        {"id": "s2", "title": f"Update {DEMO_FILE}"},
+        {"id": "s3", "title": "Check with you"},
+    ]
+    turn.emit("plan.created", steps=steps)
+
+    turn.emit("plan.step_started", step_id="s1")
+    args: dict[str, Any] = {"command": "ls -R /workspace"}
+    call_id = await _start_tool(turn, "bash", args, pause)
+    listing = "\n".join(entry["path"] for entry in turn.list_files()) or "(empty)"
+    terminal_id = f"term_{call_id.removeprefix('call_')}"
+    turn.emit("terminal.stream", terminal_id=terminal_id, data=f"$ {args['command']}\n")
+    await asyncio.sleep(pause)
+    turn.emit("terminal.stream", terminal_id=terminal_id, data=listing + "\n")
+    turn.emit("terminal.complete", terminal_id=terminal_id, exit_code=0)
+    _finish_tool(turn, call_id, "bash", args, listing)
+    turn.emit("plan.step_completed", step_id="s1")
+
+    turn.emit("plan.step_started", step_id="s2")
+    line = f"- {turn.turn_id}: {turn.text}\n"
+    args = {"path": DEMO_FILE, "content": line}
+    call_id = await _start_tool(turn, "append_file", args, pause)
+    previous = turn.read_file(DEMO_FILE) or b"# Demo notes\n"
+    written = turn.write_file(DEMO_FILE, previous + line.encode())
+    turn.emit("file.changed", path=DEMO_FILE, iteration=written["iteration"])
+    _finish_tool(
+        turn, call_id, "append_file", args, f"{DEMO_FILE} is at iteration {written['iteration']}"
+    )
+    turn.emit("plan.step_completed", step_id="s2")
+
+    turn.emit("plan.step_started", step_id="s3")
+    question = {"id": "q1", "text": "Keep the notes file?", "options": ["keep", "discard"]}
+    resolution = await turn.ask([question])
+    turn.emit("plan.step_completed", step_id="s3")
+
+    if resolution["dismissed"]:
+        choice = "you dismissed my question"
+    else:
+        choice = f"you answered {resolution['answers'].get('q1', 'nothing')!s}"
+    iteration = written["iteration"]
+    text = f"Done: I looked around, updated {DEMO_FILE} (iteration {iteration}) and {choice}."
+    steers = turn.take_steers()
+    if steers:
+        text += f" Noted along the way: {'; '.join(steers)}."
+    for piece in word_pieces(text):
+        await asyncio.sleep(pause)
+        turn.say(piece)
+    turn.usage = {"input_tokens": count_tokens(turn.text), "output_tokens": count_tokens(text)}
+    turn.emit("usage", **turn.usage, cost=round(turn.usage["output_tokens"] * 0.00001, 6))
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    event, data = "message", []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event, jsonlib.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            data.append(line.removeprefix("data:").lstrip())
+
+
+async def chat(turn: Turn) -> None:
+    """Answers through Ensemble (streaming) with the instance transcript as the conversation."""
+    services = turn.runtime.services
+    messages = [{"role": m["role"], "content": m["text"]} for m in turn.transcript()]
+    call = {
+        "jsonrpc": "2.0",
+        "id": turn.turn_id,
+        "method": "inference/generate",
+        "params": {"model": turn.config.get("model", "mock"), "messages": messages, "stream": True},
+    }
+    headers = {"Authorization": f"Bearer {services.api_key}"}
+    timeout = httpx.Timeout(60.0, connect=2.0)
+    async with (
+        httpx.AsyncClient(timeout=timeout) as client,
+        client.stream(
+            "POST", f"{services.ensemble_url}/rpc", json=call, headers=headers
+        ) as response,
+    ):
+        if response.status_code != 200:
+            raise RuntimeError(f"ensemble answered HTTP {response.status_code}")
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            error = jsonlib.loads(await response.aread()).get("error") or {}
+            raise RuntimeError(f"ensemble refused: {error.get('message', 'no stream')}")
+        async for event, data in _sse_events(response):
+            if event == "delta":
+                turn.say(data.get("text", ""))
+            elif event == "completed":
+                usage = data.get("usage") or {}
+                turn.usage = {
+                    "input_tokens": usage.get("inputTokens", 0),
+                    "output_tokens": usage.get("outputTokens", 0),
+                }
+            elif event in ("failed", "cancelled"):
+                raise RuntimeError(f"ensemble generation {event}: {data.get('message', '')}")
+
+
+AGENTS: dict[str, Agent] = {"echo": echo, "demo": demo, "slow": slow, "chat": chat}

@@ -1,0 +1,173 @@
+"""What every stand-in shares: a quiet Sanic app, Bearer auth, JSON errors and fault switches.
+
+Several stand-ins run as separate Sanic apps inside one asyncio loop, so each one is started and
+stopped by hand with `create_server` instead of `app.run()`.
+"""
+
+import asyncio
+import hmac
+import itertools
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import Any
+
+from loguru import logger
+from sanic import HTTPResponse, Request, Sanic, json
+from sanic.exceptions import BadRequest, SanicException
+from sanic.server.async_server import AsyncioServer
+
+FAULT_MODES = ("ok", "unavailable", "hang")
+HANG_LIMIT_S = 120.0
+_SHUTDOWN_GRACE_S = 1.0
+_SHUTDOWN_POLLS = 50
+_ERROR_CODES = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "TOO_LARGE",
+    503: "UNAVAILABLE",
+}
+_app_ids = itertools.count(1)
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> HTTPResponse:
+    """The one error body of the stand-ins, mirroring the gateway's own `{error:{code,message}}`."""
+    return json({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is the caller's mistake (400)."""
+    body = request.json
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+class FaultSwitch:
+    """Makes a stand-in misbehave on purpose so failure handling is tested over real sockets."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self._release = asyncio.Event()
+
+    def set(self, mode: str) -> None:
+        # Any change frees the requests hanging under the previous mode: tests flip back to "ok"
+        # and expect the service to be usable at once.
+        self.mode = mode
+        self._release.set()
+        self._release = asyncio.Event()
+
+    def release_all(self) -> None:
+        """Free hung requests for good so a stopping server does not wait on them."""
+        self.mode = "ok"
+        self._release.set()
+
+    async def hang(self) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._release.wait(), HANG_LIMIT_S)
+
+
+class LocalService:
+    """One stand-in server. Routes are added on `app` by the stand-in that owns it."""
+
+    def __init__(self, name: str, api_key: str, public_paths: Iterable[str]) -> None:
+        self.name = name
+        self.fault = FaultSwitch()
+        self._api_key = api_key
+        self._public_paths = frozenset(public_paths)
+        self._server: AsyncioServer | None = None
+        # configure_logging=False: the gateway may share this process and owns logging setup.
+        app = Sanic(f"local_{name}_{next(_app_ids)}", configure_logging=False)
+        app.config.TOUCHUP = False
+        app.config.MOTD = False
+        app.config.ACCESS_LOG = False
+        app.config.AUTO_EXTEND = False
+        app.config.NOISY_EXCEPTIONS = False
+        # Sanic's default 60 s response timeout would cut the hang fault short.
+        app.config.RESPONSE_TIMEOUT = HANG_LIMIT_S + 5
+        self.app = app
+        app.on_request(self._guard)
+        app.error_handler.add(SanicException, self._sanic_error)
+        app.error_handler.add(Exception, self._crash)
+        app.add_route(self._get_fault, "/_local/fault", methods=["GET"], name="get_fault")
+        app.add_route(self._set_fault, "/_local/fault", methods=["POST"], name="set_fault")
+
+    async def start(self, host: str, port: int) -> None:
+        try:
+            server = await self.app.create_server(host=host, port=port, return_asyncio_server=True)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"local {self.name} cannot listen on {host}:{port}: {exc.strerror}"
+            ) from exc
+        await server.startup()
+        await server.before_start()
+        await server.after_start()
+        self._server = server
+
+    async def stop(self) -> None:
+        """Close the listener, then every connection: idle ones at once, busy ones after a grace.
+
+        This mirrors what `app.run()` does on shutdown, which `create_server` leaves to us.
+        """
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.fault.release_all()
+        await server.before_stop()
+        server.close()
+        await server.wait_closed()
+        for conn in list(server.connections):
+            conn.close_if_idle()
+        # Sanic offers no event for "all connections gone", so poll for a bounded time, closing
+        # HTTP connections as their last response goes out (websockets are already closing).
+        for _ in range(_SHUTDOWN_POLLS):
+            if not server.connections:
+                break
+            await asyncio.sleep(_SHUTDOWN_GRACE_S / _SHUTDOWN_POLLS)
+            for conn in list(server.connections):
+                if getattr(conn, "websocket", None) is None:
+                    conn.close_if_idle()
+        for conn in list(server.connections):
+            websocket = getattr(conn, "websocket", None)
+            if websocket is not None:
+                websocket.fail_connection(code=1001)
+            else:
+                conn.abort()
+        await server.after_stop()
+        Sanic.unregister_app(self.app)
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._api_key.encode()
+        )
+
+    async def _guard(self, request: Request) -> HTTPResponse | None:
+        if request.path not in self._public_paths and not self._authorized(request):
+            return error_response(401, "UNAUTHORIZED", "missing or invalid bearer token")
+        if request.path.startswith("/_local/") or self.fault.mode == "ok":
+            return None
+        if self.fault.mode == "hang":
+            await self.fault.hang()
+        return error_response(503, "UNAVAILABLE", f"{self.name} is unavailable (fault switch)")
+
+    async def _get_fault(self, request: Request) -> HTTPResponse:
+        return json({"mode": self.fault.mode})
+
+    async def _set_fault(self, request: Request) -> HTTPResponse:
+        mode = json_object(request).get("mode")
+        if mode not in FAULT_MODES:
+            raise BadRequest(f"mode must be one of {', '.join(FAULT_MODES)}")
+        self.fault.set(mode)
+        logger.info("local {} fault mode set to {}", self.name, mode)
+        return json({"mode": mode})
+
+    def _sanic_error(self, request: Request, exc: SanicException) -> HTTPResponse:
+        status = exc.status_code
+        return error_response(status, _ERROR_CODES.get(status, "ERROR"), str(exc) or "error")
+
+    def _crash(self, request: Request, exc: Exception) -> HTTPResponse:
+        logger.opt(exception=exc).error("local {} failed on {}", self.name, request.path)
+        return error_response(500, "INTERNAL", "internal error")

@@ -1,0 +1,17 @@
+"""The client protocol: messages, events, error codes and their codec — pure, no I/O."""
+
+from diminuendo.protocol.codec import DecodeFailure, decode_client_frame, encode_frame
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "DecodeFailure",
+    "ErrorCode",
+    "GatewayError",
+    "decode_client_frame",
+    "encode_frame",
+]

@@ -1,0 +1,216 @@
+"""One session's outbound event stream: seq/epoch, the bounded replay window, fan-out.
+
+Sans-I/O (in the manner of h11): no sockets, no asyncio, no clock. The gateway hands in events and
+the time, and receives encoded frames through `Subscriber.deliver`. Everything here runs
+synchronously, which is what makes the attach contract (snapshot → replay → live, with no
+duplicate and no hole) hold without locks: no other code can run between two statements of one
+method.
+
+`seq` counts from 1 within the stream's `epoch` and is never reused; a new epoch is a new
+`SessionStream` (PROTOCOL.md §7).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from typing import Any, NamedTuple, Protocol
+
+import msgspec
+
+__all__ = ["Frame", "Replay", "SessionStream", "Subscriber"]
+
+_encoder = msgspec.json.Encoder()
+
+
+class Frame(NamedTuple):
+    """One published event, encoded once and shared by every subscriber and the window."""
+
+    seq: int
+    type: str
+    data: str  # the complete JSON text frame, ready for ws.send
+
+
+class Subscriber(Protocol):
+    """A receiver of live frames, typically one client connection joined to the session."""
+
+    def deliver(self, frame: Frame) -> None:
+        """Take one frame. Must not block and must not call back into `publish`: the gateway's
+        connection puts it on its bounded send queue and returns."""
+
+
+class Replay(NamedTuple):
+    """The answer to "what did I miss after `after_seq`?" (join_session, get_events)."""
+
+    gap: bool  # events the client has not seen are gone: rebuild from get_history
+    frames: list[Frame]  # retained frames after after_seq, in seq order
+    last_seq: int  # the stream's last seq at the time of the answer
+    epoch: str  # the stream's current epoch
+
+
+class SessionStream:
+    """Stamps, encodes, retains and fans out one session's events.
+
+    The replay window keeps the newest frames within both `max_events` and `max_bytes` (UTF-8
+    size of the encoded frames), evicting the oldest first. The byte bound is strict: a single
+    frame larger than `max_bytes` is delivered live but not retained, and a client that missed it
+    gets `gap=True`. Retained frames always form one run of consecutive seqs ending at
+    `last_seq`; the gap rules rely on it.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_epoch",
+        "_fanout",
+        "_last_seq",
+        "_max_bytes",
+        "_max_events",
+        "_session_id",
+        "_sizes",
+        "_subscribers",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        epoch: str,
+        *,
+        max_events: int = 10_000,
+        max_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self._session_id = session_id
+        self._epoch = epoch
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._last_seq = 0
+        self._window: deque[Frame] = deque()
+        self._sizes: deque[int] = deque()  # encoded size of each retained frame, same order
+        self._bytes = 0
+        # Keyed by id() so subscribers need not be hashable; insertion order is delivery order.
+        self._subscribers: dict[int, Subscriber] = {}
+        # Snapshot iterated by publish, rebuilt on (rare) attach/detach, so a subscriber that
+        # attaches or detaches during delivery cannot disturb the loop.
+        self._fanout: tuple[Subscriber, ...] = ()
+
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest published event; 0 before the first."""
+        return self._last_seq
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: dict[str, Any], ts_ms: int) -> Frame:
+        """Stamp `event` (which must have a `type`) with the next seq, encode it once, retain it
+        and deliver it to every subscriber in subscription order.
+
+        The frame is `{"type", "sessionId", "seq", "ts", …rest of event}`. The stream owns
+        `sessionId`, `seq` and `ts`: values for them in `event` are overwritten, so a caller
+        can never forge or break the sequence.
+
+        A subscriber whose `deliver` raises is detached and the others still get the frame: one
+        broken connection must not starve the rest, and the gateway closes that connection itself
+        (it recovers by rejoining with `afterSeq`).
+        """
+        seq = self._last_seq + 1
+        session_id = self._session_id
+        message = {"type": event["type"], "sessionId": session_id, "seq": seq, "ts": ts_ms}
+        message.update(event)
+        message["sessionId"] = session_id
+        message["seq"] = seq
+        message["ts"] = ts_ms
+        raw = _encoder.encode(message)
+        frame = Frame(seq, message["type"], raw.decode())
+        # Advance seq only once encoding succeeded, so an unencodable event leaves no hole.
+        self._last_seq = seq
+
+        window = self._window
+        sizes = self._sizes
+        window.append(frame)
+        sizes.append(len(raw))
+        self._bytes += len(raw)
+        while len(window) > self._max_events or self._bytes > self._max_bytes:
+            window.popleft()
+            self._bytes -= sizes.popleft()
+
+        for subscriber in self._fanout:
+            try:
+                subscriber.deliver(frame)
+            except Exception:
+                self.detach(subscriber)
+        return frame
+
+    def attach(
+        self, subscriber: Subscriber, after_seq: int | None = None, epoch: str | None = None
+    ) -> Replay:
+        """Register `subscriber` for live frames and return what it missed after `after_seq`.
+
+        Contract: this is synchronous, so nothing is published between computing the replay and
+        registering the subscriber. It does not deliver the replay frames itself; the caller must,
+        in the same synchronous step (before its next `await`), enqueue its `state_snapshot` and
+        then `replay.frames`. Every later `publish` delivers seq `last_seq + 1` onwards, so the
+        client sees snapshot → replay → live with no duplicate and no hole.
+
+        Replay rules (shared with `replay`):
+        * `epoch` given and not the current one → `gap=True`, no frames: seqs of another epoch
+          mean nothing here, so the client must rebuild from history. This applies even when
+          `after_seq` is None.
+        * `after_seq` None → live only: no frames, `gap=False`.
+        * events after `after_seq` already evicted → `gap=True` with every retained frame.
+        * `after_seq >= last_seq` → no frames, `gap=False`; a client "ahead" of the stream has
+          nothing to replay (it should not happen within one epoch).
+        * a negative `after_seq` counts as 0 ("seen nothing").
+
+        Attaching a subscriber that is already attached keeps one registration (and its place in
+        the delivery order).
+        """
+        replay = self._replay(after_seq, epoch, None)
+        if id(subscriber) not in self._subscribers:
+            self._subscribers[id(subscriber)] = subscriber
+            self._fanout = (*self._fanout, subscriber)
+        return replay
+
+    def detach(self, subscriber: Subscriber) -> None:
+        """Stop live delivery to `subscriber`. Idempotent: leaving twice, or after a failed
+        delivery already detached it, is fine."""
+        if self._subscribers.pop(id(subscriber), None) is not None:
+            self._fanout = tuple(self._subscribers.values())
+
+    def replay(self, after_seq: int, epoch: str | None = None, limit: int = 500) -> Replay:
+        """The first `limit` retained frames after `after_seq`, by the rules of `attach`, without
+        subscribing (`get_events`). `last_seq` is the stream's, so a reply whose last frame is
+        below it means there is more to fetch."""
+        return self._replay(after_seq, epoch, max(limit, 0))
+
+    def _replay(self, after_seq: int | None, epoch: str | None, limit: int | None) -> Replay:
+        last_seq = self._last_seq
+        if epoch is not None and epoch != self._epoch:
+            return Replay(True, [], last_seq, self._epoch)
+        if after_seq is None or after_seq >= last_seq:
+            return Replay(False, [], last_seq, self._epoch)
+        after_seq = max(after_seq, 0)
+        window = self._window
+        first_seq = last_seq - len(window) + 1  # retained seqs are first_seq..last_seq
+        gap = after_seq < first_seq - 1
+        start = max(after_seq + 1 - first_seq, 0)
+        count = len(window) - start
+        if limit is not None:
+            count = min(count, limit)
+        if start > len(window) // 2:
+            # Reconnects usually miss only the newest few frames: walk from the right end.
+            frames = list(islice(reversed(window), len(window) - start))
+            frames.reverse()
+            del frames[count:]
+        else:
+            frames = list(islice(window, start, start + count))
+        return Replay(gap, frames, last_seq, self._epoch)

@@ -1,0 +1,329 @@
+"""One typed, validated settings object read from the environment (and `.env`).
+
+Validation collects every problem before failing so an operator fixes a bad deploy in one pass:
+`load_settings` raises `ConfigError` whose `problems` are printed one per line by the CLI, which
+then exits 2 (OPERATIONS.md §3). Secrets are kept out of `repr()` and `describe()`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from diminuendo.auth.endpoints import resolve_auth0
+
+LOCAL_STACK_API_KEY = "local-dev-key"
+DEV_UPSTREAM_URLS = {
+    "podium": "http://127.0.0.1:8002",
+    "ensemble": "http://127.0.0.1:8004",
+    "unison": "http://127.0.0.1:8005",
+}
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
+ROLES = ("guest", "viewer", "developer", "admin", "owner")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(Exception):
+    """Bad configuration; `problems` holds one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _secret() -> Any:
+    return field(default="", repr=False, metadata={"secret": True})
+
+
+@dataclass(frozen=True)
+class Settings:
+    dev_mode: bool = False
+    dev_mode_allow_remote: bool = False
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    data_dir: Path = Path("./data")
+    log_level: str = "info"
+    log_format: str = "json"
+
+    auth0_domain: str = ""
+    auth0_client_id: str = ""
+    auth0_audience: str = ""
+    auth_role_claim: str = "https://diminuendo/role"
+    auth_tenant_claim: str = "https://diminuendo/tenant_id"
+    auth_default_role: str = "viewer"
+    allowed_origins: tuple[str, ...] = ()
+
+    podium_url: str = ""
+    podium_api_key: str = _secret()
+    podium_secrets_key: str = _secret()
+    ensemble_url: str = ""
+    ensemble_api_key: str = _secret()
+    unison_url: str = ""
+    unison_api_key: str = _secret()
+
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "diminuendo"
+
+    max_connections: int = 10_000
+    max_active_sessions: int = 5_000
+    session_idle_timeout_s: float = 900.0
+    ws_send_queue_max: int = 1_000
+    ws_max_message_bytes: int = 1024 * 1024
+    ws_hard_cap_bytes: int = 4 * 1024 * 1024
+    ws_rate_limit: tuple[int, float] = (60, 10.0)
+    ws_heartbeat_interval_s: float = 30.0
+    ws_idle_timeout_s: float = 90.0
+    auth_timeout_s: float = 10.0
+    auth_failure_limit: tuple[int, float] = (10, 60.0)
+    graceful_shutdown_timeout_s: float = 15.0
+    replay_max_events: int = 10_000
+    replay_max_bytes: int = 8 * 1024 * 1024
+
+    def describe(self) -> dict[str, Any]:
+        """The effective configuration for `check-config`, with every secret replaced."""
+        described: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = "<set>" if value else "<unset>"
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            described[f.name.upper()] = value
+        return described
+
+
+@dataclass(frozen=True)
+class _Var:
+    name: str
+    attr: str
+    parse: Callable[[str], Any]
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_int(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return value
+
+    return parse
+
+
+def _parse_seconds(raw: str) -> float:
+    text = raw.strip().lower().removesuffix("s")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|kb|k|mib|mb|m)?\s*$", re.I)
+_SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 2**20, "mb": 2**20, "mib": 2**20}
+
+
+def _parse_size(raw: str) -> int:
+    match = _SIZE.match(raw)
+    if not match:
+        raise ValueError("expected a size such as 1048576, 512KiB or 1MiB")
+    value = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+    if value < 1024:
+        raise ValueError("must be at least 1 KiB")
+    return value
+
+
+def _parse_rate(raw: str) -> tuple[int, float]:
+    """`60/10s` → 60 messages per 10-second sliding window."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s?\s*", raw)
+    if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
+        raise ValueError("expected COUNT/SECONDS such as 60/10s")
+    return int(match.group(1)), float(match.group(2))
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _parse_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as https://podium.internal")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials (use the *_API_KEY variable)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not contain a query or fragment")
+    return value
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+    return origins
+
+
+def _parse_str(raw: str) -> str:
+    return raw.strip()
+
+
+_VARS = (
+    _Var("DEV_MODE", "dev_mode", _parse_bool),
+    _Var("DEV_MODE_ALLOW_REMOTE", "dev_mode_allow_remote", _parse_bool),
+    _Var("HOST", "host", _parse_str),
+    _Var("PORT", "port", _parse_int(0, 65535)),
+    _Var("WORKERS", "workers", _parse_int(1, 64)),
+    _Var("DATA_DIR", "data_dir", lambda raw: Path(raw.strip())),
+    _Var("LOG_LEVEL", "log_level", _parse_choice(LOG_LEVELS)),
+    _Var("LOG_FORMAT", "log_format", _parse_choice(("json", "pretty"))),
+    _Var("AUTH0_DOMAIN", "auth0_domain", _parse_str),
+    _Var("AUTH0_CLIENT_ID", "auth0_client_id", _parse_str),
+    _Var("AUTH0_AUDIENCE", "auth0_audience", _parse_str),
+    _Var("AUTH_ROLE_CLAIM", "auth_role_claim", _parse_str),
+    _Var("AUTH_TENANT_CLAIM", "auth_tenant_claim", _parse_str),
+    _Var("AUTH_DEFAULT_ROLE", "auth_default_role", _parse_choice(ROLES)),
+    _Var("ALLOWED_ORIGINS", "allowed_origins", _parse_origins),
+    _Var("PODIUM_URL", "podium_url", _parse_url),
+    _Var("PODIUM_API_KEY", "podium_api_key", _parse_str),
+    _Var("PODIUM_SECRETS_KEY", "podium_secrets_key", _parse_str),
+    _Var("ENSEMBLE_URL", "ensemble_url", _parse_url),
+    _Var("ENSEMBLE_API_KEY", "ensemble_api_key", _parse_str),
+    _Var("UNISON_URL", "unison_url", _parse_url),
+    _Var("UNISON_API_KEY", "unison_api_key", _parse_str),
+    _Var("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint", _parse_url),
+    _Var("OTEL_SERVICE_NAME", "otel_service_name", _parse_str),
+    _Var("MAX_CONNECTIONS", "max_connections", _parse_int(1, 1_000_000)),
+    _Var("MAX_ACTIVE_SESSIONS", "max_active_sessions", _parse_int(1, 1_000_000)),
+    _Var("SESSION_IDLE_TIMEOUT", "session_idle_timeout_s", _parse_seconds),
+    _Var("WS_SEND_QUEUE_MAX", "ws_send_queue_max", _parse_int(1, 1_000_000)),
+    _Var("WS_MAX_MESSAGE_BYTES", "ws_max_message_bytes", _parse_size),
+    _Var("WS_HARD_CAP_BYTES", "ws_hard_cap_bytes", _parse_size),
+    _Var("WS_RATE_LIMIT", "ws_rate_limit", _parse_rate),
+    _Var("WS_HEARTBEAT_INTERVAL", "ws_heartbeat_interval_s", _parse_seconds),
+    _Var("WS_IDLE_TIMEOUT", "ws_idle_timeout_s", _parse_seconds),
+    _Var("AUTH_TIMEOUT", "auth_timeout_s", _parse_seconds),
+    _Var("AUTH_FAILURE_LIMIT", "auth_failure_limit", _parse_rate),
+    _Var("GRACEFUL_SHUTDOWN_TIMEOUT", "graceful_shutdown_timeout_s", _parse_seconds),
+    _Var("REPLAY_MAX_EVENTS", "replay_max_events", _parse_int(1, 10_000_000)),
+    _Var("REPLAY_MAX_BYTES", "replay_max_bytes", _parse_size),
+)
+
+_UPSTREAMS = (
+    ("PODIUM", "podium_url", "podium_api_key"),
+    ("ENSEMBLE", "ensemble_url", "ensemble_api_key"),
+    ("UNISON", "unison_url", "unison_api_key"),
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_environment(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = Path(".env")
+) -> dict[str, str]:
+    """The environment with `.env` underneath it: a real variable always wins over the file."""
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and dotenv_path.is_file():
+        merged.update(
+            {
+                k: v
+                for k, v in dotenv_values(dotenv_path, interpolate=False).items()
+                if v is not None
+            }
+        )
+    merged.update(os.environ if environ is None else environ)
+    return merged
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = Path(".env")
+) -> Settings:
+    """Parse and validate; raises `ConfigError` listing every problem found."""
+    env = read_environment(environ, dotenv_path)
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for var in _VARS:
+        raw = env.get(var.name)
+        if raw is None or (raw.strip() == "" and var.parse is not _parse_bool):
+            continue
+        try:
+            values[var.attr] = var.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{var.name}: {exc}")
+
+    dev = values.get("dev_mode", False)
+    if dev:
+        values.setdefault("host", "127.0.0.1")
+        values.setdefault("port", 8001)
+        values.setdefault("log_format", "pretty")
+        for prefix, url_attr, key_attr in _UPSTREAMS:
+            if url_attr not in values and f"{prefix}_URL" not in env:
+                values[url_attr] = DEV_UPSTREAM_URLS[prefix.lower()]
+                values.setdefault(key_attr, LOCAL_STACK_API_KEY)
+        host = values["host"]
+        if not is_loopback(host) and not values.get("dev_mode_allow_remote", False):
+            problems.append(
+                f"HOST: dev mode bypasses authentication, so it only binds loopback; {host!r} "
+                "is not loopback (set DEV_MODE_ALLOW_REMOTE=true to override)"
+            )
+    else:
+        required = ["AUTH0_DOMAIN", "AUTH0_AUDIENCE"]
+        for prefix, _url, _key in _UPSTREAMS:
+            required += [f"{prefix}_URL", f"{prefix}_API_KEY"]
+        required.append("PODIUM_SECRETS_KEY")
+        for name in required:
+            if not (env.get(name) or "").strip():
+                problems.append(f"{name}: required unless DEV_MODE=true")
+
+    if values.get("auth0_domain"):
+        try:
+            resolve_auth0(values["auth0_domain"])
+        except ValueError as exc:
+            problems.append(f"AUTH0_DOMAIN: {exc}")
+    max_message = values.get("ws_max_message_bytes", Settings.ws_max_message_bytes)
+    if values.get("ws_hard_cap_bytes", Settings.ws_hard_cap_bytes) < max_message:
+        problems.append("WS_HARD_CAP_BYTES: must not be smaller than WS_MAX_MESSAGE_BYTES")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)

@@ -1,0 +1,245 @@
+"""Podium adapter (UPSTREAMS.md §1): REST calls and the native runtime WebSocket.
+
+`RuntimeConnection` owns one runtime socket per active session. It hides drops: when the socket
+falls mid-turn it reconnects with backoff for up to `reconnect_window_s` (Podium buffers what the
+agent emitted meanwhile, so nothing is lost), and only when the instance is gone or the window is
+exhausted does it report `on_lost` so the session can end the turn with `turn_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+import websockets
+from loguru import logger
+from websockets.asyncio.client import ClientConnection, connect
+
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.upstreams.http import UpstreamHttp
+from diminuendo.upstreams.resilience import backoff_delay
+
+DEPLOYMENT_CACHE_S = 60.0
+_frame_decoder = msgspec.json.Decoder()
+_frame_encoder = msgspec.json.Encoder()
+
+
+class PodiumClient:
+    def __init__(self, http: UpstreamHttp, api_key: str) -> None:
+        self.http = http
+        self._api_key = api_key
+        self._deployments: dict[str, tuple[float, str | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"PodiumClient({self.http.base_url!r})"
+
+    async def resolve_deployment(self, agent_type: str) -> str | None:
+        """The newest deployment id for an agent type (cached 60 s), None when there is none."""
+        cached = self._deployments.get(agent_type)
+        now = time.monotonic()
+        if cached and now - cached[0] < DEPLOYMENT_CACHE_S:
+            return cached[1]
+        body = await self.http.get_json("/api/v1/deployments", params={"agent_type": agent_type})
+        deployments = body.get("deployments") or []
+        deployment_id = deployments[0]["deployment_id"] if deployments else None
+        self._deployments[agent_type] = (now, deployment_id)
+        return deployment_id
+
+    async def create_instance(
+        self, deployment_id: str, *, metadata: dict[str, str], secrets: dict[str, str]
+    ) -> str:
+        body = {
+            "deployment_id": deployment_id,
+            "config": {},
+            "secrets": secrets,
+            "metadata": metadata,
+        }
+        response = await self.http.request("POST", "/api/v1/instances", json=body, ok=(200, 201))
+        return response.json()["instance_id"]
+
+    async def instance_exists(self, instance_id: str) -> bool:
+        response = await self.http.request(
+            "GET", f"/api/v1/instances/{quote(instance_id, safe='')}", passthrough=(404,)
+        )
+        return response.status_code != 404
+
+    async def delete_instance(self, instance_id: str) -> None:
+        await self.http.request(
+            "DELETE",
+            f"/api/v1/instances/{quote(instance_id, safe='')}",
+            ok=(200, 204),
+            passthrough=(404,),
+        )
+
+    async def messages(self, instance_id: str, *, limit: int, before: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if before:
+            params["before"] = before
+        return await self.http.get_json(
+            f"/api/v1/instances/{quote(instance_id, safe='')}/messages", params=params
+        )
+
+    async def files(self, instance_id: str, *, path: str, depth: int) -> dict[str, Any]:
+        return await self.http.get_json(
+            f"/api/v1/instances/{quote(instance_id, safe='')}/files",
+            params={"path": path, "depth": depth},
+        )
+
+    async def file(
+        self, instance_id: str, path: str, *, iteration: int | None = None
+    ) -> dict[str, Any] | None:
+        params = {"iteration": iteration} if iteration is not None else None
+        response = await self.http.request(
+            "GET",
+            f"/api/v1/instances/{quote(instance_id, safe='')}/files/{quote(path)}",
+            params=params,
+            passthrough=(404,),
+        )
+        return None if response.status_code == 404 else response.json()
+
+    async def file_history(self, instance_id: str, path: str) -> dict[str, Any] | None:
+        response = await self.http.request(
+            "GET",
+            f"/api/v1/instances/{quote(instance_id, safe='')}/files/{quote(path)}/history",
+            passthrough=(404,),
+        )
+        return None if response.status_code == 404 else response.json()
+
+    async def health(self) -> bool:
+        body = await self.http.get_json("/health", retry=False)
+        return body.get("status") == "ok"
+
+    def runtime(
+        self,
+        instance_id: str,
+        *,
+        on_frame: Callable[[dict[str, Any]], None],
+        on_lost: Callable[[str], Awaitable[None]],
+        reconnect_window_s: float = 30.0,
+    ) -> RuntimeConnection:
+        ws_base = "ws" + self.http.base_url.removeprefix("http")
+        return RuntimeConnection(
+            f"{ws_base}/agent/{quote(instance_id, safe='')}",
+            self._api_key,
+            podium=self,
+            instance_id=instance_id,
+            on_frame=on_frame,
+            on_lost=on_lost,
+            reconnect_window_s=reconnect_window_s,
+        )
+
+
+class RuntimeConnection:
+    """The gateway's end of one instance's runtime socket, with transparent reconnects."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        podium: PodiumClient,
+        instance_id: str,
+        on_frame: Callable[[dict[str, Any]], None],
+        on_lost: Callable[[str], Awaitable[None]],
+        reconnect_window_s: float,
+    ) -> None:
+        self._url = url
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._podium = podium
+        self.instance_id = instance_id
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._reconnect_window_s = reconnect_window_s
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+        self._connected = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"RuntimeConnection({self.instance_id!r})"
+
+    async def open(self) -> None:
+        """Connect once (raises `GatewayError` if Podium refuses), then keep the socket up."""
+        self._ws = await self._connect()
+        self._connected.set()
+        self._reader = asyncio.create_task(self._read_loop(), name=f"runtime:{self.instance_id}")
+
+    async def _connect(self) -> ClientConnection:
+        try:
+            return await connect(
+                self._url,
+                additional_headers=self._headers,
+                open_timeout=5,
+                max_size=16 * 1024 * 1024,
+                ping_interval=20,
+                ping_timeout=20,
+                compression=None,
+            )
+        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI):
+            raise GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Podium is unavailable") from None
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send one control frame, waiting briefly through a reconnect if one is under way."""
+        try:
+            async with asyncio.timeout(self._reconnect_window_s):
+                while True:
+                    await self._connected.wait()
+                    assert self._ws is not None
+                    try:
+                        await self._ws.send(_frame_encoder.encode(frame).decode())
+                        return
+                    except websockets.ConnectionClosed:
+                        self._connected.clear()
+        except TimeoutError:
+            raise GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Podium is unavailable") from None
+
+    async def close(self) -> None:
+        """Close the socket without stopping the instance (its turns go on in Podium)."""
+        self._closing = True
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _read_loop(self) -> None:
+        while not self._closing:
+            assert self._ws is not None
+            try:
+                async for raw in self._ws:
+                    try:
+                        frame = _frame_decoder.decode(raw)
+                    except msgspec.DecodeError:
+                        logger.warning("dropping a runtime frame that is not JSON")
+                        continue
+                    if isinstance(frame, dict):
+                        self._on_frame(frame)
+            except websockets.ConnectionClosed:
+                pass
+            if self._closing:
+                return
+            self._connected.clear()
+            reason = await self._reconnect()
+            if reason is not None:
+                await self._on_lost(reason)
+                return
+
+    async def _reconnect(self) -> str | None:
+        """Reconnect with backoff; None on success, else why the runtime is lost."""
+        deadline = time.monotonic() + self._reconnect_window_s
+        attempt = 0
+        while time.monotonic() < deadline and not self._closing:
+            attempt += 1
+            try:
+                if not await self._podium.instance_exists(self.instance_id):
+                    return "The agent instance is gone"
+                self._ws = await self._connect()
+                self._connected.set()
+                logger.info("runtime socket for {} reconnected", self.instance_id)
+                return None
+            except GatewayError:
+                await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=2.0))
+        return "The agent runtime could not be reached"

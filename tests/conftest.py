@@ -1,0 +1,272 @@
+"""Shared fixtures: real processes on 127.0.0.1 — the local stack and gateways — and a small
+WebSocket client that speaks the protocol for the tests.
+
+Every process started here is bounded: it must be healthy within `START_TIMEOUT_S` and is
+terminated (then killed) in teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+RECV_TIMEOUT_S = 10.0
+LOCAL_KEY = "local-dev-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not healthy within {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+    return proc.returncode
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    podium_port: int
+    ensemble_port: int
+    unison_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def podium_url(self) -> str:
+        return f"http://127.0.0.1:{self.podium_port}"
+
+    @property
+    def ensemble_url(self) -> str:
+        return f"http://127.0.0.1:{self.ensemble_port}"
+
+    @property
+    def unison_url(self) -> str:
+        return f"http://127.0.0.1:{self.unison_port}"
+
+    def start(self) -> None:
+        self.log = self.data_dir / f"local-stack-{self.podium_port}.log"
+        env = {**os.environ, "DATA_DIR": str(self.data_dir)}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "diminuendo",
+                "local-stack",
+                "--podium-port",
+                str(self.podium_port),
+                "--ensemble-port",
+                str(self.ensemble_port),
+                "--unison-port",
+                str(self.unison_port),
+            ],
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        for url in (
+            f"{self.podium_url}/health",
+            f"{self.ensemble_url}/api/v1/health",
+            f"{self.unison_url}/api/v1/health",
+        ):
+            _wait_http(url, self.proc, self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def gateway_env(self) -> dict[str, str]:
+        return {
+            "PODIUM_URL": self.podium_url,
+            "ENSEMBLE_URL": self.ensemble_url,
+            "UNISON_URL": self.unison_url,
+            "PODIUM_API_KEY": LOCAL_KEY,
+            "ENSEMBLE_API_KEY": LOCAL_KEY,
+            "UNISON_API_KEY": LOCAL_KEY,
+        }
+
+    def fault(self, service: str, mode: str) -> None:
+        url = {"podium": self.podium_url, "ensemble": self.ensemble_url, "unison": self.unison_url}[
+            service
+        ]
+        httpx.post(
+            f"{url}/_local/fault",
+            json={"mode": mode},
+            headers={"Authorization": f"Bearer {LOCAL_KEY}"},
+            timeout=5,
+        ).raise_for_status()
+
+
+def new_stack(data_dir: Path) -> Stack:
+    return Stack(data_dir, free_port(), free_port(), free_port())
+
+
+@dataclass
+class Gateway:
+    port: int
+    env: dict[str, str]
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> None:
+        self.log = self.data_dir / f"gateway-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "diminuendo", "serve"],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        _wait_http(f"{self.url}/health", self.proc, self.log)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        return stop_process(self.proc, sig)
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log else ""
+
+
+def gateway_process(stack: Stack, data_dir: Path, **overrides: str) -> Gateway:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DEV_MODE": "true",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATA_DIR": str(data_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+        **stack.gateway_env(),
+        **overrides,
+    }
+    return Gateway(port, env, data_dir)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = new_stack(tmp_path_factory.mktemp("stack"))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    g = gateway_process(stack, tmp_path_factory.mktemp("gateway"))
+    g.start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def start_gateway(stack: Stack, tmp_path: Path) -> Iterator[Any]:
+    """Factory for a gateway with its own settings (e.g. a tiny rate limit)."""
+    started: list[Gateway] = []
+
+    def start(**overrides: str) -> Gateway:
+        g = gateway_process(stack, tmp_path, **overrides)
+        g.start()
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        g.stop()
+
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Client:
+    """A protocol-aware test client over a real `websockets` connection."""
+
+    ws: ClientConnection
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def recv(self, timeout: float = RECV_TIMEOUT_S) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            raw = await self.ws.recv()
+        frame = json.loads(raw)
+        self.received.append(frame)
+        return frame
+
+    async def recv_until(self, predicate: Any, timeout: float = RECV_TIMEOUT_S) -> list[dict]:
+        """Frames up to and including the first one matching `predicate` (or type name)."""
+        match = (lambda f: f.get("type") == predicate) if isinstance(predicate, str) else predicate
+        frames = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                frames.append(frame)
+                if match(frame):
+                    return frames
+
+    async def request(self, message: dict[str, Any], timeout: float = RECV_TIMEOUT_S) -> dict:
+        """Send with a fresh `id` and return the reply (or error) carrying that id."""
+        request_id = f"r{next(_ids)}"
+        await self.send({**message, "id": request_id})
+        frames = await self.recv_until(lambda f: f.get("id") == request_id, timeout)
+        return frames[-1]
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, *, handshake: bool = True, **kwargs: Any) -> Any:
+    async with connect(url, open_timeout=10, **kwargs) as ws:
+        c = Client(ws)
+        if handshake:
+            types = [(await c.recv())["type"] for _ in range(3)]
+            assert types == ["welcome", "connected", "authenticated"], types
+        yield c

@@ -1,0 +1,91 @@
+"""The command line as an operator and a developer meet it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import free_port, stop_process
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "diminuendo", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_config_reports_every_problem_and_exits_2(tmp_path) -> None:
+    env = {"PATH": os.environ["PATH"], "PORT": "nope", "PODIUM_URL": "https://u:secretpw@x"}
+    result = run("check-config", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert all(line.startswith("config error: ") for line in lines)
+    assert any("PORT:" in line for line in lines) and any("AUTH0_DOMAIN" in line for line in lines)
+    assert "Traceback" not in result.stderr and "secretpw" not in result.stderr
+
+
+def test_check_config_prints_effective_config_without_secrets(tmp_path) -> None:
+    env = {"PATH": os.environ["PATH"], "DEV_MODE": "true", "PODIUM_API_KEY": "very-secret-key"}
+    result = run("check-config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert config["DEV_MODE"] is True and config["PODIUM_API_KEY"] == "<set>"
+    assert "very-secret-key" not in result.stdout
+
+
+def test_serve_refuses_bad_config_before_starting(tmp_path) -> None:
+    result = run("serve", env={"PATH": os.environ["PATH"]}, cwd=tmp_path)
+    assert result.returncode == 2 and "required unless DEV_MODE=true" in result.stderr
+
+
+def test_dev_starts_the_whole_stack_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
+    port, podium, ensemble, unison = (free_port() for _ in range(4))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "diminuendo",
+            "dev",
+            "--no-reload",
+            "--port",
+            str(port),
+            "--podium-port",
+            str(podium),
+            "--ensemble-port",
+            str(ensemble),
+            "--unison-port",
+            str(unison),
+        ],
+        env={**os.environ, "DATA_DIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        body = {}
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+                if body.get("status") == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert body.get("status") == "ok", body
+        assert (tmp_path / "local-stack").is_dir()
+    finally:
+        code = stop_process(proc, signal.SIGINT)
+    output = proc.stdout.read().decode()
+    assert code == 0, output
+    assert "Traceback" not in output

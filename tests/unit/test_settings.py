@@ -1,0 +1,108 @@
+"""Settings: defaults, dev-mode defaults, and every bad value reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diminuendo.settings import ConfigError, load_settings
+
+PROD = {
+    "AUTH0_DOMAIN": "acme.eu.auth0.com",
+    "AUTH0_AUDIENCE": "https://api.acme.test",
+    "PODIUM_URL": "https://podium.internal",
+    "PODIUM_API_KEY": "pk-secret-value",
+    "PODIUM_SECRETS_KEY": "sk-secret-value",
+    "ENSEMBLE_URL": "https://ensemble.internal",
+    "ENSEMBLE_API_KEY": "ek-secret-value",
+    "UNISON_URL": "https://unison.internal",
+    "UNISON_API_KEY": "uk-secret-value",
+}
+
+
+def load(env: dict[str, str]):
+    return load_settings(env, dotenv_path=None)
+
+
+def test_production_defaults() -> None:
+    s = load(PROD)
+    assert (s.host, s.port, s.dev_mode, s.log_format) == ("0.0.0.0", 8080, False, "json")
+    assert s.ws_rate_limit == (60, 10.0) and s.ws_max_message_bytes == 1024 * 1024
+    assert s.max_connections == 10_000 and s.max_active_sessions == 5_000
+
+
+def test_dev_mode_defaults_to_loopback_and_local_stack() -> None:
+    s = load({"DEV_MODE": "true"})
+    assert (s.host, s.port, s.log_format) == ("127.0.0.1", 8001, "pretty")
+    assert s.podium_url == "http://127.0.0.1:8002" and s.podium_api_key == "local-dev-key"
+
+
+def test_every_problem_is_reported_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(
+            {
+                "PORT": "eighty",
+                "WS_RATE_LIMIT": "lots",
+                "PODIUM_URL": "ftp://x",
+                "LOG_LEVEL": "loud",
+            }
+        )
+    problems = err.value.problems
+    assert any(p.startswith("PORT:") for p in problems)
+    assert any(p.startswith("WS_RATE_LIMIT:") for p in problems)
+    assert any(p.startswith("PODIUM_URL:") for p in problems)
+    assert any(p.startswith("LOG_LEVEL:") for p in problems)
+    assert any(p.startswith("AUTH0_DOMAIN: required") for p in problems)
+    assert any(p.startswith("UNISON_API_KEY: required") for p in problems)
+
+
+def test_dev_mode_refuses_a_public_bind_unless_allowed() -> None:
+    with pytest.raises(ConfigError) as err:
+        load({"DEV_MODE": "true", "HOST": "0.0.0.0"})
+    assert "DEV_MODE_ALLOW_REMOTE" in err.value.problems[0]
+    assert (
+        load({"DEV_MODE": "1", "HOST": "0.0.0.0", "DEV_MODE_ALLOW_REMOTE": "yes"}).host == "0.0.0.0"
+    )
+
+
+def test_plain_http_auth0_only_on_loopback() -> None:
+    assert load({**PROD, "AUTH0_DOMAIN": "http://127.0.0.1:9000"}).auth0_domain
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "AUTH0_DOMAIN": "http://idp.example.com"})
+    assert err.value.problems[0].startswith("AUTH0_DOMAIN:")
+
+
+def test_url_credentials_are_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "UNISON_URL": "https://user:pw@unison.internal"})
+    assert "credentials" in err.value.problems[0] and "pw" not in err.value.problems[0]
+
+
+def test_sizes_rates_and_durations() -> None:
+    s = load(
+        {
+            **PROD,
+            "WS_MAX_MESSAGE_BYTES": "512KiB",
+            "WS_RATE_LIMIT": "120/30s",
+            "SESSION_IDLE_TIMEOUT": "60s",
+        }
+    )
+    assert s.ws_max_message_bytes == 512 * 1024
+    assert s.ws_rate_limit == (120, 30.0) and s.session_idle_timeout_s == 60.0
+    with pytest.raises(ConfigError):
+        load({**PROD, "WS_MAX_MESSAGE_BYTES": "8MiB"})  # above the 4 MiB hard cap
+
+
+def test_secrets_stay_out_of_repr_and_describe() -> None:
+    s = load(PROD)
+    text = repr(s) + str(s.describe())
+    assert "secret-value" not in text
+    assert s.describe()["PODIUM_API_KEY"] == "<set>"
+
+
+def test_dotenv_is_read_and_real_environment_wins(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("DEV_MODE=true\nPORT=9100\nLOG_LEVEL=debug\n")
+    s = load_settings({"PORT": "9200"}, dotenv_path=dotenv)
+    assert (s.dev_mode, s.port, s.log_level) == (True, 9200, "debug")
