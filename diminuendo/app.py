@@ -79,6 +79,11 @@ def create_app(settings: Settings) -> Sanic:
         app.ctx.sweeper.cancel()
         await app.ctx.gateway.stop()
 
+    @app.on_request
+    async def csrf(request: Request) -> None:
+        if request.path.startswith(("/api/", "/rpc")):
+            rest_auth.check_csrf(request)
+
     @app.on_response
     async def security_headers(request: Request, response: HTTPResponse) -> None:
         response.headers.update(SECURITY_HEADERS)

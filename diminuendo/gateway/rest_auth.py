@@ -13,6 +13,23 @@ from diminuendo.protocol.errors import ErrorCode, GatewayError
 
 bp = Blueprint("auth")
 
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def check_csrf(request: Request) -> None:
+    """Double-submit check for mutating requests from a browser (one that sends `Origin`):
+    the `X-CSRF-Token` header must equal the `csrf_token` cookie from `GET /api/auth/csrf`.
+    Not in dev mode; not for clients without an Origin (CLIs and services send Bearer only)."""
+    gateway: Gateway = request.app.ctx.gateway
+    if gateway.settings.dev_mode or request.method not in MUTATING:
+        return
+    if not request.headers.get("origin"):
+        return
+    cookie = request.cookies.get("csrf_token") or ""
+    header = request.headers.get("x-csrf-token") or ""
+    if not cookie or not secrets.compare_digest(cookie, header):
+        raise GatewayError(ErrorCode.FORBIDDEN, "Missing or mismatched CSRF token")
+
 
 async def request_identity(request: Request) -> Identity:
     """The caller of an HTTP route: Bearer token, or the dev identity in dev mode."""
