@@ -68,11 +68,16 @@ def create_app(settings: Settings) -> Sanic:
         gateway: Gateway = app.ctx.gateway
         gateway.draining = True
         gateway.sessions.draining = True
+        if settings.drain_delay_s:
+            # Health answers 503 meanwhile, so a load balancer stops routing here first.
+            await asyncio.sleep(settings.drain_delay_s)
         logger.info("draining: closing {} client connections", len(gateway.hub.connections))
-        gateway.hub.close_all(1001, "server going away")
+        await gateway.hub.close_all(1001, "server going away")
         await gateway.sessions.shutdown()
 
-    app.register_listener(drain, "before_server_stop", priority=100)
+    # Shutdown listeners run in reverse order of registration: registered after the /ws routes,
+    # this runs before Sanic's own listener cancels the WebSocket handlers.
+    app.register_listener(drain, "before_server_stop")
 
     @app.after_server_stop
     async def stop_gateway(app: Sanic) -> None:

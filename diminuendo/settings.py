@@ -86,6 +86,7 @@ class Settings:
     auth_timeout_s: float = 10.0
     auth_failure_limit: tuple[int, float] = (10, 60.0)
     graceful_shutdown_timeout_s: float = 15.0
+    drain_delay_s: float = 0.0
     replay_max_events: int = 10_000
     replay_max_bytes: int = 8 * 1024 * 1024
 
@@ -146,6 +147,11 @@ def _parse_seconds(raw: str) -> float:
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|kb|k|mib|mb|m)?\s*$", re.I)
 _SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 2**20, "mb": 2**20, "mib": 2**20}
+
+
+def _parse_delay(raw: str) -> float:
+    """Like `_parse_seconds`, but 0 (no delay) is allowed."""
+    return 0.0 if raw.strip().lower().removesuffix("s") in ("0", "0.0") else _parse_seconds(raw)
 
 
 def _parse_size(raw: str) -> int:
@@ -238,6 +244,7 @@ _VARS = (
     _Var("AUTH_TIMEOUT", "auth_timeout_s", _parse_seconds),
     _Var("AUTH_FAILURE_LIMIT", "auth_failure_limit", _parse_rate),
     _Var("GRACEFUL_SHUTDOWN_TIMEOUT", "graceful_shutdown_timeout_s", _parse_seconds),
+    _Var("DRAIN_DELAY", "drain_delay_s", _parse_delay),
     _Var("REPLAY_MAX_EVENTS", "replay_max_events", _parse_int(1, 10_000_000)),
     _Var("REPLAY_MAX_BYTES", "replay_max_bytes", _parse_size),
 )

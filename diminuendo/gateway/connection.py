@@ -97,14 +97,15 @@ class Connection:
             logger.debug("writer for {} stopped: {}", self.client_id, type(exc).__name__)
             self.closed = True
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close from synchronous code (e.g. `deliver`): drop the queue, close in the background."""
+    def close(self, code: int = 1000, reason: str = "") -> asyncio.Task[None] | None:
+        """Close from synchronous code (e.g. `deliver`): drop the queue, close in the background.
+        Returns the closing task (None if already closed) for callers that want to wait."""
         if self.closed:
-            return
+            return None
         self.closed = True
         self._queue.clear()
         self._writer.cancel()
-        asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+        return asyncio.get_running_loop().create_task(self.ws.close(code, reason))
 
     async def aclose(self) -> None:
         """Stop the writer; called once when the handler ends."""

@@ -70,6 +70,10 @@ class Hub:
             for connection in list(self.connections):
                 connection.send_encoded(data)
 
-    def close_all(self, code: int, reason: str) -> None:
-        for connection in list(self.connections):
-            connection.close(code, reason)
+    async def close_all(self, code: int, reason: str, timeout_s: float = 5.0) -> None:
+        """Close every connection with `code` and wait (bounded) until the close frames are out,
+        so nothing later in shutdown (Sanic cancelling handlers) can replace the code."""
+        closing = [c.close(code, reason) for c in list(self.connections)]
+        pending = [task for task in closing if task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)

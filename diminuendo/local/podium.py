@@ -42,12 +42,13 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> 
     raw = request.args.get(name)
     if raw is None:
         return default
+    problem = f"{name} must be an integer between {low} and {high}"
     try:
         value = int(raw)
     except ValueError:
-        value = low - 1
+        raise BadRequest(problem) from None
     if not low <= value <= high:
-        raise BadRequest(f"{name} must be an integer between {low} and {high}")
+        raise BadRequest(problem)
     return value
 
 
@@ -209,7 +210,8 @@ class PodiumStandIn:
     async def _history(self, request: Request, instance_id: str, path: str) -> HTTPResponse:
         iterations = self.store.file_history(unquote(instance_id), unquote(path))
         if not iterations:
-            return error_response(404, "NOT_FOUND", "no such file")
+            # The route also matches reading a file that is itself named `history`.
+            return await self._file(request, instance_id, f"{path}/history")
         return json({"iterations": iterations})
 
     async def _drop_sockets(self, request: Request) -> HTTPResponse:

@@ -7,6 +7,7 @@ stopped by hand with `create_server` instead of `app.run()`.
 import asyncio
 import hmac
 import itertools
+import traceback
 from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any
@@ -169,5 +170,8 @@ class LocalService:
         return error_response(status, _ERROR_CODES.get(status, "ERROR"), str(exc) or "error")
 
     def _crash(self, request: Request, exc: Exception) -> HTTPResponse:
-        logger.opt(exception=exc).error("local {} failed on {}", self.name, request.path)
+        # A plain traceback: loguru's `diagnose` would print local values, request bodies with
+        # secrets among them.
+        trace = "".join(traceback.format_exception(exc))
+        logger.error("local {} failed on {}:\n{}", self.name, request.path, trace)
         return error_response(500, "INTERNAL", "internal error")

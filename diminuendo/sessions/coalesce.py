@@ -35,8 +35,10 @@ class DeltaCoalescer:
     def push(self, delta: dict[str, Any], now: float) -> list[dict[str, Any]]:
         """Take one `text_delta`; return the deltas to publish now, in order."""
         out: list[dict[str, Any]] = []
-        if self._parts and self._template is not None and (
-            self._template.get("turnId") != delta.get("turnId")
+        if (
+            self._parts
+            and self._template is not None
+            and (self._template.get("turnId") != delta.get("turnId"))
         ):
             out.append(self._merged())
         text = delta.get("text", "")

@@ -150,11 +150,13 @@ async def test_workspace_files(podium, store: PodiumStore) -> None:
     store.write_file(instance_id, "src/app/main.py", b"print('v2')\n")
     store.write_file(instance_id, "README.md", b"# hi\n")
     store.write_file(instance_id, "img/logo.bin", bytes([0, 255, 1, 254]))
+    store.write_file(instance_id, "logs/history", b"a file named history\n")
 
     top = (await http.get(files)).json()["entries"]
     assert [(e["path"], e["type"]) for e in top] == [
         ("README.md", "file"),
         ("img", "dir"),
+        ("logs", "dir"),
         ("src", "dir"),
     ]
     assert top[0]["size"] == 5 and isinstance(top[0]["modified_at"], int)
@@ -180,6 +182,8 @@ async def test_workspace_files(podium, store: PodiumStore) -> None:
     assert binary["encoding"] == "base64"
     assert base64.b64decode(binary["content"]) == bytes([0, 255, 1, 254])
 
+    named_history = (await http.get(f"{files}/logs/history")).json()
+    assert named_history["content"] == "a file named history\n"
     history = (await http.get(f"{files}/src/app/main.py/history")).json()["iterations"]
     assert [h["iteration"] for h in history] == [1, 2]
     assert history[1]["hash"] == "sha256:" + hashlib.sha256(b"print('v2')\n").hexdigest()
