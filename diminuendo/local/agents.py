@@ -8,6 +8,7 @@ import asyncio
 import json as jsonlib
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from diminuendo.local.textutil import count_tokens, word_pieces
 
 DEMO_FILE = "demo/notes.md"
 _MAX_DELAY_MS = 10_000
+_MAX_PAD = 64 * 1024
 _MAX_DELTAS = 100_000
 
 
@@ -40,11 +42,15 @@ async def echo(turn: Turn) -> None:
         turn.say(piece)
 
 
-def _slow_params(turn: Turn) -> tuple[int, float]:
-    """Instance config sets the defaults; a JSON-object message overrides them for one turn."""
+def _slow_params(turn: Turn) -> tuple[int, float, int, bool]:
+    """Instance config sets the defaults; a JSON-object message overrides them for one turn.
+    `pad` adds that many characters to each piece (backpressure tests); `stamp` embeds the emit
+    time in Unix ms (`d7@1764171234567 `) so a benchmark can measure end-to-end latency."""
     params = {
         "deltas": turn.config.get("deltas", 50),
         "interval_ms": turn.config.get("interval_ms", 20),
+        "pad": turn.config.get("pad", 0),
+        "stamp": turn.config.get("stamp", False),
     }
     try:
         override = jsonlib.loads(turn.text)
@@ -54,18 +60,21 @@ def _slow_params(turn: Turn) -> tuple[int, float]:
         params.update({k: v for k, v in override.items() if k in params})
     deltas = _bounded_int(params["deltas"], "deltas", _MAX_DELTAS)
     interval_ms = _bounded_int(params["interval_ms"], "interval_ms", _MAX_DELAY_MS)
-    return deltas, interval_ms / 1000
+    pad = _bounded_int(params["pad"], "pad", _MAX_PAD)
+    return deltas, interval_ms / 1000, pad, params["stamp"] is True
 
 
 async def slow(turn: Turn) -> None:
     """Emits numbered deltas (`d1 `, `d2 `…) at a fixed rate, for load and fault tests."""
-    deltas, interval = _slow_params(turn)
+    deltas, interval, pad, stamp = _slow_params(turn)
+    padding = "." * pad
     for index in range(1, deltas + 1):
         if index > 1:
             await asyncio.sleep(interval)
         for steer in turn.take_steers():
             turn.say(f"[steer: {steer}] ")
-        turn.say(f"d{index} ")
+        mark = f"@{int(time.time() * 1000)}" if stamp else ""
+        turn.say(f"d{index}{mark}{padding} ")
 
 
 async def _start_tool(turn: Turn, tool_name: str, args: dict[str, Any], pause: float) -> str:
