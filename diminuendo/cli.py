@@ -97,13 +97,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _stack_config(args: argparse.Namespace, data_dir: Path) -> object:
-    from diminuendo.local.stack import LocalStackConfig
+    from diminuendo.local.stack import SERVICES, LocalStackConfig
 
     return LocalStackConfig(
         data_dir=data_dir,
         podium_port=args.podium_port,
         ensemble_port=args.ensemble_port,
         unison_port=args.unison_port,
+        services=tuple(getattr(args, "only", None) or SERVICES),
     )
 
 
@@ -135,6 +136,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_list(raw: str) -> tuple[str, ...]:
+    from diminuendo.local.stack import SERVICES
+
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    unknown = [name for name in names if name not in SERVICES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(SERVICES)}")
+    return names
+
+
 def _stack_ports(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--podium-port", type=int, default=8002)
     parser.add_argument("--ensemble-port", type=int, default=8004)
@@ -152,6 +163,11 @@ def make_parser() -> argparse.ArgumentParser:
     _stack_ports(dev)
     stack = commands.add_parser("local-stack", help="only the local stand-ins")
     _stack_ports(stack)
+    stack.add_argument(
+        "--only",
+        type=_service_list,
+        help="comma list of services to run in this process (default: all three)",
+    )
     commands.add_parser("check-config", help="print the effective configuration, secrets hidden")
     commands.add_parser("ssm-env", help="read SSM Parameter Store (see `ssm-env --help`)")
     commands.add_parser("client", help="small CLI client (see `client --help`)")

@@ -65,12 +65,15 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> in
 
 @dataclass
 class Stack:
+    """The local stand-ins as real processes: one process for all three, or (`split`) Podium in
+    its own process so a fault test can kill and restart just Podium."""
+
     data_dir: Path
     podium_port: int
     ensemble_port: int
     unison_port: int
-    proc: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
+    split: bool = False
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def podium_url(self) -> str:
@@ -84,36 +87,49 @@ class Stack:
     def unison_url(self) -> str:
         return f"http://127.0.0.1:{self.unison_port}"
 
-    def start(self) -> None:
-        self.log = self.data_dir / f"local-stack-{self.podium_port}.log"
-        env = {**os.environ, "DATA_DIR": str(self.data_dir)}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "diminuendo",
-                "local-stack",
-                "--podium-port",
-                str(self.podium_port),
-                "--ensemble-port",
-                str(self.ensemble_port),
-                "--unison-port",
-                str(self.unison_port),
-            ],
-            env=env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        for url in (
-            f"{self.podium_url}/health",
-            f"{self.ensemble_url}/api/v1/health",
-            f"{self.unison_url}/api/v1/health",
-        ):
-            _wait_http(url, self.proc, self.log)
+    def _groups(self) -> dict[str, str]:
+        if self.split:
+            return {"podium": "podium", "rest": "ensemble,unison"}
+        return {"all": "podium,ensemble,unison"}
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
+    def start(self, group: str | None = None) -> None:
+        health = {
+            "podium": f"{self.podium_url}/health",
+            "ensemble": f"{self.ensemble_url}/api/v1/health",
+            "unison": f"{self.unison_url}/api/v1/health",
+        }
+        for name, services in self._groups().items():
+            if group is not None and name != group:
+                continue
+            log = self.data_dir / f"local-stack-{name}-{self.podium_port}.log"
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "diminuendo",
+                    "local-stack",
+                    "--only",
+                    services,
+                    "--podium-port",
+                    str(self.podium_port),
+                    "--ensemble-port",
+                    str(self.ensemble_port),
+                    "--unison-port",
+                    str(self.unison_port),
+                ],
+                env={**os.environ, "DATA_DIR": str(self.data_dir)},
+                stdout=log.open("ab"),
+                stderr=subprocess.STDOUT,
+            )
+            self.procs[name] = proc
+            for service in services.split(","):
+                _wait_http(health[service], proc, log)
+
+    def stop(self, group: str | None = None, sig: int = signal.SIGTERM) -> None:
+        for name, proc in list(self.procs.items()):
+            if group is None or name == group:
+                stop_process(proc, sig)
+                del self.procs[name]
 
     def gateway_env(self) -> dict[str, str]:
         return {
@@ -137,8 +153,9 @@ class Stack:
         ).raise_for_status()
 
 
-def new_stack(data_dir: Path) -> Stack:
-    return Stack(data_dir, free_port(), free_port(), free_port())
+def new_stack(data_dir: Path, split: bool = False) -> Stack:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Stack(data_dir, free_port(), free_port(), free_port(), split=split)
 
 
 @dataclass

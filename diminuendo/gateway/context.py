@@ -6,6 +6,7 @@ in the main process) and torn down in `after_server_stop`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -152,6 +153,7 @@ class Gateway:
                 "runningTurns": sum(1 for a in self.sessions.active.values() if a.turn),
                 "rssBytes": _rss_bytes(),
                 "eventsOut": self.sessions.events_published,
+                "tasks": len(asyncio.all_tasks()),
             },
         }
         return body, 503 if self.draining else 200

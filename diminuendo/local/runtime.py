@@ -125,6 +125,18 @@ class InstanceRuntime:
     # socket ownership
 
     def attach(self, ws: Websocket) -> None:
+        """Own the socket; its first frame says which turn (if any) this runtime is running, so a
+        gateway reconnecting after a Podium restart learns its turn was lost."""
+        hello = {
+            "type": "update",
+            "event_type": "runtime.attached",
+            "content": {
+                "instance_id": self.instance_id,
+                "running_turn_id": self._turn.turn_id if self._turn is not None else None,
+                "ts": now_ms(),
+            },
+        }
+        self._outbox.appendleft(jsonlib.dumps(hello))
         previous, self._socket = self._socket, ws
         if previous is not None:
             closer = asyncio.create_task(previous.close(4000, "replaced by a newer runtime socket"))

@@ -14,6 +14,8 @@ from diminuendo.local.ensemble import EnsembleStandIn
 from diminuendo.local.podium import PodiumStandIn
 from diminuendo.local.unison import UnisonStandIn
 
+SERVICES = ("podium", "ensemble", "unison")
+
 
 @dataclass(frozen=True)
 class LocalStackConfig:
@@ -24,6 +26,8 @@ class LocalStackConfig:
     unison_port: int = 8005
     # Bearer key of every non-health route; kept out of repr like any credential.
     api_key: str = field(default="local-dev-key", repr=False)
+    # A subset runs each service in its own process, so fault tests can kill just one.
+    services: tuple[str, ...] = SERVICES
 
 
 class _StandIn(Protocol):
@@ -61,14 +65,17 @@ class LocalStack:
             raise RuntimeError("the local stack is already running")
         config = self.config
         # Fresh servers each time: a Sanic app cannot serve again once stopped.
-        plan: list[tuple[_StandIn, int]] = [
-            (UnisonStandIn(self.state_dir / "unison.sqlite3", config.api_key), config.unison_port),
-            (EnsembleStandIn(config.api_key), config.ensemble_port),
-            (
-                PodiumStandIn(self.state_dir / "podium.sqlite3", config.api_key, self.ensemble_url),
-                config.podium_port,
-            ),
-        ]
+        plan: list[tuple[_StandIn, int]] = []
+        if "unison" in config.services:
+            unison = UnisonStandIn(self.state_dir / "unison.sqlite3", config.api_key)
+            plan.append((unison, config.unison_port))
+        if "ensemble" in config.services:
+            plan.append((EnsembleStandIn(config.api_key), config.ensemble_port))
+        if "podium" in config.services:
+            podium = PodiumStandIn(
+                self.state_dir / "podium.sqlite3", config.api_key, self.ensemble_url
+            )
+            plan.append((podium, config.podium_port))
         try:
             for stand_in, port in plan:
                 await stand_in.start(config.host, port)
@@ -103,9 +110,10 @@ async def _serve(config: LocalStackConfig) -> int:
     for signum in signals:
         loop.add_signal_handler(signum, stopping.set)
     try:
-        print(f"podium   {stack.podium_url}", flush=True)
-        print(f"ensemble {stack.ensemble_url}", flush=True)
-        print(f"unison   {stack.unison_url}", flush=True)
+        urls = {"podium": stack.podium_url, "ensemble": stack.ensemble_url}
+        urls["unison"] = stack.unison_url
+        for name in config.services:
+            print(f"{name:<8} {urls[name]}", flush=True)
         await stopping.wait()
     finally:
         for signum in signals:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +33,13 @@ from diminuendo.sessions.coalesce import DeltaCoalescer
 from diminuendo.sessions.state import IllegalTransition, SessionStatus, transition
 from diminuendo.sessions.stream import Replay, SessionStream, Subscriber
 from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
-from diminuendo.upstreams.unison import CasConflict, UnisonClient, sessions_namespace
+from diminuendo.upstreams.resilience import backoff_delay
+from diminuendo.upstreams.unison import CasConflict, Entry, UnisonClient, sessions_namespace
 
 RECORD_CACHE_S = 5.0
+RECORD_CACHE_ENTRIES = 50_000
+LISTING_CACHE_TENANTS = 1_000
+PERSIST_RETRIES = 20  # with backoff capped at 5 s: about a minute of Unison outage
 _BUSY = (SessionStatus.RUNNING, SessionStatus.WAITING)
 
 
@@ -94,7 +99,8 @@ class SessionService:
         self._replay_limits = {"max_events": replay_max_events, "max_bytes": replay_max_bytes}
         self._broadcast = broadcast or (lambda tenant, event, exclude: None)
         self.active: dict[str, ActiveSession] = {}
-        self._records: dict[str, tuple[float, int, SessionRecord]] = {}
+        self._records: OrderedDict[str, tuple[float, int, SessionRecord]] = OrderedDict()
+        self._listings: OrderedDict[str, list[Entry]] = OrderedDict()
         self._unknown_events: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self.draining = False
@@ -116,12 +122,21 @@ class SessionService:
             if cached and time.monotonic() - cached[0] < RECORD_CACHE_S:
                 _, version, record = cached
             else:
-                entry = await self.unison.get(sessions_namespace(identity.tenant_id), session_id)
-                if entry is None:
-                    raise GatewayError(ErrorCode.SESSION_NOT_FOUND, session_id=session_id)
-                record = msgspec.convert(entry.value, SessionRecord)
-                version = entry.version
-                self._records[session_id] = (time.monotonic(), version, record)
+                try:
+                    entry = await self.unison.get(
+                        sessions_namespace(identity.tenant_id), session_id
+                    )
+                except GatewayError as exc:
+                    if cached is None or exc.code != ErrorCode.UPSTREAM_UNAVAILABLE:
+                        raise
+                    _, version, record = cached  # Unison is down: a stale copy is safe to read
+                else:
+                    if entry is None:
+                        self._records.pop(session_id, None)
+                        raise GatewayError(ErrorCode.SESSION_NOT_FOUND, session_id=session_id)
+                    record = msgspec.convert(entry.value, SessionRecord)
+                    version = entry.version
+                    self._remember(record, version)
         if record.tenant_id != identity.tenant_id or (
             sees_only_own_sessions(identity.role) and record.owner_id != identity.user_id
         ):
@@ -150,8 +165,15 @@ class SessionService:
             actor=actor,
             cas=version,
         )
-        self._records[record.id] = (time.monotonic(), entry.version, record)
+        self._remember(record, entry.version)
         return entry.version
+
+    def _remember(self, record: SessionRecord, version: int) -> None:
+        """Bounded record cache: fresh for RECORD_CACHE_S, kept longer as a stale fallback."""
+        self._records[record.id] = (time.monotonic(), version, record)
+        self._records.move_to_end(record.id)
+        if len(self._records) > RECORD_CACHE_ENTRIES:
+            self._records.popitem(last=False)
 
     async def _update(
         self,
@@ -185,6 +207,7 @@ class SessionService:
         self._spawn(self._persist_loop(active))
 
     async def _persist_loop(self, active: ActiveSession) -> None:
+        failures = 0
         try:
             while True:
                 active.dirty = False
@@ -196,20 +219,32 @@ class SessionService:
                     updated_at=now_ms(),
                 )
                 try:
+                    # The in-memory record may change while the write is under way, so it is
+                    # not replaced by what was written; only the version moves on.
                     active.version = await self._write(record, active.version, "diminuendo")
-                    active.record = record
                 except CasConflict as conflict:
                     if conflict.current is None:
                         return  # deleted meanwhile
-                    current = msgspec.convert(conflict.current.value, SessionRecord)
+                    # Someone else wrote (a rename elsewhere): take their user-owned fields,
+                    # keep the fields this process owns while it holds the session.
+                    mine = active.record
                     active.record = msgspec.structs.replace(
-                        current, token_usage=active.record.token_usage
+                        msgspec.convert(conflict.current.value, SessionRecord),
+                        token_usage=mine.token_usage,
+                        instance_id=mine.instance_id,
+                        deployment_id=mine.deployment_id,
+                        last_activity_at=mine.last_activity_at,
                     )
                     active.version = conflict.current.version
                     active.dirty = True
                 except GatewayError as exc:
-                    logger.warning("could not persist session {}: {}", active.record.id, exc)
-                    return
+                    failures += 1
+                    if failures > PERSIST_RETRIES:
+                        logger.error("giving up persisting session {}: {}", active.record.id, exc)
+                        return
+                    logger.warning("could not persist session {} yet: {}", active.record.id, exc)
+                    await asyncio.sleep(backoff_delay(failures, base=0.5, cap=5.0))
+                    active.dirty = True
                 if not active.dirty:
                     return
         finally:
@@ -225,7 +260,19 @@ class SessionService:
     async def list_sessions(
         self, identity: Identity, include_archived: bool = False
     ) -> list[dict[str, Any]]:
-        entries = await self.unison.list(sessions_namespace(identity.tenant_id))
+        tenant = identity.tenant_id
+        try:
+            entries = await self.unison.list(sessions_namespace(tenant))
+        except GatewayError as exc:
+            stale = self._listings.get(tenant)
+            if stale is None or exc.code != ErrorCode.UPSTREAM_UNAVAILABLE:
+                raise
+            entries = stale  # Unison is down: serve the last listing we saw
+        else:
+            self._listings[tenant] = entries
+            self._listings.move_to_end(tenant)
+            if len(self._listings) > LISTING_CACHE_TENANTS:
+                self._listings.popitem(last=False)
         sessions = []
         for entry in entries:
             record = msgspec.convert(entry.value, SessionRecord)
@@ -384,7 +431,10 @@ class SessionService:
             await self._runtime_lost(active, reason)
 
         runtime = self.podium.runtime(
-            instance_id, on_frame=lambda frame: self._on_runtime_frame(active, frame), on_lost=lost
+            instance_id,
+            on_frame=lambda frame: self._on_runtime_frame(active, frame),
+            on_lost=lost,
+            on_attached=lambda running: self._runtime_attached(active, running),
         )
         await runtime.open()
         return runtime
@@ -708,6 +758,21 @@ class SessionService:
                 now_ms(),
             )
         self._finish_turn(active, status)
+
+    def _runtime_attached(self, active: ActiveSession, running_turn_id: str | None) -> None:
+        """A (re)attached runtime that is not running our turn has lost it (Podium restarted):
+        end it now rather than wait for events that will never come."""
+        turn = active.turn
+        if turn is not None and running_turn_id != turn.turn_id:
+            logger.warning(
+                "session {}: runtime restarted, turn {} lost", active.record.id, turn.turn_id
+            )
+            self._end_turn_with_error(
+                active,
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                "The agent runtime restarted and the turn was lost",
+                SessionStatus.READY,
+            )
 
     async def _runtime_lost(self, active: ActiveSession, reason: str) -> None:
         logger.warning("runtime of session {} lost: {}", active.record.id, reason)

@@ -24,6 +24,8 @@ from diminuendo.upstreams.http import UpstreamHttp
 from diminuendo.upstreams.resilience import backoff_delay
 
 DEPLOYMENT_CACHE_S = 60.0
+# First frame on every runtime socket: which turn the runtime is running (see docs/DECISIONS.md).
+ATTACHED = "runtime.attached"
 _frame_decoder = msgspec.json.Decoder()
 _frame_encoder = msgspec.json.Encoder()
 
@@ -119,6 +121,7 @@ class PodiumClient:
         *,
         on_frame: Callable[[dict[str, Any]], None],
         on_lost: Callable[[str], Awaitable[None]],
+        on_attached: Callable[[str | None], None],
         reconnect_window_s: float = 30.0,
     ) -> RuntimeConnection:
         ws_base = "ws" + self.http.base_url.removeprefix("http")
@@ -129,6 +132,7 @@ class PodiumClient:
             instance_id=instance_id,
             on_frame=on_frame,
             on_lost=on_lost,
+            on_attached=on_attached,
             reconnect_window_s=reconnect_window_s,
         )
 
@@ -145,6 +149,7 @@ class RuntimeConnection:
         instance_id: str,
         on_frame: Callable[[dict[str, Any]], None],
         on_lost: Callable[[str], Awaitable[None]],
+        on_attached: Callable[[str | None], None],
         reconnect_window_s: float,
     ) -> None:
         self._url = url
@@ -153,6 +158,8 @@ class RuntimeConnection:
         self.instance_id = instance_id
         self._on_frame = on_frame
         self._on_lost = on_lost
+        self._on_attached = on_attached
+        self._reconnected = False
         self._reconnect_window_s = reconnect_window_s
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -215,7 +222,17 @@ class RuntimeConnection:
                     except msgspec.DecodeError:
                         logger.warning("dropping a runtime frame that is not JSON")
                         continue
-                    if isinstance(frame, dict):
+                    if not isinstance(frame, dict):
+                        continue
+                    if frame.get("event_type") == ATTACHED:
+                        if not self._reconnected:
+                            continue  # the first socket: nothing can have been lost yet
+                        content = frame.get("content")
+                        running = (
+                            content.get("running_turn_id") if isinstance(content, dict) else None
+                        )
+                        self._on_attached(running if isinstance(running, str) else None)
+                    else:
                         self._on_frame(frame)
             except websockets.ConnectionClosed:
                 pass
@@ -237,6 +254,7 @@ class RuntimeConnection:
                 if not await self._podium.instance_exists(self.instance_id):
                     return "The agent instance is gone"
                 self._ws = await self._connect()
+                self._reconnected = True
                 self._connected.set()
                 logger.info("runtime socket for {} reconnected", self.instance_id)
                 return None

@@ -74,7 +74,6 @@ async def test_health_reports_upstreams_ok(gateway: Gateway) -> None:
 
 async def test_sessions_and_history_survive_a_stack_restart(tmp_path) -> None:
     stack: Stack = new_stack(tmp_path / "stack")
-    (tmp_path / "stack").mkdir()
     stack.start()
     try:
         gw = gateway_process(stack, tmp_path)

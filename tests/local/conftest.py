@@ -60,14 +60,19 @@ class RuntimeSocket:
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
+        self.attached: list[dict[str, Any]] = []  # the `runtime.attached` hellos seen
 
     async def send(self, frame_type: str, **content: Any) -> None:
         await self.ws.send(json.dumps({"type": frame_type, "content": content}))
 
     async def next_event(self, wait_s: float = 3.0) -> dict[str, Any]:
-        frame = json.loads(await asyncio.wait_for(self.ws.recv(), wait_s))
-        assert frame["type"] == "update"
-        return frame
+        """The next agent event; attach hellos are recorded in `attached`, not returned."""
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), wait_s))
+            assert frame["type"] == "update"
+            if frame["event_type"] != "runtime.attached":
+                return frame
+            self.attached.append(frame["content"])
 
     async def until(self, event_type: str, wait_s: float = 5.0) -> list[dict[str, Any]]:
         """Every event up to and including the first `event_type`."""

@@ -273,10 +273,21 @@ async def test_dropped_socket_buffers_until_reconnect(podium) -> None:
     assert again.json() == {"dropped": 0}
     async with podium.runtime(instance_id) as runtime:
         received += await runtime.until("stream_end")
+        assert runtime.attached[0]["running_turn_id"] == "trn_1", "the hello names the live turn"
 
     assert event_ids(received) == list(range(1, len(received) + 1))
     assert podium.streamed_text(received) == received[-1]["content"]["final_text"]
     assert received[-1]["content"]["final_text"].endswith("d60 ")
+
+
+async def test_attach_hello_comes_first_and_names_no_turn_when_idle(podium) -> None:
+    instance_id = await podium.create_instance("echo")
+    async with podium.runtime(instance_id) as runtime:
+        await runtime.send("process_message", text="hi", turn_id="trn_1")
+        await runtime.until("stream_end")
+        assert runtime.attached == [
+            {"instance_id": instance_id, "running_turn_id": None, "ts": runtime.attached[0]["ts"]}
+        ]
 
 
 async def test_a_second_socket_replaces_the_first(podium) -> None:
