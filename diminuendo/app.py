@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from typing import Any
 
 from loguru import logger
@@ -12,12 +14,14 @@ from sanic.response import HTTPResponse, json
 
 from diminuendo.gateway import health, rest_auth, ws
 from diminuendo.gateway.context import Gateway
+from diminuendo.observability import context
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.redaction import safe_message
 from diminuendo.settings import Settings
 
 APP_NAME = "diminuendo"
 IDLE_SWEEP_INTERVAL_S = 30.0
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -85,7 +89,10 @@ def create_app(settings: Settings) -> Sanic:
         await app.ctx.gateway.stop()
 
     @app.on_request
-    async def csrf(request: Request) -> None:
+    async def request_context(request: Request) -> None:
+        """Propagate a caller's X-Request-ID to upstream calls, if it is a safe token."""
+        incoming = request.headers.get("x-request-id", "")
+        context.request_id.set(incoming if SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex)
         if request.path.startswith(("/api/", "/rpc")):
             rest_auth.check_csrf(request)
 

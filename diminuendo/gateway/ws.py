@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -260,7 +261,8 @@ class ClientSession:
         if previous is not None:
             await asyncio.wait([previous])
         request_id = message.id
-        context.request_id.set(request_id)
+        # The message id is the client's correlation key, not a safe or unique request id.
+        context.request_id.set(uuid.uuid4().hex[:16])
         session_id = getattr(message, "session_id", None)
         context.session_id.set(session_id)
         try:

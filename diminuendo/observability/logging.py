@@ -90,7 +90,8 @@ def configure_logging(*, level: str, fmt: str, data_dir: Path | None) -> None:
             )
         except OSError as exc:
             logger.warning("logging to stderr only: cannot write {} ({})", log_dir, exc.strerror)
-    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    std_level = 5 if level == "TRACE" else level  # stdlib logging has no TRACE
+    logging.basicConfig(handlers=[_InterceptHandler()], level=std_level, force=True)
     for name in ("sanic.root", "sanic.error", "sanic.server", "sanic.websockets"):
         std = logging.getLogger(name)
         std.handlers = [_InterceptHandler()]
