@@ -12,9 +12,10 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
-from diminuendo.gateway import health, rest_auth, ws
+from diminuendo.gateway import health, rest, rest_auth, rpc, ws
 from diminuendo.gateway.context import Gateway
 from diminuendo.observability import context
+from diminuendo.observability.tracing import configure_tracing, shutdown_tracing
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.redaction import safe_message
 from diminuendo.settings import Settings
@@ -59,9 +60,12 @@ def create_app(settings: Settings) -> Sanic:
     app.blueprint(ws.bp)
     app.blueprint(health.bp)
     app.blueprint(rest_auth.bp)
+    app.blueprint(rest.bp)
+    app.blueprint(rpc.bp)
 
     @app.before_server_start
     async def start_gateway(app: Sanic) -> None:
+        configure_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
         gateway = Gateway(settings)
         app.ctx.gateway = gateway
         await gateway.start()
@@ -86,7 +90,10 @@ def create_app(settings: Settings) -> Sanic:
     @app.after_server_stop
     async def stop_gateway(app: Sanic) -> None:
         app.ctx.sweeper.cancel()
-        await app.ctx.gateway.stop()
+        try:
+            await app.ctx.gateway.stop()
+        finally:
+            shutdown_tracing()  # flushes spans, at most 2 s
 
     @app.on_request
     async def request_context(request: Request) -> None:

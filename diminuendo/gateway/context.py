@@ -23,6 +23,7 @@ from diminuendo.gateway.hub import Hub
 from diminuendo.members import MemberService
 from diminuendo.observability.metrics import Metrics
 from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.ratelimit import KeyedWindows
 from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
 from diminuendo.upstreams import http as upstream_http
@@ -52,6 +53,7 @@ class Gateway:
         self.unison = UnisonClient(self._http["unison"])
         self.members = MemberService(self.unison)
         self.hub = Hub(settings.ws_heartbeat_interval_s)
+        self.rest_limits = KeyedWindows(*settings.ws_rate_limit)
         self.sessions = SessionService(
             podium=self.podium,
             unison=self.unison,

@@ -23,10 +23,11 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
 
 from diminuendo import __version__
-from diminuendo.auth.identity import Permission
+from diminuendo.auth.policy import permission_for, require
 from diminuendo.gateway.connection import Connection
 from diminuendo.gateway.context import Gateway
 from diminuendo.observability import context
+from diminuendo.observability.tracing import span
 from diminuendo.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 from diminuendo.protocol import messages as m
 from diminuendo.protocol.codec import DecodeFailure, decode_client_frame, peek_request_id
@@ -39,36 +40,6 @@ SUBPROTOCOL = "diminuendo.v1"
 CLOSE_AUTH_TIMEOUT = 4001
 
 bp = Blueprint("ws")
-
-# The one table of which permission each message needs (PROTOCOL.md §5, §11).
-MESSAGE_PERMISSIONS: dict[type, Permission | None] = {
-    m.Ping: None,
-    m.Authenticate: None,
-    m.ListSessions: Permission.READ,
-    m.CreateSession: Permission.CREATE,
-    m.RenameSession: Permission.WRITE,
-    m.ArchiveSession: Permission.WRITE,
-    m.UnarchiveSession: Permission.WRITE,
-    m.DeleteSession: Permission.DELETE,
-    m.JoinSession: Permission.READ,
-    m.LeaveSession: Permission.READ,
-    m.RunTurn: Permission.WRITE,
-    m.StopTurn: Permission.WRITE,
-    m.Steer: Permission.WRITE,
-    m.AnswerQuestion: Permission.WRITE,
-    m.GetHistory: Permission.READ,
-    m.GetEvents: Permission.READ,
-    m.ListFiles: Permission.READ,
-    m.ReadFile: Permission.READ,
-    m.FileHistory: Permission.READ,
-    m.FileAtIteration: Permission.READ,
-}
-
-
-def message_permission(message: m.ClientMessage) -> Permission | None:
-    if isinstance(message, m.ManageMembers):
-        return Permission.READ if message.action == "list" else Permission.MEMBERS
-    return MESSAGE_PERMISSIONS[type(message)]
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
@@ -266,12 +237,15 @@ class ClientSession:
         session_id = getattr(message, "session_id", None)
         context.session_id.set(session_id)
         try:
-            if not isinstance(message, m.Authenticate):
-                permission = message_permission(message)
-                if permission is not None and not self.conn.identity.can(permission):
-                    raise GatewayError(ErrorCode.FORBIDDEN, session_id=session_id)
-            handler = HANDLERS[type(message)]
-            await handler(self, message)
+            with span(
+                f"ws {message.__struct_config__.tag}",
+                kind="server",
+                session_id=session_id,
+                client_id=self.conn.client_id,
+            ):
+                if not isinstance(message, m.Authenticate):
+                    require(self.conn.identity, permission_for(message))
+                await HANDLERS[type(message)](self, message)
         except GatewayError as exc:
             if exc.session_id is None and session_id is not None:
                 exc.session_id = session_id

@@ -16,6 +16,7 @@ import msgspec
 from loguru import logger
 
 from diminuendo.observability import context
+from diminuendo.observability.tracing import current_trace_id
 from diminuendo.redaction import redact
 
 _encoder = msgspec.json.Encoder()
@@ -30,6 +31,7 @@ def _patch(record: Any) -> None:
     extra = record["extra"]
     for name, var in context.ALL.items():
         extra.setdefault(name, var.get())
+    extra["trace_id"] = current_trace_id()
     if extra.get("client_id") is None:
         extra["client_id"] = "-"
 

@@ -17,6 +17,7 @@ import httpx
 from loguru import logger
 
 from diminuendo.observability import context
+from diminuendo.observability.tracing import inject_headers, span
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.resilience import CircuitBreaker, CircuitOpen, backoff_delay
 
@@ -84,9 +85,11 @@ class UpstreamHttp:
                 ) from None
             started = time.perf_counter()
             try:
-                response = await self._client.request(
-                    method, path, json=json, params=params, headers=headers, **extra
-                )
+                with span(f"{self.service} {method}", kind="client", url_path=path):
+                    inject_headers(headers)
+                    response = await self._client.request(
+                        method, path, json=json, params=params, headers=headers, **extra
+                    )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 self._failed(started, f"{type(exc).__name__}")
                 if attempt < tries:

@@ -1,0 +1,252 @@
+"""REST (PROTOCOL.md §8): sessions as "threads", the same `SessionService` calls the WebSocket
+makes, authorised by the same permission table; and the session's events as Server-Sent Events
+with the same no-gap replay as `join_session`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty, json
+
+from diminuendo.auth.identity import Identity
+from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
+from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.rest_auth import request_identity
+from diminuendo.protocol import messages as m
+from diminuendo.protocol.codec import encode_frame
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.protocol.rest import (
+    AnswerBody,
+    CreateThread,
+    PatchThread,
+    PostMessage,
+    SteerBody,
+    decode_body,
+)
+from diminuendo.sessions.stream import Frame, Replay
+
+bp = Blueprint("rest")
+
+SSE_KEEPALIVE_S = 15.0
+SSE_POLL_S = 1.0
+
+
+async def authorize(request: Request, operation: type[m.ClientMessage]) -> Identity:
+    """Authenticate, rate-limit per user, and check the permission of `operation`."""
+    gateway: Gateway = request.app.ctx.gateway
+    identity = await request_identity(request)
+    wait = gateway.rest_limits.hit(f"{identity.tenant_id}/{identity.user_id}", time.monotonic())
+    if wait is not None:
+        raise GatewayError(ErrorCode.RATE_LIMITED, retry_after_ms=max(1, int(wait * 1000)))
+    require(identity, MESSAGE_PERMISSIONS[operation])
+    return identity
+
+
+def _int_arg(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"`{name}` must be a whole number") from None
+    if not low <= value <= high:
+        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"`{name}` must be between {low} and {high}")
+    return value
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.args.get(name, "false").lower() in ("1", "true", "yes")
+
+
+@bp.get("/api/threads")
+async def list_threads(request: Request) -> HTTPResponse:
+    identity = await authorize(request, m.ListSessions)
+    gateway: Gateway = request.app.ctx.gateway
+    threads = await gateway.sessions.list_sessions(identity, _flag(request, "includeArchived"))
+    return json({"threads": threads})
+
+
+@bp.post("/api/threads")
+async def create_thread(request: Request) -> HTTPResponse:
+    identity = await authorize(request, m.CreateSession)
+    body = decode_body(request.body, CreateThread)
+    gateway: Gateway = request.app.ctx.gateway
+    session = await gateway.sessions.create_session(
+        identity,
+        body.agent_type,
+        name=body.name,
+        project_id=body.project_id,
+        metadata=body.metadata,
+    )
+    return json(session, status=201)
+
+
+@bp.get("/api/threads/<session_id>")
+async def get_thread(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.JoinSession)
+    gateway: Gateway = request.app.ctx.gateway
+    return json(await gateway.sessions.get_session(identity, session_id))
+
+
+@bp.patch("/api/threads/<session_id>")
+async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.RenameSession)
+    body = decode_body(request.body, PatchThread)
+    gateway: Gateway = request.app.ctx.gateway
+    session = await gateway.sessions.get_session(identity, session_id)
+    if body.name is not None:
+        session = await gateway.sessions.rename_session(identity, session_id, body.name)
+    if body.archived is not None:
+        session = await gateway.sessions.set_archived(identity, session_id, body.archived)
+    return json(session)
+
+
+@bp.delete("/api/threads/<session_id>")
+async def delete_thread(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.DeleteSession)
+    gateway: Gateway = request.app.ctx.gateway
+    await gateway.sessions.delete_session(identity, session_id)
+    return empty(status=204)
+
+
+@bp.get("/api/threads/<session_id>/messages")
+async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.GetHistory)
+    limit = _int_arg(request, "limit", 50, 1, 500)
+    gateway: Gateway = request.app.ctx.gateway
+    history = await gateway.sessions.history(
+        identity, session_id, limit=limit or 50, before=request.args.get("before")
+    )
+    return json(history)
+
+
+@bp.post("/api/threads/<session_id>/messages")
+async def post_message(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.RunTurn)
+    body = decode_body(request.body, PostMessage)
+    gateway: Gateway = request.app.ctx.gateway
+    turn = await gateway.sessions.run_turn(identity, session_id, body.text, body.client_turn_id)
+    return json({"turnId": turn.turn_id}, status=202)
+
+
+@bp.post("/api/threads/<session_id>/stop")
+async def stop(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.StopTurn)
+    gateway: Gateway = request.app.ctx.gateway
+    await gateway.sessions.stop_turn(identity, session_id)
+    return json({}, status=202)
+
+
+@bp.post("/api/threads/<session_id>/steer")
+async def steer(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.Steer)
+    body = decode_body(request.body, SteerBody)
+    gateway: Gateway = request.app.ctx.gateway
+    await gateway.sessions.steer(identity, session_id, body.content)
+    return json({}, status=202)
+
+
+@bp.post("/api/threads/<session_id>/answer")
+async def answer(request: Request, session_id: str) -> HTTPResponse:
+    identity = await authorize(request, m.AnswerQuestion)
+    body = decode_body(request.body, AnswerBody)
+    gateway: Gateway = request.app.ctx.gateway
+    await gateway.sessions.answer(
+        identity,
+        session_id,
+        body.request_id,
+        answers=body.answers,
+        approved=body.approved,
+        dismissed=body.dismissed,
+    )
+    return json({}, status=202)
+
+
+@bp.get("/api/models")
+async def models(request: Request) -> HTTPResponse:
+    await authorize(request, m.ListSessions)
+    gateway: Gateway = request.app.ctx.gateway
+    return json({"models": await gateway.ensemble.models()})
+
+
+class SseSubscriber:
+    """A stream subscriber for one SSE response: a bounded buffer (like a WebSocket
+    connection's send queue) that the response loop drains."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: deque[str] = deque()
+        self.overflowed = False
+        self.ready = asyncio.Event()
+
+    def deliver(self, frame: Frame) -> None:
+        self.push(f"id: {frame.seq}\nevent: {frame.type}\ndata: {frame.data}\n\n")
+
+    def push(self, chunk: str) -> None:
+        if self.overflowed:
+            return
+        if len(self.items) >= self.limit:
+            self.overflowed = True  # the client reconnects with Last-Event-ID
+        else:
+            self.items.append(chunk)
+        self.ready.set()
+
+
+def _resume_point(request: Request) -> int | None:
+    header = request.headers.get("last-event-id")
+    if header is not None and header.strip().isdigit():
+        return int(header.strip())
+    return _int_arg(request, "afterSeq", None, 0, 2**53)
+
+
+@bp.get("/api/threads/<session_id>/events")
+async def thread_events(request: Request, session_id: str) -> HTTPResponse | None:
+    identity = await authorize(request, m.JoinSession)
+    gateway: Gateway = request.app.ctx.gateway
+    after_seq = _resume_point(request)
+    epoch = request.args.get("epoch")
+    await gateway.sessions.get_session(identity, session_id)  # 404 before the stream opens
+    subscriber = SseSubscriber(gateway.settings.ws_send_queue_max)
+
+    def send(snapshot: dict[str, Any], replay: Replay) -> None:
+        # An SSE client resuming after a restart holds a seq from an older epoch, possibly
+        # above the new stream's: that is a gap too.
+        if after_seq is not None and after_seq > replay.last_seq:
+            snapshot["gap"] = True
+        subscriber.push(f"event: state_snapshot\ndata: {encode_frame(snapshot)}\n\n")
+        for frame in replay.frames:
+            subscriber.deliver(frame)
+
+    response = await request.respond(
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    try:
+        try:
+            await gateway.sessions.join(
+                identity, subscriber, session_id, after_seq=after_seq, epoch=epoch, send=send
+            )
+        except GatewayError as exc:
+            subscriber.push(f"event: error\ndata: {encode_frame(exc.to_frame())}\n\n")
+        idle = 0.0
+        while not gateway.draining and not subscriber.overflowed:
+            while subscriber.items:
+                await response.send(subscriber.items.popleft())
+            subscriber.ready.clear()
+            try:
+                await asyncio.wait_for(subscriber.ready.wait(), SSE_POLL_S)
+                idle = 0.0
+            except TimeoutError:
+                idle += SSE_POLL_S
+                if idle >= SSE_KEEPALIVE_S:
+                    await response.send(": keep-alive\n\n")
+                    idle = 0.0
+        await response.eof()
+    finally:
+        gateway.sessions.leave(session_id, subscriber)
+    return None

@@ -1,0 +1,62 @@
+"""REST request bodies (PROTOCOL.md §8) as msgspec structs, with the same limits as the
+WebSocket messages, and one decoder that turns any bad body into `INVALID_MESSAGE`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.protocol.messages import MAX_METADATA_BYTES, MAX_TEXT_BYTES
+
+T = TypeVar("T")
+
+
+class CreateThread(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    agent_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    project_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    metadata: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            self.metadata is not None
+            and len(msgspec.json.encode(self.metadata)) > MAX_METADATA_BYTES
+        ):
+            raise ValueError("Invalid field `metadata`: larger than 16 KiB")
+
+
+class PatchThread(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    archived: bool | None = None
+
+
+class PostMessage(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    text: Annotated[str, msgspec.Meta(min_length=1)]
+    client_turn_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.text) * 4 > MAX_TEXT_BYTES and len(self.text.encode()) > MAX_TEXT_BYTES:
+            raise ValueError("Invalid field `text`: larger than 256 KiB")
+
+
+class SteerBody(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    content: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_BYTES)]
+
+
+class AnswerBody(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    answers: dict[str, Any] | None = None
+    approved: bool | None = None
+    dismissed: bool | None = None
+
+
+def decode_body(body: bytes | None, kind: type[T]) -> T:
+    """Decode and validate a JSON body, or raise the documented 400."""
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"Invalid body: {exc}"[:300]) from None
+    except msgspec.DecodeError:
+        raise GatewayError(ErrorCode.INVALID_JSON, "Body is not valid JSON") from None
