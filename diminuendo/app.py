@@ -12,8 +12,10 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
+from diminuendo import __version__
 from diminuendo.gateway import health, rest, rest_auth, rpc, ws
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.openapi import register_components
 from diminuendo.observability import context
 from diminuendo.observability.tracing import configure_tracing, shutdown_tracing
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -48,7 +50,12 @@ def create_app(settings: Settings) -> Sanic:
             "WEBSOCKET_PING_TIMEOUT": 60,
             "GRACEFUL_SHUTDOWN_TIMEOUT": settings.graceful_shutdown_timeout_s,
             "REQUEST_MAX_SIZE": 2 * 1024 * 1024,
-            "OAS": False,
+            "OAS": True,
+            "OAS_UI_DEFAULT": "redoc",
+            "OAS_UI_SWAGGER": False,
+            "OAS_IGNORE_OPTIONS": True,
+            "OAS_IGNORE_HEAD": True,
+            "OAS_URI_TO_JSON": "/openapi.json",
             "HEALTH": False,
             "CORS_ORIGINS": "*" if settings.dev_mode else ",".join(settings.allowed_origins),
             "CORS_ALLOW_HEADERS": "authorization,content-type,x-csrf-token,last-event-id",
@@ -57,6 +64,9 @@ def create_app(settings: Settings) -> Sanic:
         }
     )
     app.ctx.settings = settings
+    app.ext.openapi.describe(
+        "Diminuendo", version=__version__, description="Client gateway: REST, SSE and Fabric RPC"
+    )
     app.blueprint(ws.bp)
     app.blueprint(health.bp)
     app.blueprint(rest_auth.bp)
@@ -66,6 +76,7 @@ def create_app(settings: Settings) -> Sanic:
     @app.before_server_start
     async def start_gateway(app: Sanic) -> None:
         configure_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
+        register_components()
         gateway = Gateway(settings)
         app.ctx.gateway = gateway
         await gateway.start()

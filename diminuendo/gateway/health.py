@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, raw
+from sanic_ext import openapi
 
 from diminuendo.gateway.context import Gateway
 from diminuendo.observability.metrics import CONTENT_TYPE
@@ -12,15 +13,26 @@ from diminuendo.observability.metrics import CONTENT_TYPE
 bp = Blueprint("health")
 
 
-@bp.get("/health", name="health")
-@bp.get("/api/health", name="api_health")
-async def health(request: Request) -> HTTPResponse:
+def _health(request: Request) -> HTTPResponse:
     gateway: Gateway = request.app.ctx.gateway
     body, status = gateway.health_body()
     return json(body, status=status)
 
 
+@bp.get("/health")
+@openapi.definition(summary="Dependency health and instance metrics", tag="health")
+async def health(request: Request) -> HTTPResponse:
+    return _health(request)
+
+
+@bp.get("/api/health")
+@openapi.definition(summary="Same as /health", tag="health")
+async def api_health(request: Request) -> HTTPResponse:
+    return _health(request)
+
+
 @bp.get("/metrics")
+@openapi.exclude()
 async def metrics(request: Request) -> HTTPResponse:
     gateway: Gateway = request.app.ctx.gateway
     return raw(gateway.metrics.render(), content_type=CONTENT_TYPE)

@@ -15,18 +15,13 @@ from sanic.response import HTTPResponse, empty, json
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.openapi import documented
 from diminuendo.gateway.rest_auth import request_identity
 from diminuendo.protocol import messages as m
+from diminuendo.protocol import rest
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.protocol.errors import ErrorCode, GatewayError
-from diminuendo.protocol.rest import (
-    AnswerBody,
-    CreateThread,
-    PatchThread,
-    PostMessage,
-    SteerBody,
-    decode_body,
-)
+from diminuendo.protocol.models import SessionRecord
 from diminuendo.sessions.stream import Frame, Replay
 
 bp = Blueprint("rest")
@@ -64,6 +59,7 @@ def _flag(request: Request, name: str) -> bool:
 
 
 @bp.get("/api/threads")
+@documented("List the sessions of your tenant", ok=(200, rest.ThreadList))
 async def list_threads(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
@@ -72,9 +68,10 @@ async def list_threads(request: Request) -> HTTPResponse:
 
 
 @bp.post("/api/threads")
+@documented("Create a session", body=rest.CreateThread, ok=(201, SessionRecord))
 async def create_thread(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.CreateSession)
-    body = decode_body(request.body, CreateThread)
+    body = rest.decode_body(request.body, rest.CreateThread)
     gateway: Gateway = request.app.ctx.gateway
     session = await gateway.sessions.create_session(
         identity,
@@ -87,6 +84,7 @@ async def create_thread(request: Request) -> HTTPResponse:
 
 
 @bp.get("/api/threads/<session_id>")
+@documented("One session", ok=(200, SessionRecord))
 async def get_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.JoinSession)
     gateway: Gateway = request.app.ctx.gateway
@@ -94,9 +92,10 @@ async def get_thread(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.patch("/api/threads/<session_id>")
+@documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, SessionRecord))
 async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RenameSession)
-    body = decode_body(request.body, PatchThread)
+    body = rest.decode_body(request.body, rest.PatchThread)
     gateway: Gateway = request.app.ctx.gateway
     session = await gateway.sessions.get_session(identity, session_id)
     if body.name is not None:
@@ -107,6 +106,7 @@ async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.delete("/api/threads/<session_id>")
+@documented("Delete a session and stop its agent instance", ok=(204, None))
 async def delete_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.DeleteSession)
     gateway: Gateway = request.app.ctx.gateway
@@ -115,6 +115,7 @@ async def delete_thread(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.get("/api/threads/<session_id>/messages")
+@documented("The durable transcript", ok=(200, rest.History))
 async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.GetHistory)
     limit = _int_arg(request, "limit", 50, 1, 500)
@@ -126,15 +127,22 @@ async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.post("/api/threads/<session_id>/messages")
+@documented(
+    "Run a turn",
+    body=rest.PostMessage,
+    ok=(202, rest.TurnAccepted),
+    errors=(400, 401, 403, 404, 409, 413, 429, 503),
+)
 async def post_message(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RunTurn)
-    body = decode_body(request.body, PostMessage)
+    body = rest.decode_body(request.body, rest.PostMessage)
     gateway: Gateway = request.app.ctx.gateway
     turn = await gateway.sessions.run_turn(identity, session_id, body.text, body.client_turn_id)
     return json({"turnId": turn.turn_id}, status=202)
 
 
 @bp.post("/api/threads/<session_id>/stop")
+@documented("Stop the running turn", ok=(202, None))
 async def stop(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.StopTurn)
     gateway: Gateway = request.app.ctx.gateway
@@ -143,18 +151,30 @@ async def stop(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.post("/api/threads/<session_id>/steer")
+@documented(
+    "Steer the running turn",
+    body=rest.SteerBody,
+    ok=(202, None),
+    errors=(400, 401, 403, 404, 409, 429, 503),
+)
 async def steer(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.Steer)
-    body = decode_body(request.body, SteerBody)
+    body = rest.decode_body(request.body, rest.SteerBody)
     gateway: Gateway = request.app.ctx.gateway
     await gateway.sessions.steer(identity, session_id, body.content)
     return json({}, status=202)
 
 
 @bp.post("/api/threads/<session_id>/answer")
+@documented(
+    "Answer a question or permission request",
+    body=rest.AnswerBody,
+    ok=(202, None),
+    errors=(400, 401, 403, 404, 409, 429, 503),
+)
 async def answer(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.AnswerQuestion)
-    body = decode_body(request.body, AnswerBody)
+    body = rest.decode_body(request.body, rest.AnswerBody)
     gateway: Gateway = request.app.ctx.gateway
     await gateway.sessions.answer(
         identity,
@@ -168,6 +188,7 @@ async def answer(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.get("/api/models")
+@documented("The model catalogue", ok=(200, rest.ModelList), tag="models")
 async def models(request: Request) -> HTTPResponse:
     await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
@@ -205,6 +226,7 @@ def _resume_point(request: Request) -> int | None:
 
 
 @bp.get("/api/threads/<session_id>/events")
+@documented("The session's events as Server-Sent Events (id: is the seq)", ok=(200, None))
 async def thread_events(request: Request, session_id: str) -> HTTPResponse | None:
     identity = await authorize(request, m.JoinSession)
     gateway: Gateway = request.app.ctx.gateway

@@ -9,7 +9,9 @@ from sanic.response import HTTPResponse, json
 
 from diminuendo.auth.identity import Identity
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.openapi import documented
 from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.protocol.rest import Me
 
 bp = Blueprint("auth")
 
@@ -43,6 +45,7 @@ async def request_identity(request: Request) -> Identity:
 
 
 @bp.get("/api/me")
+@documented("Who you are and what you may do", ok=(200, Me), errors=(401,), tag="auth")
 async def me(request: Request) -> HTTPResponse:
     identity = await request_identity(request)
     return json(
@@ -51,6 +54,7 @@ async def me(request: Request) -> HTTPResponse:
 
 
 @bp.get("/api/auth/csrf")
+@documented("Issue the CSRF double-submit token (cookie + body)", errors=(), tag="auth")
 async def csrf(request: Request) -> HTTPResponse:
     """Issue the double-submit CSRF token: the same value as cookie and body."""
     gateway: Gateway = request.app.ctx.gateway

@@ -9,6 +9,7 @@ import msgspec
 
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.messages import MAX_METADATA_BYTES, MAX_TEXT_BYTES
+from diminuendo.protocol.models import SessionRecord
 
 T = TypeVar("T")
 
@@ -50,6 +51,61 @@ class AnswerBody(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     answers: dict[str, Any] | None = None
     approved: bool | None = None
     dismissed: bool | None = None
+
+
+# Reply shapes: the REST handlers build these as plain dicts on the hot path; the structs are
+# their schema for the OpenAPI document (and are checked against real replies in the tests).
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class ThreadList(msgspec.Struct):
+    threads: list[SessionRecord]
+
+
+class TurnAccepted(msgspec.Struct, rename="camel"):
+    turn_id: str
+
+
+class HistoryToolCall(msgspec.Struct, rename="camel"):
+    tool_call_id: str
+    tool_name: str
+    args: Any = None
+    output: Any = None
+
+
+class HistoryMessage(msgspec.Struct, rename="camel"):
+    id: str
+    role: str
+    text: str
+    turn_id: str | None
+    ts: int
+    tool_calls: list[HistoryToolCall] | None = None
+
+
+class History(msgspec.Struct, rename="camel"):
+    session_id: str
+    messages: list[HistoryMessage]
+    has_more: bool
+
+
+class ModelList(msgspec.Struct):
+    models: list[dict[str, Any]]
+
+
+class Me(msgspec.Struct, rename="camel"):
+    user_id: str
+    email: str | None
+    tenant_id: str
+    role: str
+    permissions: list[str]
 
 
 def decode_body(body: bytes | None, kind: type[T]) -> T:

@@ -241,3 +241,12 @@ async def test_rpc_single_batch_and_errors(http: httpx.AsyncClient) -> None:
         await http.post("/rpc", json={"jsonrpc": "2.0", "id": 8, "method": "capability/list"})
     ).json()["result"]["methods"]
     assert "conversation/create" in methods and "stream/cancel" in methods
+
+
+async def test_cors_is_permissive_in_dev_mode(http: httpx.AsyncClient) -> None:
+    preflight = await http.options(
+        "/api/threads",
+        headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] in ("*", "http://localhost:5173")
