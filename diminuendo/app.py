@@ -13,7 +13,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
 from diminuendo import __version__
-from diminuendo.gateway import health, rest, rest_auth, rpc, ws
+from diminuendo.gateway import console, health, rest, rest_auth, rpc, ws
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import register_components
 from diminuendo.observability import context
@@ -37,6 +37,7 @@ SECURITY_HEADERS = {
 
 def create_app(settings: Settings) -> Sanic:
     app = Sanic(APP_NAME, configure_logging=False)
+    ping_interval = min(30.0, settings.ws_idle_timeout_s / 3)
     app.config.update(
         {
             "FALLBACK_ERROR_FORMAT": "json",
@@ -44,10 +45,10 @@ def create_app(settings: Settings) -> Sanic:
             "MOTD": settings.dev_mode,
             "TOUCHUP": False,
             "WEBSOCKET_MAX_SIZE": settings.ws_hard_cap_bytes,
-            # Sanic's keepalive closes a client that answers no ping for 30 + 60 s: the 90 s
-            # idle rule of PROTOCOL.md §6, enforced by the transport (see docs).
-            "WEBSOCKET_PING_INTERVAL": 30,
-            "WEBSOCKET_PING_TIMEOUT": 60,
+            # Sanic's keepalive closes a client that answers no ping within WS_IDLE_TIMEOUT
+            # (default 30 s ping + 60 s pong timeout = 90 s): the idle rule of PROTOCOL.md §6.
+            "WEBSOCKET_PING_INTERVAL": ping_interval,
+            "WEBSOCKET_PING_TIMEOUT": settings.ws_idle_timeout_s - ping_interval,
             "GRACEFUL_SHUTDOWN_TIMEOUT": settings.graceful_shutdown_timeout_s,
             "REQUEST_MAX_SIZE": 2 * 1024 * 1024,
             "OAS": True,
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> Sanic:
     app.blueprint(rest_auth.bp)
     app.blueprint(rest.bp)
     app.blueprint(rpc.bp)
+    app.blueprint(console.bp)
 
     @app.before_server_start
     async def start_gateway(app: Sanic) -> None:

@@ -76,18 +76,28 @@ async def guard_upgrade(request: Request) -> Any:
         try:
             request.ctx.identity = await gateway.authenticate(token, request.client_ip)
         except GatewayError as exc:
-            return _refuse(exc.http_status, exc.code, exc.message)
+            return _refuse(
+                exc.http_status, exc.code, exc.message, retry_after_ms=exc.retry_after_ms
+            )
     return None
 
 
 def _refuse(
-    status: int, code: ErrorCode, message: str | None = None, extra: dict[str, Any] | None = None
+    status: int,
+    code: ErrorCode,
+    message: str | None = None,
+    extra: dict[str, Any] | None = None,
+    retry_after_ms: int | None = None,
 ) -> Any:
     error = GatewayError(code, message)
     body: dict[str, Any] = {
         "error": {"code": code.value, "message": error.message, **(extra or {})}
     }
-    return json_response(body, status=status)
+    headers = {}
+    if retry_after_ms is not None:
+        body["error"]["retryAfterMs"] = retry_after_ms
+        headers["Retry-After"] = str(max(1, round(retry_after_ms / 1000)))
+    return json_response(body, status=status, headers=headers)
 
 
 def _upgrade_token(request: Request) -> str | None:
@@ -285,8 +295,15 @@ class ClientSession:
             identity = self.gateway.dev_identity
         else:
             identity = await self.gateway.authenticate(message.token, self.conn.ip)
-        if self.conn.identity is None:
+        current = self.conn.identity
+        if current is None:
             self._set_identity(identity)
+        elif (current.tenant_id, current.user_id) != (identity.tenant_id, identity.user_id):
+            # A socket's subscriptions and broadcasts belong to one tenant and user: switching
+            # would leak them. Re-authenticating as the same user (a fresh token) is fine.
+            raise GatewayError(
+                ErrorCode.FORBIDDEN, "This connection is bound to another identity; reconnect"
+            )
         else:
             self.conn.identity = identity
         self._reply({"type": "authenticated", "identity": identity.to_wire()}, message.id)

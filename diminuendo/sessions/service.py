@@ -39,6 +39,8 @@ from diminuendo.upstreams.unison import CasConflict, Entry, UnisonClient, sessio
 RECORD_CACHE_S = 5.0
 RECORD_CACHE_ENTRIES = 50_000
 LISTING_CACHE_TENANTS = 1_000
+PERSIST_CONCURRENCY = 16
+PERSIST_DEBOUNCE_S = 0.2
 PERSIST_RETRIES = 20  # with backoff capped at 5 s: about a minute of Unison outage
 _BUSY = (SessionStatus.RUNNING, SessionStatus.WAITING)
 
@@ -105,6 +107,7 @@ class SessionService:
         self._background: set[asyncio.Task[Any]] = set()
         self.draining = False
         self.events_published = 0
+        self._persist_slots = asyncio.Semaphore(PERSIST_CONCURRENCY)
 
     def __repr__(self) -> str:
         return f"SessionService(active={len(self.active)})"
@@ -207,9 +210,13 @@ class SessionService:
         self._spawn(self._persist_loop(active))
 
     async def _persist_loop(self, active: ActiveSession) -> None:
+        """At most PERSIST_CONCURRENCY record writes are in flight: thousands of sessions changing
+        state at once must not flood the HTTP pool that client requests and health probes share
+        (measured: an unbounded burst livelocked the gateway in httpcore's pool scan)."""
         failures = 0
         try:
             while True:
+                await asyncio.sleep(PERSIST_DEBOUNCE_S)  # one write for a burst of transitions
                 active.dirty = False
                 record = msgspec.structs.replace(
                     active.record,
@@ -221,7 +228,8 @@ class SessionService:
                 try:
                     # The in-memory record may change while the write is under way, so it is
                     # not replaced by what was written; only the version moves on.
-                    active.version = await self._write(record, active.version, "diminuendo")
+                    async with self._persist_slots:
+                        active.version = await self._write(record, active.version, "diminuendo")
                 except CasConflict as conflict:
                     if conflict.current is None:
                         return  # deleted meanwhile
@@ -426,6 +434,13 @@ class SessionService:
             active.record = msgspec.structs.replace(
                 record, instance_id=instance_id, deployment_id=deployment_id
             )
+            # Recorded before the first turn, not debounced: a crash must not orphan the
+            # instance that holds the session's transcript.
+            async with self._persist_slots:
+                try:
+                    active.version = await self._write(active.record, active.version, "diminuendo")
+                except CasConflict:
+                    self._persist(active)  # someone renamed meanwhile: merge in the background
 
         async def lost(reason: str) -> None:
             await self._runtime_lost(active, reason)
@@ -434,7 +449,9 @@ class SessionService:
             instance_id,
             on_frame=lambda frame: self._on_runtime_frame(active, frame),
             on_lost=lost,
-            on_attached=lambda running: self._runtime_attached(active, running),
+            on_attached=lambda running, reconnected: self._runtime_attached(
+                active, running, reconnected
+            ),
         )
         await runtime.open()
         return runtime
@@ -603,8 +620,9 @@ class SessionService:
         return turn
 
     async def stop_turn(self, identity: Identity, session_id: str) -> None:
-        active = await self._ensure_active(identity, session_id)
-        if active.turn is not None and active.runtime is not None:
+        await self._record(identity, session_id)  # tenancy
+        active = self.active.get(session_id)
+        if active is not None and active.turn is not None and active.runtime is not None:
             await active.runtime.send(
                 {"type": "interrupt", "content": {"turn_id": active.turn.turn_id}}
             )
@@ -645,8 +663,9 @@ class SessionService:
         )
 
     async def _running(self, identity: Identity, session_id: str) -> ActiveSession:
-        active = await self._ensure_active(identity, session_id)
-        if active.turn is None or active.runtime is None:
+        await self._record(identity, session_id)  # tenancy
+        active = self.active.get(session_id)
+        if active is None or active.turn is None or active.runtime is None:
             raise GatewayError(ErrorCode.INVALID_STATE, "No turn is running", session_id=session_id)
         return active
 
@@ -759,11 +778,19 @@ class SessionService:
             )
         self._finish_turn(active, status)
 
-    def _runtime_attached(self, active: ActiveSession, running_turn_id: str | None) -> None:
-        """A (re)attached runtime that is not running our turn has lost it (Podium restarted):
-        end it now rather than wait for events that will never come."""
+    def _runtime_attached(
+        self, active: ActiveSession, running_turn_id: str | None, reconnected: bool
+    ) -> None:
+        """Podium's hello names the turn its runtime is running. A turn we do not know about
+        (started before this gateway process, e.g. across a restart) is adopted, so it stays
+        busy and can be stopped; after a reconnect, our turn missing from the runtime means
+        Podium restarted and lost it: end it now rather than wait for events that never come."""
         turn = active.turn
-        if turn is not None and running_turn_id != turn.turn_id:
+        if turn is None:
+            if running_turn_id is not None and active.status == SessionStatus.READY:
+                active.turn = Turn(running_turn_id, "", now_ms())
+                self._publish_state(active, SessionStatus.RUNNING, "turn in progress")
+        elif reconnected and running_turn_id != turn.turn_id:
             logger.warning(
                 "session {}: runtime restarted, turn {} lost", active.record.id, turn.turn_id
             )

@@ -121,7 +121,7 @@ class PodiumClient:
         *,
         on_frame: Callable[[dict[str, Any]], None],
         on_lost: Callable[[str], Awaitable[None]],
-        on_attached: Callable[[str | None], None],
+        on_attached: Callable[[str | None, bool], None],
         reconnect_window_s: float = 30.0,
     ) -> RuntimeConnection:
         ws_base = "ws" + self.http.base_url.removeprefix("http")
@@ -149,7 +149,7 @@ class RuntimeConnection:
         instance_id: str,
         on_frame: Callable[[dict[str, Any]], None],
         on_lost: Callable[[str], Awaitable[None]],
-        on_attached: Callable[[str | None], None],
+        on_attached: Callable[[str | None, bool], None],
         reconnect_window_s: float,
     ) -> None:
         self._url = url
@@ -225,13 +225,13 @@ class RuntimeConnection:
                     if not isinstance(frame, dict):
                         continue
                     if frame.get("event_type") == ATTACHED:
-                        if not self._reconnected:
-                            continue  # the first socket: nothing can have been lost yet
                         content = frame.get("content")
                         running = (
                             content.get("running_turn_id") if isinstance(content, dict) else None
                         )
-                        self._on_attached(running if isinstance(running, str) else None)
+                        self._on_attached(
+                            running if isinstance(running, str) else None, self._reconnected
+                        )
                     else:
                         self._on_frame(frame)
             except websockets.ConnectionClosed:

@@ -31,7 +31,7 @@ async def test_openapi_document_validates_and_covers_every_route(gateway: Gatewa
         doc = response.json()
         validate(doc)
         documented = {(path, verb) for path, verbs in doc["paths"].items() for verb in verbs}
-        assert ROUTES <= documented, ROUTES - documented
+        assert documented >= ROUTES, ROUTES - documented
         schemas = doc["components"]["schemas"]
         assert schemas["CreateThread"]["required"] == ["agentType"]
         assert schemas["CreateThread"]["properties"]["agentType"]["maxLength"] == 64
