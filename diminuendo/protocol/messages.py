@@ -26,6 +26,17 @@ class ClientMessage(msgspec.Struct, tag_field="type", rename="camel", kw_only=Tr
     id: RequestId | None = None
 
 
+def check_metadata(metadata: dict[str, Any] | None) -> None:
+    if metadata is not None and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
+        raise ValueError("Invalid field `metadata`: larger than 16 KiB")
+
+
+def check_text(text: str) -> None:
+    # Characters are at most 4 bytes: only encode when the text could be over the limit.
+    if len(text) * 4 > MAX_TEXT_BYTES and len(text.encode()) > MAX_TEXT_BYTES:
+        raise ValueError("Invalid field `text`: larger than 256 KiB")
+
+
 def _check_relative_path(path: str) -> None:
     if "\x00" in path:
         raise ValueError("Invalid field `path`: NUL byte")
@@ -55,11 +66,7 @@ class CreateSession(ClientMessage, tag="create_session"):
     metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if (
-            self.metadata is not None
-            and len(msgspec.json.encode(self.metadata)) > MAX_METADATA_BYTES
-        ):
-            raise ValueError("Invalid field `metadata`: larger than 16 KiB")
+        check_metadata(self.metadata)
 
 
 class RenameSession(ClientMessage, tag="rename_session"):
@@ -95,9 +102,7 @@ class RunTurn(ClientMessage, tag="run_turn"):
     client_turn_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
     def __post_init__(self) -> None:
-        # Characters are at most 4 bytes: only encode when the text could be over the limit.
-        if len(self.text) * 4 > MAX_TEXT_BYTES and len(self.text.encode()) > MAX_TEXT_BYTES:
-            raise ValueError("Invalid field `text`: larger than 256 KiB")
+        check_text(self.text)
 
 
 class StopTurn(ClientMessage, tag="stop_turn"):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from diminuendo.protocol.errors import ErrorCode, GatewayError
-from diminuendo.protocol.messages import MAX_METADATA_BYTES, MAX_TEXT_BYTES
+from diminuendo.protocol.messages import MAX_TEXT_BYTES, check_metadata, check_text
 from diminuendo.protocol.models import SessionRecord
 
 T = TypeVar("T")
@@ -21,11 +21,7 @@ class CreateThread(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if (
-            self.metadata is not None
-            and len(msgspec.json.encode(self.metadata)) > MAX_METADATA_BYTES
-        ):
-            raise ValueError("Invalid field `metadata`: larger than 16 KiB")
+        check_metadata(self.metadata)
 
 
 class PatchThread(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
@@ -38,8 +34,7 @@ class PostMessage(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     client_turn_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
     def __post_init__(self) -> None:
-        if len(self.text) * 4 > MAX_TEXT_BYTES and len(self.text.encode()) > MAX_TEXT_BYTES:
-            raise ValueError("Invalid field `text`: larger than 256 KiB")
+        check_text(self.text)
 
 
 class SteerBody(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
