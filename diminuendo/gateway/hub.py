@@ -22,10 +22,8 @@ class Hub:
         self.connections: set[Connection] = set()
         self._by_tenant: dict[str, set[Connection]] = defaultdict(set)
         self._heartbeat: asyncio.Task[None] | None = None
-
-    @property
-    def authenticated_count(self) -> int:
-        return sum(1 for c in self.connections if c.identity is not None)
+        # Kept in step rather than counted, so /health and /metrics cost O(1) per scrape.
+        self.authenticated_count = 0
 
     def add(self, connection: Connection) -> None:
         self.connections.add(connection)
@@ -33,10 +31,14 @@ class Hub:
     def authenticated(self, connection: Connection) -> None:
         assert connection.identity is not None
         self._by_tenant[connection.identity.tenant_id].add(connection)
+        self.authenticated_count += 1
 
     def remove(self, connection: Connection) -> None:
+        if connection not in self.connections:
+            return
         self.connections.discard(connection)
         if connection.identity is not None:
+            self.authenticated_count -= 1
             tenant = self._by_tenant.get(connection.identity.tenant_id)
             if tenant is not None:
                 tenant.discard(connection)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
-    "ACTIVE_STATUSES",
     "IllegalTransition",
     "SessionStatus",
     "can_transition",
@@ -41,10 +40,6 @@ _ALLOWED: dict[SessionStatus, frozenset[SessionStatus]] = {
     _S.DEACTIVATING: frozenset({_S.INACTIVE}),
     _S.ERROR: frozenset({_S.ACTIVATING, _S.DEACTIVATING, _S.INACTIVE}),
 }
-
-ACTIVE_STATUSES: frozenset[SessionStatus] = frozenset({_S.READY, _S.RUNNING, _S.WAITING})
-"""Statuses in which the session holds an agent instance (and counts against
-MAX_ACTIVE_SESSIONS)."""
 
 
 class IllegalTransition(Exception):

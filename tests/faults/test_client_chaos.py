@@ -13,7 +13,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from tests.conftest import Client, Stack, client, gateway_process
-from tests.integration.test_sessions import join_ready, new_session
+from tests.integration.test_sessions import assistant_texts, join_ready, new_session
 
 CLIENTS = 200
 SESSIONS = 10
@@ -122,12 +122,7 @@ async def test_gateway_sigkilled_mid_turn_recovers(stack: Stack, tmp_path) -> No
             snapshot = await join_ready(c, session_id)
             assert snapshot["epoch"] != first["epoch"]
             expected = "".join(f"d{i} " for i in range(1, deltas + 1))
-            for _ in range(100):
-                history = await c.request({"type": "get_history", "sessionId": session_id})
-                texts = [m["text"] for m in history["messages"] if m["role"] == "assistant"]
-                if texts:
-                    break
-                await asyncio.sleep(0.1)
+            texts = await assistant_texts(c, session_id)
             assert texts == [expected], "the durable transcript is complete"
             await c.request({"type": "run_turn", "sessionId": session_id, "text": "still works"})
             assert (await c.recv_until("turn_complete", timeout=20))[-1]["finalText"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -47,3 +48,6 @@ async def test_slow_consumer_is_closed_while_a_fast_one_keeps_up(start_gateway) 
     assert len(assembled) == sum(len(f"d{i}") + pad + 1 for i in range(1, deltas + 1))
     seqs = [f["seq"] for f in fast.received if "seq" in f]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{gw.url}/metrics")).text
+    assert "diminuendo_slow_consumer_closes_total 1.0" in metrics

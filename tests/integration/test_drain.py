@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import client
-from tests.integration.test_sessions import join_ready, new_session
+from tests.integration.test_sessions import assistant_texts, join_ready, new_session
 
 
 async def test_sigterm_mid_turn_drains_and_the_turn_survives_in_podium(start_gateway) -> None:
@@ -62,12 +62,7 @@ async def test_sigterm_mid_turn_drains_and_the_turn_survives_in_podium(start_gat
     second = start_gateway()
     expected = "".join(f"d{i} " for i in range(1, deltas + 1))
     async with client(second.ws_url) as c:
-        for _ in range(100):
-            history = await c.request({"type": "get_history", "sessionId": session_id})
-            texts = [m["text"] for m in history["messages"] if m["role"] == "assistant"]
-            if texts:
-                break
-            await asyncio.sleep(0.1)
+        texts = await assistant_texts(c, session_id)
         assert texts == [expected], "the whole turn is in the durable transcript"
         snapshot = await join_ready(c, session_id)
         assert snapshot["session"]["status"] in ("inactive", "ready")

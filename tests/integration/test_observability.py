@@ -11,10 +11,12 @@ from tests.integration.test_sessions import join_ready, new_session
 
 
 async def test_metrics_scrape_in_prometheus_text_format(start_gateway) -> None:
-    gw = start_gateway(WS_RATE_LIMIT="2/10s")
+    gw = start_gateway(WS_RATE_LIMIT="3/10s")
     async with client(gw.ws_url) as c:
         session_id = await new_session(c)
         await join_ready(c, session_id)
+        events = await c.request({"type": "get_events", "sessionId": session_id, "afterSeq": 0})
+        assert events["type"] == "events"
         await c.send({"type": "ping"})
         await c.send({"type": "ping"})
         await c.recv_until(lambda f: f.get("code") == "RATE_LIMITED")
@@ -35,6 +37,7 @@ async def test_metrics_scrape_in_prometheus_text_format(start_gateway) -> None:
     assert samples['diminuendo_errors_total{code="RATE_LIMITED"}'] >= 1
     assert samples['diminuendo_upstream_request_seconds_count{service="unison"}'] >= 1
     assert samples["diminuendo_ws_messages_in_total"] >= 4
+    assert samples["diminuendo_replay_requests_total"] == 1
     assert "# TYPE diminuendo_upstream_request_seconds histogram" in text
 
 

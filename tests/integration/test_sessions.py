@@ -30,6 +30,19 @@ async def join_ready(c: Client, session_id: str, **fields) -> dict:
     return snapshot
 
 
+async def assistant_texts(c: Client, session_id: str) -> list[str]:
+    """The assistant messages of the durable transcript, waiting (bounded) for the first one:
+    a turn that outlived its gateway finishes in Podium a little later."""
+    texts: list[str] = []
+    for _ in range(100):
+        history = await c.request({"type": "get_history", "sessionId": session_id})
+        texts = [m["text"] for m in history["messages"] if m["role"] == "assistant"]
+        if texts:
+            break
+        await asyncio.sleep(0.1)
+    return texts
+
+
 async def test_lifecycle_messages_and_tenant_broadcast(gateway: Gateway) -> None:
     async with client(gateway.ws_url) as a, client(gateway.ws_url) as b:
         session_id = await new_session(a, name="first")

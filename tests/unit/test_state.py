@@ -7,7 +7,6 @@ import itertools
 import pytest
 
 from diminuendo.sessions.state import (
-    ACTIVE_STATUSES,
     IllegalTransition,
     SessionStatus,
     can_transition,
@@ -78,10 +77,6 @@ def test_self_transition_refused(status: SessionStatus) -> None:
 @pytest.mark.parametrize("status", list(SessionStatus))
 def test_recovery_always_lands_inactive(status: SessionStatus) -> None:
     assert recover_status(status) is S.INACTIVE
-
-
-def test_active_statuses() -> None:
-    assert frozenset({S.READY, S.RUNNING, S.WAITING}) == ACTIVE_STATUSES
 
 
 def test_a_full_turn_with_a_question() -> None:
