@@ -22,7 +22,6 @@ def create_app() -> Sanic:
         {
             "ACCESS_LOG": False,
             "MOTD": False,
-            "TOUCHUP": False,
             "WEBSOCKET_PING_INTERVAL": 30,
             "WEBSOCKET_PING_TIMEOUT": 60,
         }

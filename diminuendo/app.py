@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
-import uuid
 from typing import Any
 
 from loguru import logger
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
+from sanic_ext import Extend
+from sanic_ext.extensions.http.extension import HTTPExtension
+from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from diminuendo import __version__
 from diminuendo.gateway import console, health, rest, rest_auth, rpc, ws
@@ -43,7 +46,6 @@ def create_app(settings: Settings) -> Sanic:
             "FALLBACK_ERROR_FORMAT": "json",
             "ACCESS_LOG": False,
             "MOTD": settings.dev_mode,
-            "TOUCHUP": False,
             "WEBSOCKET_MAX_SIZE": settings.ws_hard_cap_bytes,
             # Sanic's keepalive closes a client that answers no ping within WS_IDLE_TIMEOUT
             # (default 30 s ping + 60 s pong timeout = 90 s): the idle rule of PROTOCOL.md §6.
@@ -65,6 +67,10 @@ def create_app(settings: Settings) -> Sanic:
         }
     )
     app.ctx.settings = settings
+    # After the config (sanic-ext reads CORS_* and OAS_* from it now). Only the extensions the
+    # gateway uses: the built-in dependency injection alone would add an `http.routing.after`
+    # signal dispatch to every request, which TOUCHUP cannot remove.
+    Extend(app, extensions=[HTTPExtension, OpenAPIExtension], built_in_extensions=False)
     app.ext.openapi.describe(
         "Diminuendo", version=__version__, description="Client gateway: REST, SSE and Fabric RPC"
     )
@@ -83,12 +89,16 @@ def create_app(settings: Settings) -> Sanic:
         app.ctx.gateway = gateway
         await gateway.start()
         app.ctx.sweeper = asyncio.create_task(_sweep_idle(gateway), name="idle-sweeper")
+        # Everything alive now (modules, the app, the gateway's object graph) lives as long as
+        # the process: move it out of the cycle collector's sight, so each full collection
+        # walks only what connections and sessions added (measured: 60,000 fewer objects).
+        gc.collect()
+        gc.freeze()
 
     async def drain(app: Sanic) -> None:
         """SIGTERM/SIGINT: refuse new work, say goodbye with 1001, let turns go on in Podium."""
         gateway: Gateway = app.ctx.gateway
-        gateway.draining = True
-        gateway.sessions.draining = True
+        gateway.start_draining()
         if settings.drain_delay_s:
             # Health answers 503 meanwhile, so a load balancer stops routing here first.
             await asyncio.sleep(settings.drain_delay_s)
@@ -112,7 +122,9 @@ def create_app(settings: Settings) -> Sanic:
     async def request_context(request: Request) -> None:
         """Propagate a caller's X-Request-ID to upstream calls, if it is a safe token."""
         incoming = request.headers.get("x-request-id", "")
-        context.request_id.set(incoming if SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex)
+        context.request_id.set(
+            incoming if incoming and SAFE_REQUEST_ID.match(incoming) else context.new_request_id()
+        )
         if request.path.startswith(("/api/", "/rpc")):
             rest_auth.check_csrf(request)
 

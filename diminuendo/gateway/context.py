@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+import msgspec
 
 from diminuendo import __version__
 from diminuendo.auth.authenticator import Authenticator
@@ -22,7 +23,6 @@ from diminuendo.auth.verifier import TokenVerifier
 from diminuendo.gateway.hub import Hub
 from diminuendo.members import MemberService
 from diminuendo.observability.metrics import Metrics
-from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.ratelimit import KeyedWindows
 from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
@@ -33,12 +33,15 @@ from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.probes import HealthMonitor
 from diminuendo.upstreams.unison import UnisonClient
 
+HEALTH_CACHE_S = 0.25
+
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.monotonic()
         self.draining = False
+        self._health_cache: tuple[float, int, bytes, int] | None = None
         self.dev_identity: Identity = DEV_IDENTITY
         self.metrics = Metrics()
         upstream_http.call_observers.append(self.metrics.upstream_call)
@@ -62,6 +65,7 @@ class Gateway:
             idle_timeout_s=settings.session_idle_timeout_s,
             replay_max_events=settings.replay_max_events,
             replay_max_bytes=settings.replay_max_bytes,
+            replay_budget_bytes=settings.replay_budget_bytes,
             broadcast=self.hub.broadcast,
         )
         self.health = HealthMonitor(
@@ -133,11 +137,14 @@ class Gateway:
             counts[active.status.value] = counts.get(active.status.value, 0) + 1
         return counts
 
-    def require_not_draining(self) -> None:
-        if self.draining:
-            raise GatewayError(ErrorCode.DRAINING)
+    def start_draining(self) -> None:
+        """Refuse new work from now on; the next health probe already says `draining`."""
+        self.draining = True
+        self.sessions.draining = True
+        self._health_cache = None
 
     def health_body(self) -> tuple[dict[str, Any], int]:
+        """The §9 body, built fresh: O(active sessions), so probes read `health_response`."""
         dependencies = self.health.results()
         status = "ok" if all(d["ok"] for d in dependencies.values()) else "degraded"
         if self.draining:
@@ -159,6 +166,25 @@ class Gateway:
             },
         }
         return body, 503 if self.draining else 200
+
+    def health_response(self) -> tuple[bytes, int]:
+        """The encoded health body and status, rebuilt at most every `HEALTH_CACHE_S`.
+
+        A load balancer, an orchestrator and a dashboard may each probe many times a second;
+        building the body walks every active session and every asyncio task and reads /proc, so
+        one build serves the probes of the next quarter second. Only the instance metrics can be
+        that old: a new probe result or the start of draining rebuilds the body at once."""
+        now = time.monotonic()
+        cached = self._health_cache
+        if cached is None or now - cached[0] >= HEALTH_CACHE_S or cached[1] != self.health.version:
+            body, status = self.health_body()
+            cached = self._health_cache = (
+                now,
+                self.health.version,
+                msgspec.json.encode(body),
+                status,
+            )
+        return cached[2], cached[3]
 
 
 def _rss_bytes() -> int:

@@ -4,7 +4,7 @@ so they answer instantly even when every upstream hangs."""
 from __future__ import annotations
 
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse, json, raw
+from sanic.response import HTTPResponse, raw
 from sanic_ext import openapi
 
 from diminuendo.gateway.context import Gateway
@@ -15,8 +15,8 @@ bp = Blueprint("health")
 
 def _health(request: Request) -> HTTPResponse:
     gateway: Gateway = request.app.ctx.gateway
-    body, status = gateway.health_body()
-    return json(body, status=status)
+    body, status = gateway.health_response()
+    return raw(body, status=status, content_type="application/json")
 
 
 @bp.get("/health")

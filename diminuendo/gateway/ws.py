@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,19 +36,54 @@ from diminuendo.redaction import safe_message
 from diminuendo.sessions.stream import Replay
 
 SUBPROTOCOL = "diminuendo.v1"
+LINGER_S = 2.0
 CLOSE_AUTH_TIMEOUT = 4001
 
 bp = Blueprint("ws")
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
-    """Sanic refuses a client that offers no subprotocol when the route lists some; ours is
-    optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when offered."""
+    """Sanic's connection protocol with two changes.
+
+    Subprotocols: Sanic refuses a client that offers no subprotocol when the route lists some;
+    ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
+    offered.
+
+    Lingering close: when Sanic closes an HTTP connection with request bytes still unread (a body
+    over `REQUEST_MAX_SIZE` gets its 413 as soon as the limit is crossed), closing at once makes
+    the kernel answer the client's remaining bytes with a reset, and the client usually reports
+    a broken connection instead of the 413. So, as nginx does, send FIN after the response, read
+    and discard what the client still sends, and close when it stops or after `LINGER_S`.
+    """
+
+    _lingering = False
 
     async def websocket_handshake(self, request: Request, subprotocols: Any = None) -> Any:
         if not request.headers.get("sec-websocket-protocol"):
             subprotocols = None
         return await super().websocket_handshake(request, subprotocols)
+
+    def close(self, timeout: float | None = None) -> None:
+        transport = self.transport
+        if (
+            self.websocket is None
+            and self.recv_buffer
+            and transport is not None
+            and not transport.is_closing()
+            and transport.can_write_eof()
+            and not self._lingering
+        ):
+            self._lingering = True
+            self.recv_buffer.clear()
+            transport.write_eof()
+            transport.resume_reading()
+            self.loop.call_later(LINGER_S, super().close, timeout)
+            return
+        super().close(timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:
+            super().data_received(data)
 
 
 @bp.on_request
@@ -115,7 +149,10 @@ def _upgrade_token(request: Request) -> str | None:
 async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
     gateway: Gateway = request.app.ctx.gateway
     connection = Connection(
-        ws, send_queue_max=gateway.settings.ws_send_queue_max, ip=request.client_ip
+        ws,
+        send_queue_max=gateway.settings.ws_send_queue_max,
+        ip=request.client_ip,
+        on_slow=gateway.metrics.slow_consumers.inc,
     )
     context.client_id.set(connection.client_id)
     gateway.hub.add(connection)
@@ -243,7 +280,7 @@ class ClientSession:
             await asyncio.wait([previous])
         request_id = message.id
         # The message id is the client's correlation key, not a safe or unique request id.
-        context.request_id.set(uuid.uuid4().hex[:16])
+        context.request_id.set(context.new_request_id())
         session_id = getattr(message, "session_id", None)
         context.session_id.set(session_id)
         try:
@@ -351,6 +388,9 @@ class ClientSession:
         self._reply({"type": "session_deleted", "sessionId": message.session_id}, message.id)
 
     async def join_session(self, message: m.JoinSession) -> None:
+        if message.after_seq is not None:
+            self.gateway.metrics.replays.inc()
+
         def send(snapshot: dict[str, Any], replay: Replay) -> None:
             self._reply(snapshot, message.id)
             for frame in replay.frames:
@@ -421,6 +461,7 @@ class ClientSession:
         self._reply({"type": "history", **history}, message.id)
 
     async def get_events(self, message: m.GetEvents) -> None:
+        self.gateway.metrics.replays.inc()
         events = await self.gateway.sessions.events(
             self.conn.identity, message.session_id, message.after_seq, message.epoch, message.limit
         )

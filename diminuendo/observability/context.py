@@ -6,6 +6,8 @@ by the log lines and upstream requests that message causes, and by nothing else.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from contextvars import ContextVar
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -19,3 +21,13 @@ ALL = {
     "tenant_id": tenant_id,
     "session_id": session_id,
 }
+
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """A fresh 16-hex-digit request id: random per process, then a counter. Unique enough to
+    join one request's log lines across services, and a fraction of uuid4's cost (it is minted
+    for every HTTP request and every WebSocket message)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"

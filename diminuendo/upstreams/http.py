@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -73,7 +72,7 @@ class UpstreamHttp:
     ) -> httpx.Response:
         """Send one logical call. Statuses in `ok` or `passthrough` are returned to the caller;
         transient failures are retried; anything else raises `GatewayError`."""
-        headers = {"X-Request-ID": context.request_id.get() or uuid.uuid4().hex}
+        headers = {"X-Request-ID": context.request_id.get() or context.new_request_id()}
         extra = {} if timeout is None else {"timeout": timeout}
         tries = MAX_TRIES if retry else 1
         for attempt in range(1, tries + 1):

@@ -22,6 +22,8 @@ class HealthMonitor:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._results: dict[str, dict[str, Any]] = {}
+        # Bumped with every probe result, so a cached health body knows it is out of date.
+        self.version = 0
         self._task: asyncio.Task[None] | None = None
 
     async def probe_all(self) -> None:
@@ -42,6 +44,7 @@ class HealthMonitor:
             "latencyMs": round((time.perf_counter() - started) * 1000, 1),
             "checkedAt": int(time.time() * 1000),
         }
+        self.version += 1
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="health-probes")
