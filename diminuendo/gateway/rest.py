@@ -201,14 +201,18 @@ class SseSubscriber:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.items: deque[str] = deque()
+        self.items: deque[bytes] = deque()
         self.overflowed = False
         self.ready = asyncio.Event()
 
     def deliver(self, frame: Frame) -> None:
-        self.push(f"id: {frame.seq}\nevent: {frame.type}\ndata: {frame.data}\n\n")
+        self.push(b"id: %d\nevent: %s\ndata: %s\n\n" % (frame.seq, frame.type.encode(), frame.data))
 
-    def push(self, chunk: str) -> None:
+    def push_event(self, event: str, body: dict[str, Any]) -> None:
+        """An SSE event that is not a stream frame (no `id:`, so it moves no resume point)."""
+        self.push(b"event: %s\ndata: %s\n\n" % (event.encode(), encode_frame(body)))
+
+    def push(self, chunk: bytes) -> None:
         if self.overflowed:
             return
         if len(self.items) >= self.limit:
@@ -234,13 +238,15 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
     epoch = request.args.get("epoch")
     await gateway.sessions.get_session(identity, session_id)  # 404 before the stream opens
     subscriber = SseSubscriber(gateway.settings.ws_send_queue_max)
+    if after_seq is not None:
+        gateway.metrics.replays.inc()
 
     def send(snapshot: dict[str, Any], replay: Replay) -> None:
         # An SSE client resuming after a restart holds a seq from an older epoch, possibly
         # above the new stream's: that is a gap too.
         if after_seq is not None and after_seq > replay.last_seq:
             snapshot["gap"] = True
-        subscriber.push(f"event: state_snapshot\ndata: {encode_frame(snapshot)}\n\n")
+        subscriber.push_event("state_snapshot", snapshot)
         for frame in replay.frames:
             subscriber.deliver(frame)
 
@@ -254,7 +260,7 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
                 identity, subscriber, session_id, after_seq=after_seq, epoch=epoch, send=send
             )
         except GatewayError as exc:
-            subscriber.push(f"event: error\ndata: {encode_frame(exc.to_frame())}\n\n")
+            subscriber.push_event("error", exc.to_frame())
         idle = 0.0
         while not gateway.draining and not subscriber.overflowed:
             while subscriber.items:
@@ -266,7 +272,7 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
             except TimeoutError:
                 idle += SSE_POLL_S
                 if idle >= SSE_KEEPALIVE_S:
-                    await response.send(": keep-alive\n\n")
+                    await response.send(b": keep-alive\n\n")
                     idle = 0.0
         await response.eof()
     finally:

@@ -14,13 +14,16 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from loguru import logger
 from sanic import Websocket
 
 from diminuendo.local.podium_store import PodiumStore, Record
 from diminuendo.local.textutil import count_tokens, now_ms
+from diminuendo.sanic_ws import is_open, wait_writable, writable, write_text
 
 BUFFER_LIMIT = 10_000
+_encode = msgspec.json.Encoder().encode
 
 Agent = Callable[["Turn"], Awaitable[None]]
 
@@ -112,7 +115,7 @@ class InstanceRuntime:
         self.services = services
         self.questions: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._agent = agent
-        self._outbox: deque[str] = deque(maxlen=BUFFER_LIMIT)
+        self._outbox: deque[bytes] = deque(maxlen=BUFFER_LIMIT)
         self._wake = asyncio.Event()
         self._socket: Websocket | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -136,7 +139,7 @@ class InstanceRuntime:
                 "ts": now_ms(),
             },
         }
-        self._outbox.appendleft(jsonlib.dumps(hello))
+        self._outbox.appendleft(_encode(hello))
         previous, self._socket = self._socket, ws
         if previous is not None:
             closer = asyncio.create_task(previous.close(4000, "replaced by a newer runtime socket"))
@@ -181,26 +184,30 @@ class InstanceRuntime:
         if len(self._outbox) == BUFFER_LIMIT and not self._overflowed:
             self._overflowed = True
             logger.warning("instance {} outbox full: dropping its oldest events", self.instance_id)
-        self._outbox.append(jsonlib.dumps(frame))
-        self._wake.set()
+        outbox = self._outbox
+        outbox.append(_encode(frame))
+        ws = self._socket
+        if ws is not None and len(outbox) == 1 and writable(ws):
+            write_text(ws, outbox.popleft())  # nothing ahead of it: no trip through the pump
+        else:
+            self._wake.set()
 
     async def _pump(self) -> None:
-        # A frame leaves the outbox only once a socket accepted it, so a send that fails on a
-        # dying socket is retried on the next one.
+        # A frame leaves the outbox only once a socket took it, so frames that a dying socket
+        # could not take go out on the next one.
+        outbox = self._outbox
         while True:
             ws = self._socket
-            if ws is None or not self._outbox:
+            if ws is None or not outbox:
                 self._wake.clear()
                 await self._wake.wait()
-                continue
-            frame = self._outbox[0]
-            try:
-                await ws.send(frame)
-            except Exception:
+            elif writable(ws):
+                while outbox and writable(ws):
+                    write_text(ws, outbox.popleft())
+            elif is_open(ws):
+                await wait_writable(ws)
+            else:
                 self.detach(ws)
-                continue
-            if self._outbox and self._outbox[0] is frame:
-                self._outbox.popleft()
 
     # gateway frames
 

@@ -81,6 +81,6 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def encode_frame(frame: Any) -> str:
-    """One server frame as the text of a WebSocket text frame."""
-    return _encoder.encode(frame).decode()
+def encode_frame(frame: Any) -> bytes:
+    """One server frame as the UTF-8 payload of a WebSocket text frame."""
+    return _encoder.encode(frame)
