@@ -89,6 +89,7 @@ class Settings:
     drain_delay_s: float = 0.0
     replay_max_events: int = 10_000
     replay_max_bytes: int = 8 * 1024 * 1024
+    replay_budget_bytes: int = 512 * 1024 * 1024
 
     def describe(self) -> dict[str, Any]:
         """The effective configuration for `check-config`, with every secret replaced."""
@@ -247,6 +248,7 @@ _VARS = (
     _Var("DRAIN_DELAY", "drain_delay_s", _parse_delay),
     _Var("REPLAY_MAX_EVENTS", "replay_max_events", _parse_int(1, 10_000_000)),
     _Var("REPLAY_MAX_BYTES", "replay_max_bytes", _parse_size),
+    _Var("REPLAY_BUDGET_BYTES", "replay_budget_bytes", _parse_size),
 )
 
 _UPSTREAMS = (

@@ -29,6 +29,7 @@ from diminuendo.auth.identity import Identity, sees_only_own_sessions
 from diminuendo.mapping import Unknown, map_event
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord, TokenUsage
+from diminuendo.sessions.budget import ReplayBudget
 from diminuendo.sessions.coalesce import DeltaCoalescer
 from diminuendo.sessions.state import IllegalTransition, SessionStatus, transition
 from diminuendo.sessions.stream import Replay, SessionStream, Subscriber
@@ -91,6 +92,7 @@ class SessionService:
         idle_timeout_s: float = 900.0,
         replay_max_events: int = 10_000,
         replay_max_bytes: int = 8 * 1024 * 1024,
+        replay_budget_bytes: int = 512 * 1024 * 1024,
         broadcast: Callable[[str, dict[str, Any], Subscriber | None], None] | None = None,
     ) -> None:
         self.podium = podium
@@ -99,6 +101,7 @@ class SessionService:
         self.max_active_sessions = max_active_sessions
         self.idle_timeout_s = idle_timeout_s
         self._replay_limits = {"max_events": replay_max_events, "max_bytes": replay_max_bytes}
+        self.replay_budget = ReplayBudget(replay_budget_bytes)
         self._broadcast = broadcast or (lambda tenant, event, exclude: None)
         self.active: dict[str, ActiveSession] = {}
         self._records: OrderedDict[str, tuple[float, int, SessionRecord]] = OrderedDict()
@@ -360,6 +363,7 @@ class SessionService:
         record, _ = await self._record(identity, session_id)
         active = self.active.pop(session_id, None)
         if active is not None:
+            active.stream.close()
             if active.runtime is not None:
                 await active.runtime.close()
             self._publish_state(active, SessionStatus.DEACTIVATING, "deleted")
@@ -382,7 +386,12 @@ class SessionService:
             record, version = await self._record(identity, session_id)
             active = self.active.get(session_id)  # another task may have won the race
             if active is None:
-                stream = SessionStream(session_id, uuid.uuid4().hex[:16], **self._replay_limits)
+                stream = SessionStream(
+                    session_id,
+                    uuid.uuid4().hex[:16],
+                    **self._replay_limits,
+                    budget=self.replay_budget,
+                )
                 active = ActiveSession(record=record, version=version, stream=stream)
                 self.active[session_id] = active
         else:
@@ -474,6 +483,7 @@ class SessionService:
         live half; the next join starts a new epoch."""
         if self.active.get(active.record.id) is active:
             del self.active[active.record.id]
+            active.stream.close()
         if active.status == SessionStatus.INACTIVE:
             return
         self._publish_state(active, SessionStatus.DEACTIVATING, reason)

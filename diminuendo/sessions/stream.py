@@ -18,17 +18,26 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
+from diminuendo.sessions.budget import ReplayBudget
+
 __all__ = ["Frame", "Replay", "SessionStream", "Subscriber"]
 
 _encoder = msgspec.json.Encoder()
 
 
-class Frame(NamedTuple):
-    """One published event, encoded once and shared by every subscriber and the window."""
+class Frame(msgspec.Struct, frozen=True, gc=False):
+    """One published event, encoded once and shared by every subscriber and the window.
+
+    `gc=False`: a replay window holds thousands of these per busy session, and they reference
+    only an int, a str and bytes, so the cycle collector has nothing to find in them. A
+    NamedTuple stays tracked (CPython untracks only exact tuples), which made every retained
+    frame part of every full collection: the windows of 2,000 streaming sessions grew the old
+    generation by 10,000 objects a second, and the resulting collections stalled the event
+    loop for up to half a second (the whole stream p99)."""
 
     seq: int
     type: str
-    data: str  # the complete JSON text frame, ready for ws.send
+    data: bytes  # the complete JSON text of the frame (UTF-8), sent as it is
 
 
 class Subscriber(Protocol):
@@ -59,6 +68,7 @@ class SessionStream:
     """
 
     __slots__ = (
+        "_budget",
         "_bytes",
         "_epoch",
         "_fanout",
@@ -66,7 +76,6 @@ class SessionStream:
         "_max_bytes",
         "_max_events",
         "_session_id",
-        "_sizes",
         "_subscribers",
         "_window",
     )
@@ -78,6 +87,7 @@ class SessionStream:
         *,
         max_events: int = 10_000,
         max_bytes: int = 8 * 1024 * 1024,
+        budget: ReplayBudget | None = None,
     ) -> None:
         self._session_id = session_id
         self._epoch = epoch
@@ -85,8 +95,10 @@ class SessionStream:
         self._max_bytes = max_bytes
         self._last_seq = 0
         self._window: deque[Frame] = deque()
-        self._sizes: deque[int] = deque()  # encoded size of each retained frame, same order
         self._bytes = 0
+        self._budget = budget
+        if budget is not None:
+            budget.register(self)
         # Keyed by id() so subscribers need not be hashable; insertion order is delivery order.
         self._subscribers: dict[int, Subscriber] = {}
         # Snapshot iterated by publish, rebuilt on (rare) attach/detach, so a subscriber that
@@ -110,6 +122,11 @@ class SessionStream:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def retained_bytes(self) -> int:
+        """Encoded size of the frames in the replay window."""
+        return self._bytes
+
     def publish(self, event: dict[str, Any], ts_ms: int) -> Frame:
         """Stamp `event` (which must have a `type`) with the next seq, encode it once, retain it
         and deliver it to every subscriber in subscription order.
@@ -130,18 +147,17 @@ class SessionStream:
         message["seq"] = seq
         message["ts"] = ts_ms
         raw = _encoder.encode(message)
-        frame = Frame(seq, message["type"], raw.decode())
+        frame = Frame(seq, message["type"], raw)
         # Advance seq only once encoding succeeded, so an unencodable event leaves no hole.
         self._last_seq = seq
 
-        window = self._window
-        sizes = self._sizes
-        window.append(frame)
-        sizes.append(len(raw))
-        self._bytes += len(raw)
-        while len(window) > self._max_events or self._bytes > self._max_bytes:
-            window.popleft()
-            self._bytes -= sizes.popleft()
+        size = len(raw)
+        self._window.append(frame)
+        self._bytes += size
+        if len(self._window) > self._max_events or self._bytes > self._max_bytes:
+            self._evict(self._max_events, self._max_bytes)
+        if self._budget is not None:
+            self._budget.charge(size)  # after the evictions above, which it was told of
 
         for subscriber in self._fanout:
             try:
@@ -149,6 +165,26 @@ class SessionStream:
             except Exception:
                 self.detach(subscriber)
         return frame
+
+    def trim_to(self, max_bytes: int) -> None:
+        """Evict oldest frames until at most `max_bytes` are retained (the process-wide
+        `ReplayBudget` asks this of the largest windows)."""
+        self._evict(self._max_events, max_bytes)
+
+    def close(self) -> None:
+        """The session leaves memory: hand its retained bytes back to the budget."""
+        if self._budget is not None:
+            self._budget.unregister(self)
+            self._budget = None
+
+    def _evict(self, max_events: int, max_bytes: int) -> None:
+        window = self._window
+        freed = 0
+        while window and (len(window) > max_events or self._bytes - freed > max_bytes):
+            freed += len(window.popleft().data)
+        self._bytes -= freed
+        if self._budget is not None:
+            self._budget.release(freed)
 
     def attach(
         self, subscriber: Subscriber, after_seq: int | None = None, epoch: str | None = None
