@@ -15,15 +15,19 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-import websockets
 from loguru import logger
-from websockets.asyncio.client import ClientConnection, connect
 
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.http import UpstreamHttp
 from diminuendo.upstreams.resilience import backoff_delay
+from diminuendo.upstreams.runtime_socket import ClientSocket, SocketUnavailable, open_socket
 
 DEPLOYMENT_CACHE_S = 60.0
+OPEN_TIMEOUT_S = 5.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A runtime socket that leaves a ping unanswered this long is dead (half-open TCP, hung Podium).
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
 # First frame on every runtime socket: which turn the runtime is running (see docs/DECISIONS.md).
 ATTACHED = "runtime.attached"
 _frame_decoder = msgspec.json.Decoder()
@@ -123,6 +127,8 @@ class PodiumClient:
         on_lost: Callable[[str], Awaitable[None]],
         on_attached: Callable[[str | None, bool], None],
         reconnect_window_s: float = 30.0,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
     ) -> RuntimeConnection:
         ws_base = "ws" + self.http.base_url.removeprefix("http")
         return RuntimeConnection(
@@ -134,11 +140,17 @@ class PodiumClient:
             on_lost=on_lost,
             on_attached=on_attached,
             reconnect_window_s=reconnect_window_s,
+            ping_interval_s=ping_interval_s,
+            ping_timeout_s=ping_timeout_s,
         )
 
 
 class RuntimeConnection:
-    """The gateway's end of one instance's runtime socket, with transparent reconnects."""
+    """The gateway's end of one instance's runtime socket, with transparent reconnects.
+
+    Frames are read by `ClientSocket` (runtime_socket.py) and handled synchronously as they
+    arrive; a task exists only while a dropped socket is being re-established.
+    """
 
     def __init__(
         self,
@@ -151,6 +163,8 @@ class RuntimeConnection:
         on_lost: Callable[[str], Awaitable[None]],
         on_attached: Callable[[str | None, bool], None],
         reconnect_window_s: float,
+        ping_interval_s: float = PING_INTERVAL_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
     ) -> None:
         self._url = url
         self._headers = {"Authorization": f"Bearer {api_key}"}
@@ -161,9 +175,12 @@ class RuntimeConnection:
         self._on_attached = on_attached
         self._reconnected = False
         self._reconnect_window_s = reconnect_window_s
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._ping_interval_s = ping_interval_s
+        self._ping_timeout_s = ping_timeout_s
+        self._socket: ClientSocket | None = None
+        self._recovering: asyncio.Task[None] | None = None
         self._closing = False
+        self._lost = False
         self._connected = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -171,78 +188,85 @@ class RuntimeConnection:
 
     async def open(self) -> None:
         """Connect once (raises `GatewayError` if Podium refuses), then keep the socket up."""
-        self._ws = await self._connect()
+        self._socket = await self._connect()
         self._connected.set()
-        self._reader = asyncio.create_task(self._read_loop(), name=f"runtime:{self.instance_id}")
-
-    async def _connect(self) -> ClientConnection:
-        try:
-            return await connect(
-                self._url,
-                additional_headers=self._headers,
-                open_timeout=5,
-                max_size=16 * 1024 * 1024,
-                ping_interval=20,
-                ping_timeout=20,
-                compression=None,
-            )
-        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI):
-            raise GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Podium is unavailable") from None
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send one control frame, waiting briefly through a reconnect if one is under way."""
+        payload = _frame_encoder.encode(frame)
+        if self._socket is not None and self._socket.send_text(payload):
+            return
         try:
             async with asyncio.timeout(self._reconnect_window_s):
-                while True:
+                while not (self._closing or self._lost):
                     await self._connected.wait()
-                    assert self._ws is not None
-                    try:
-                        await self._ws.send(_frame_encoder.encode(frame).decode())
+                    if self._socket is not None and self._socket.send_text(payload):
                         return
-                    except websockets.ConnectionClosed:
-                        self._connected.clear()
+                    self._connected.clear()
         except TimeoutError:
-            raise GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Podium is unavailable") from None
+            pass
+        raise GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Podium is unavailable")
 
     async def close(self) -> None:
         """Close the socket without stopping the instance (its turns go on in Podium)."""
         self._closing = True
-        if self._reader is not None:
-            self._reader.cancel()
-        if self._ws is not None:
-            await self._ws.close()
+        self._connected.set()  # wake senders waiting for a reconnect: they fail now
+        recovering = self._recovering
+        if recovering is not None and recovering is not asyncio.current_task():
+            recovering.cancel()
+        socket = self._socket
+        if socket is not None:
+            socket.close()
+            await socket.wait_closed()
 
-    async def _read_loop(self) -> None:
-        while not self._closing:
-            assert self._ws is not None
-            try:
-                async for raw in self._ws:
-                    try:
-                        frame = _frame_decoder.decode(raw)
-                    except msgspec.DecodeError:
-                        logger.warning("dropping a runtime frame that is not JSON")
-                        continue
-                    if not isinstance(frame, dict):
-                        continue
-                    if frame.get("event_type") == ATTACHED:
-                        content = frame.get("content")
-                        running = (
-                            content.get("running_turn_id") if isinstance(content, dict) else None
-                        )
-                        self._on_attached(
-                            running if isinstance(running, str) else None, self._reconnected
-                        )
-                    else:
-                        self._on_frame(frame)
-            except websockets.ConnectionClosed:
-                pass
-            if self._closing:
-                return
-            self._connected.clear()
-            reason = await self._reconnect()
-            if reason is not None:
-                await self._on_lost(reason)
-                return
+    # ----- reading ----------------------------------------------------------------------------
+
+    def _frame_received(self, raw: bytes) -> None:
+        """Hot path: one runtime message, straight from the socket's `data_received`."""
+        frame = parse_runtime_frame(raw)
+        if frame is None:
+            return
+        if frame.get("event_type") == ATTACHED:
+            self._on_attached(running_turn(frame), self._reconnected)
+        else:
+            self._on_frame(frame)
+
+    # ----- connecting and reconnecting --------------------------------------------------------
+
+    async def _connect(self) -> ClientSocket:
+        try:
+            return await open_socket(
+                self._url,
+                self._headers,
+                on_message=self._frame_received,
+                on_closed=self._socket_closed,
+                open_timeout=OPEN_TIMEOUT_S,
+                max_size=MAX_MESSAGE_BYTES,
+                ping_interval=self._ping_interval_s,
+                ping_timeout=self._ping_timeout_s,
+            )
+        except SocketUnavailable as exc:
+            logger.debug("runtime socket for {} not opened: {}", self.instance_id, exc)
+            raise GatewayError(ErrorCode.UPSTREAM_UNAVAILABLE, "Podium is unavailable") from None
+
+    def _socket_closed(self, socket: ClientSocket) -> None:
+        if self._closing or socket is not self._socket:
+            return
+        self._connected.clear()
+        logger.info(
+            "runtime socket for {} closed ({}), reconnecting", self.instance_id, socket.close_code
+        )
+        self._recovering = asyncio.create_task(
+            self._recover(), name=f"runtime-reconnect:{self.instance_id}"
+        )
+
+    async def _recover(self) -> None:
+        reason = await self._reconnect()
+        self._recovering = None
+        if reason is not None and not self._closing:
+            self._lost = True
+            self._connected.set()  # wake senders waiting for a reconnect: they fail now
+            await self._on_lost(reason)
 
     async def _reconnect(self) -> str | None:
         """Reconnect with backoff; None on success, else why the runtime is lost."""
@@ -253,7 +277,7 @@ class RuntimeConnection:
             try:
                 if not await self._podium.instance_exists(self.instance_id):
                     return "The agent instance is gone"
-                self._ws = await self._connect()
+                self._socket = await self._connect()
                 self._reconnected = True
                 self._connected.set()
                 logger.info("runtime socket for {} reconnected", self.instance_id)
@@ -261,3 +285,20 @@ class RuntimeConnection:
             except GatewayError:
                 await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=2.0))
         return "The agent runtime could not be reached"
+
+
+def parse_runtime_frame(raw: bytes) -> dict[str, Any] | None:
+    """A runtime message as a dict, or None (logged) when it is not a JSON object."""
+    try:
+        frame = _frame_decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        logger.warning("dropping a runtime frame that is not JSON")
+        return None
+    return frame if isinstance(frame, dict) else None
+
+
+def running_turn(attached: dict[str, Any]) -> str | None:
+    """The turn a `runtime.attached` hello says the runtime is running, if any."""
+    content = attached.get("content")
+    running = content.get("running_turn_id") if isinstance(content, dict) else None
+    return running if isinstance(running, str) else None
