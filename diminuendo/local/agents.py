@@ -65,16 +65,41 @@ def _slow_params(turn: Turn) -> tuple[int, float, int, bool]:
 
 
 async def slow(turn: Turn) -> None:
-    """Emits numbered deltas (`d1 `, `d2 `…) at a fixed rate, for load and fault tests."""
+    """Emits numbered deltas (`d1 `, `d2 `…) at a fixed rate, for load and fault tests.
+
+    Paced by a chain of `call_later` callbacks rather than a task sleeping between deltas: the
+    stream benchmark runs thousands of these turns beside the gateway on the same cores, and a
+    timer callback costs a fraction of a task wake-up per delta."""
     deltas, interval, pad, stamp = _slow_params(turn)
     padding = "." * pad
-    for index in range(1, deltas + 1):
-        if index > 1:
-            await asyncio.sleep(interval)
-        for steer in turn.take_steers():
-            turn.say(f"[steer: {steer}] ")
-        mark = f"@{int(time.time() * 1000)}" if stamp else ""
-        turn.say(f"d{index}{mark}{padding} ")
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+    timer: asyncio.TimerHandle | None = None
+
+    def emit(index: int) -> None:
+        nonlocal timer
+        try:
+            for steer in turn.take_steers():
+                turn.say(f"[steer: {steer}] ")
+            mark = f"@{int(time.time() * 1000)}" if stamp else ""
+            turn.say(f"d{index}{mark}{padding} ")
+        except Exception as exc:
+            if not finished.done():
+                finished.set_exception(exc)
+            return
+        if index < deltas:
+            timer = loop.call_later(interval, emit, index + 1)
+        elif not finished.done():
+            finished.set_result(None)
+
+    if deltas == 0:
+        return
+    emit(1)
+    try:
+        await finished
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 async def _start_tool(turn: Turn, tool_name: str, args: dict[str, Any], pause: float) -> str:
