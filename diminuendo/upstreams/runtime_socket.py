@@ -10,6 +10,16 @@ callbacks instead: `data_received` feeds the parser and hands each complete text
 `on_message(bytes)` synchronously, in order, with no task, future or copy per message. Pings from
 the server are answered by the protocol (we flush its output after every read and every send).
 
+Fast path for plain text frames: at 20,000 inbound frames/s, websockets' generator-based
+`Frame.parse` was 20% of the gateway's CPU (plus ~8% in `receive_data`, `Protocol.parse` and its
+StreamReader), and nearly every frame is a small, final, unmasked text frame. So once the socket
+is open, `data_received` splits the bytes into frames itself by reading just the 2-10 byte header
+(`frame_bounds`, RFC 6455 §5.2) and hands such a frame's payload straight to `on_message`. Any
+other frame (control, binary, fragment) is fed to the protocol whole, so its parser always stops
+at a frame boundary; anything the protocol must reject (masked, reserved bits, too big) and all
+bytes after it go to the protocol, which fails the connection. The opening handshake is fed to
+the protocol up to the end of the 101 response only, so frames after it can take the fast path.
+
 Keepalive without a task: each socket owns one `loop.call_later` timer that is either "send the
 next ping" or "the pong is late" (or, once closing, "give up waiting for the server to close").
 A pong that does not come within `ping_timeout` fails the connection, so a dead peer is noticed.
@@ -33,6 +43,47 @@ from websockets.protocol import CLOSED, OPEN
 from websockets.uri import parse_uri
 
 MessageHandler = Callable[[bytes], None]
+
+_FIN = 0x80  # first header byte: FIN, RSV1-3, opcode
+_RSV = 0x70
+_OPCODE = 0x0F
+_MASKED = 0x80  # second header byte: MASK, payload length
+_FINAL_TEXT = _FIN | TEXT.value  # the frames the fast path delivers itself
+_DATA_OPCODES = (CONT.value, TEXT.value, BINARY.value)  # not control frames
+
+# How `data_received` reads: the opening handshake's response, then frames (the fast path),
+# then, once anything unusual has happened, everything through the protocol's own parser.
+_RESPONSE, _FRAMES, _PROTOCOL = "response", "frames", "protocol"
+
+
+def frame_bounds(data: bytes | bytearray, offset: int) -> tuple[int, int, int, int] | None:
+    """The header of the frame at `data[offset:]` (RFC 6455 §5.2): `(header_length,
+    payload_length, first_byte, second_byte)`, or None while the header is incomplete.
+
+    `header_length` includes the 4-byte masking key when the MASK bit is set. The payload may
+    still be incomplete: the frame ends at `offset + header_length + payload_length`.
+    """
+    available = len(data) - offset
+    if available < 2:
+        return None
+    first, second = data[offset], data[offset + 1]
+    length = second & 0x7F
+    header = 2
+    if length == 126:
+        header = 4
+        if available < header:
+            return None
+        length = (data[offset + 2] << 8) | data[offset + 3]
+    elif length == 127:
+        header = 10
+        if available < header:
+            return None
+        length = int.from_bytes(data[offset + 2 : offset + 10], "big")
+    if second & _MASKED:
+        header += 4
+        if available < header:
+            return None
+    return header, length, first, second
 
 
 class SocketUnavailable(Exception):
@@ -70,6 +121,13 @@ class ClientSocket(asyncio.Protocol):
         self._held: list[bytes] | None = []
         self._lost_while_held = False
         self._fragments: list[bytes] | None = None  # a fragmented text message in progress
+        # The fast path (see the module docstring): bytes the protocol has not seen yet.
+        self._reading = _RESPONSE
+        self._buffer = bytearray()  # the start of an incomplete frame (or of the response)
+        self._wanted = 0  # the buffered frame is complete at this many bytes (0: unknown)
+        self._in_message = False  # the protocol is in the middle of a fragmented message
+        max_size = protocol.max_message_size
+        self._max_size = 2**64 if max_size is None else max_size
         self._timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._ping_sent_at = 0.0
@@ -136,24 +194,21 @@ class ClientSocket(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        protocol = self._protocol
-        protocol.receive_data(data)
-        events = protocol.events_received()
-        self._flush()  # pongs, the echo of a close frame, EOF after a failure
-        if self._handshake is not None:
-            self._check_handshake()
-        for event in events:
-            if type(event) is Frame:
-                self._frame(event)
-        if not self._closing_armed and protocol.close_expected():
-            self._arm_close_deadline()
+        if self._reading is _FRAMES:
+            self._receive_frames(data)
+        elif self._reading is _RESPONSE:
+            self._receive_response(data)
+        else:
+            self._feed(data)
 
     def eof_received(self) -> None:
+        self._hand_over(self._take_buffer())
         self._protocol.receive_eof()
         self._flush()
         # Returning None lets the transport close itself; connection_lost follows.
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._hand_over(self._take_buffer())
         self._protocol.receive_eof()  # idempotent: the protocol is CLOSED from here on
         self._lost = True
         self._cancel_timer()
@@ -169,6 +224,89 @@ class ClientSocket(asyncio.Protocol):
             self._lost_while_held = True
             return
         self._report_closed()
+
+    # ----- reading: splitting frames ---------------------------------------------------------
+
+    def _receive_response(self, data: bytes) -> None:
+        """Feed the protocol the opening handshake's response, but not the frames after it."""
+        buffer = self._buffer
+        buffer += data
+        end = buffer.find(b"\r\n\r\n")
+        # Without the end of the headers yet, hold back only what may be the start of it.
+        split = end + 4 if end >= 0 else max(0, len(buffer) - 3)
+        head = bytes(buffer[:split])
+        del buffer[:split]
+        if head:
+            self._feed(head)
+        if self._protocol.state is OPEN:
+            self._reading = _FRAMES
+            self._receive_frames(b"")
+        elif end >= 0 or self._handshake is None:  # a refusal (and its body), or a failure
+            self._hand_over(self._take_buffer())
+
+    def _receive_frames(self, data: bytes) -> None:
+        """The fast path: `_split` what has arrived; keep an incomplete frame for later."""
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._wanted:
+                return
+            data = self._take_buffer()
+        used = self._split(data)
+        if used < len(data):
+            buffer += memoryview(data)[used:]
+
+    def _split(self, data: bytes) -> int:
+        """Handle the complete frames at the start of `data`, in order; return their length."""
+        protocol = self._protocol
+        offset, end = 0, len(data)
+        while offset < end:
+            bounds = frame_bounds(data, offset)
+            if bounds is None:
+                self._wanted = 0
+                return offset
+            header, length, first, second = bounds
+            bad = second & _MASKED or first & _RSV or length > self._max_size
+            if bad or protocol.state is not OPEN:  # it fails the connection, or is closing
+                self._hand_over(data[offset:])
+                return end
+            stop = offset + header + length
+            if stop > end:
+                self._wanted = stop - offset
+                return offset
+            if first == _FINAL_TEXT and not self._in_message:
+                self._message(data[offset + header : stop])
+            else:
+                if (first & _OPCODE) in _DATA_OPCODES:  # a fragment starts, goes on or ends
+                    self._in_message = not (first & _FIN)
+                self._feed(data[offset:stop])
+            offset = stop
+        return offset
+
+    def _hand_over(self, data: bytes) -> None:
+        """From now on, the protocol parses every byte (it fails the connection if it must)."""
+        self._reading = _PROTOCOL
+        if data:
+            self._feed(data)
+
+    def _take_buffer(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def _feed(self, data: bytes) -> None:
+        """Let the protocol parse `data`, then act on what it parsed."""
+        protocol = self._protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self._flush()  # pongs, the echo of a close frame, EOF after a failure
+        if self._handshake is not None:
+            self._check_handshake()
+        for event in events:
+            if type(event) is Frame:
+                self._frame(event)
+        if not self._closing_armed and protocol.close_expected():
+            self._arm_close_deadline()
 
     # ----- opening --------------------------------------------------------------------------
 

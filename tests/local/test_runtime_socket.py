@@ -1,6 +1,7 @@
 """`RuntimeConnection` over its Sans-I/O reader (upstreams/runtime_socket.py), through real
 sockets on 127.0.0.1: against the Podium stand-in, and against a scripted peer (ws_peer.py) for
-what Podium never does on its own (fragments, pings, going deaf)."""
+what Podium never does on its own (fragments, pings, going deaf); then `ClientSocket` alone against
+raw frames, for its fast path (tests/unit/test_runtime_frames.py has the byte-level cases)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 import pytest
+from websockets.frames import CONT, PING, TEXT, CloseCode
 
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.http import UpstreamHttp
 from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
+from diminuendo.upstreams.runtime_socket import ClientSocket, open_socket
 from tests.local.conftest import API_KEY, Podium
-from tests.local.ws_peer import Peer
+from tests.local.ws_peer import Peer, frame
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -456,3 +459,164 @@ async def test_the_same_on_uvloop() -> None:
     assert recorder.names() == ["usage", "stream_update", "usage"]
     assert [f["content"].get("index") for f in recorder.frames] == [0, None, 1]
     assert recorder.lost == []
+
+
+# ----- ClientSocket's fast path for plain text frames, against raw frames -----------------------
+
+
+class Inbox:
+    """The callbacks of one `ClientSocket`, recorded."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.closed: list[ClientSocket] = []
+        self._changed = asyncio.Event()
+
+    def on_message(self, data: bytes) -> None:
+        self.messages.append(data)
+        self._changed.set()
+
+    def on_closed(self, socket: ClientSocket) -> None:
+        self.closed.append(socket)
+        self._changed.set()
+
+    async def until(self, check: Callable[[], bool], timeout: float = 3.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not check():
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def open_raw(peer: Peer, inbox: Inbox, max_size: int = 1000) -> ClientSocket:
+    return await open_socket(
+        peer.url, {}, on_message=inbox.on_message, on_closed=inbox.on_closed, max_size=max_size
+    )
+
+
+async def many_frames_in_one_write() -> None:
+    messages = [b"m%d" % index for index in range(500)] + [b"x" * 300, b""]
+    async with Peer() as peer:
+        inbox = Inbox()
+        socket = await open_raw(peer, inbox)
+        server = await peer.connection(0)
+        server.write(b"".join(frame(TEXT, message) for message in messages))
+        await inbox.until(lambda: len(inbox.messages) == len(messages))
+        assert socket.is_open
+        socket.close()
+        await socket.wait_closed()
+    assert inbox.messages == messages
+
+
+async def a_frame_split_byte_by_byte() -> None:
+    messages = [b"y" * 200, b"short", b"z" * 3]
+    async with Peer() as peer:
+        inbox = Inbox()
+        socket = await open_raw(peer, inbox)
+        server = await peer.connection(0)
+        await server.trickle(b"".join(frame(TEXT, message) for message in messages))
+        await inbox.until(lambda: len(inbox.messages) == len(messages))
+        socket.close()
+    assert inbox.messages == messages
+
+
+async def a_ping_between_text_frames() -> None:
+    wire = [frame(TEXT, b"a"), frame(PING, b"p1"), frame(TEXT, b"b"), frame(PING, b"p2")]
+    async with Peer() as peer:
+        inbox = Inbox()
+        socket = await open_raw(peer, inbox)
+        server = await peer.connection(0)
+        server.write(b"".join([*wire, frame(TEXT, b"c")]))
+        await server.until(lambda: len(server.pongs) == 2)
+        await inbox.until(lambda: len(inbox.messages) == 3)
+        socket.close()
+    assert server.pongs == [b"p1", b"p2"]
+    assert inbox.messages == [b"a", b"b", b"c"]
+
+
+async def a_fragmented_message_with_a_ping_inside() -> None:
+    wire = [
+        frame(TEXT, b"before"),
+        frame(TEXT, b"frag", fin=False),
+        frame(CONT, b"men", fin=False),
+        frame(PING, b"inside"),
+        frame(CONT, b"ted", fin=True),
+        frame(TEXT, b"after"),
+    ]
+    async with Peer() as peer:
+        inbox = Inbox()
+        socket = await open_raw(peer, inbox)
+        server = await peer.connection(0)
+        server.write(b"".join(wire))
+        await inbox.until(lambda: len(inbox.messages) == 3)
+        await server.until(lambda: server.pongs == [b"inside"])
+        await server.trickle(b"".join(wire))  # again, a byte at a time
+        await inbox.until(lambda: len(inbox.messages) == 6)
+        await server.until(lambda: len(server.pongs) == 2)
+        assert socket.is_open
+        socket.close()
+    assert inbox.messages == [b"before", b"fragmented", b"after"] * 2
+
+
+async def a_close_frame_closes() -> None:
+    async with Peer() as peer:
+        inbox = Inbox()
+        socket = await open_raw(peer, inbox)
+        server = await peer.connection(0)
+        server.write(frame(TEXT, b"last words"))
+        server.close(4000, "replaced")
+        await inbox.until(lambda: bool(inbox.closed))
+        assert server.close_code == 4000, "the client echoed the close"
+    assert inbox.messages == [b"last words"]
+    assert inbox.closed == [socket]
+    assert socket.close_code == 4000
+
+
+async def fails_the_connection(bad: bytes, code: int) -> None:
+    """`bad` (between two good frames) makes the client close with `code`; nothing after it."""
+    async with Peer() as peer:
+        inbox = Inbox()
+        socket = await open_raw(peer, inbox, max_size=1000)
+        server = await peer.connection(0)
+        server.write(frame(TEXT, b"before") + bad + frame(TEXT, b"after"))
+        await inbox.until(lambda: bool(inbox.closed))
+        assert server.close_code == code
+        assert not socket.is_open
+    assert inbox.messages == [b"before"]
+
+
+async def an_oversized_frame_fails_the_connection() -> None:
+    await fails_the_connection(frame(TEXT, b"o" * 1001), CloseCode.MESSAGE_TOO_BIG)
+    # Failed on the header alone: the client does not wait for 2**40 bytes.
+    await fails_the_connection(b"\x81\x7f" + (2**40).to_bytes(8, "big"), 1009)
+
+
+async def a_masked_server_frame_fails_the_connection() -> None:
+    await fails_the_connection(frame(TEXT, b"masked", mask=True), CloseCode.PROTOCOL_ERROR)
+
+
+FAST_PATH = [
+    many_frames_in_one_write,
+    a_frame_split_byte_by_byte,
+    a_ping_between_text_frames,
+    a_fragmented_message_with_a_ping_inside,
+    a_close_frame_closes,
+    an_oversized_frame_fails_the_connection,
+    a_masked_server_frame_fails_the_connection,
+]
+
+
+@pytest.mark.parametrize("scenario", FAST_PATH, ids=lambda scenario: scenario.__name__)
+async def test_raw_frames(scenario: Callable[[], Awaitable[None]]) -> None:
+    await scenario()
+
+
+async def _bounded(scenario: Callable[[], Awaitable[None]]) -> None:
+    async with asyncio.timeout(8):  # inside the thread's own loop, so the thread ends
+        await scenario()
+
+
+@pytest.mark.parametrize("scenario", FAST_PATH, ids=lambda scenario: scenario.__name__)
+async def test_raw_frames_on_uvloop(scenario: Callable[[], Awaitable[None]]) -> None:
+    import uvloop
+
+    await asyncio.to_thread(uvloop.run, _bounded(scenario))

@@ -1,6 +1,7 @@
 """A scriptable WebSocket server for socket-level tests, built on websockets' Sans-I/O
 `ServerProtocol` so a test controls exactly what goes on the wire: the greeting written in the
-same packet as the 101 response, fragments, pings, closes, drops and a peer that goes deaf."""
+same packet as the 101 response, fragments, pings, closes, drops and a peer that goes deaf.
+`write` and `trickle` put frames built with `frame` on the wire as they are, bad ones included."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from websockets.frames import CLOSE, PING, PONG, TEXT, Frame
+from websockets.frames import CLOSE, PING, PONG, TEXT, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
+
+
+def frame(opcode: Opcode, data: bytes, *, fin: bool = True, mask: bool = False) -> bytes:
+    """One frame as bytes, for `write` (a server's frames are unmasked; `mask` breaks that)."""
+    return Frame(opcode, data, fin=fin).serialize(mask=mask)
 
 
 class PeerConnection(asyncio.Protocol):
@@ -103,6 +109,17 @@ class PeerConnection(asyncio.Protocol):
     def close(self, code: int, reason: str = "") -> None:
         self.protocol.send_close(code, reason)
         self.flush()
+
+    def write(self, data: bytes) -> None:
+        """Raw bytes in one TCP write, past the protocol (which keeps answering the client)."""
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def trickle(self, data: bytes, pause: float = 0.001) -> None:
+        """Raw bytes one per TCP write, so that the client reads them in many pieces."""
+        for index in range(len(data)):
+            self.write(data[index : index + 1])
+            await asyncio.sleep(pause)
 
     def drop(self) -> None:
         assert self.transport is not None
