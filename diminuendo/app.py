@@ -40,17 +40,15 @@ SECURITY_HEADERS = {
 
 def create_app(settings: Settings) -> Sanic:
     app = Sanic(APP_NAME, configure_logging=False)
-    ping_interval = min(30.0, settings.ws_idle_timeout_s / 3)
     app.config.update(
         {
             "FALLBACK_ERROR_FORMAT": "json",
             "ACCESS_LOG": False,
             "MOTD": settings.dev_mode,
             "WEBSOCKET_MAX_SIZE": settings.ws_hard_cap_bytes,
-            # Sanic's keepalive closes a client that answers no ping within WS_IDLE_TIMEOUT
-            # (default 30 s ping + 60 s pong timeout = 90 s): the idle rule of PROTOCOL.md §6.
-            "WEBSOCKET_PING_INTERVAL": ping_interval,
-            "WEBSOCKET_PING_TIMEOUT": settings.ws_idle_timeout_s - ping_interval,
+            # The idle rule of PROTOCOL.md §6 is kept by the Hub's one keepalive task, not by a
+            # Sanic keepalive task per socket.
+            "WEBSOCKET_PING_INTERVAL": None,
             "GRACEFUL_SHUTDOWN_TIMEOUT": settings.graceful_shutdown_timeout_s,
             "REQUEST_MAX_SIZE": 2 * 1024 * 1024,
             "OAS": True,

@@ -22,7 +22,16 @@ import struct
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.protocol import OPEN
 
-__all__ = ["is_open", "text_frame_header", "wait_writable", "writable", "write_text"]
+__all__ = [
+    "PING_FRAME",
+    "is_open",
+    "text_frame_header",
+    "wait_writable",
+    "writable",
+    "write_text",
+]
+
+PING_FRAME = b"\x89\x00"  # FIN + ping, unmasked, empty payload
 
 
 def writable(ws: WebsocketImplProtocol) -> bool:

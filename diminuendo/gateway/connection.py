@@ -26,7 +26,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from diminuendo.auth.identity import Identity
 from diminuendo.protocol.codec import encode_frame
-from diminuendo.sanic_ws import is_open, wait_writable, writable, write_text
+from diminuendo.sanic_ws import PING_FRAME, is_open, wait_writable, writable, write_text
 from diminuendo.sessions.stream import Frame
 
 CLOSE_SLOW_CONSUMER = 4008
@@ -128,6 +128,25 @@ class Connection:
             self.closed = True
         finally:
             self._writer = None
+
+    def heard_at(self) -> float:
+        """When the client last sent anything (a frame, a pong): `time.monotonic()` seconds."""
+        return self.ws.io_proto.last_heard
+
+    def ping(self) -> None:
+        """A WebSocket ping (empty payload): a live client answers it with a pong, and that pong
+        is all `heard_at` needs. Skipped while frames queue: the socket is busy, not idle."""
+        if not self.closed and not self._queue and writable(self.ws):
+            self.ws.io_proto.transport.write(PING_FRAME)
+
+    def drop(self, code: int, reason: str) -> None:
+        """Close without waiting for the client's half of the closing handshake (it is silent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self._cancel_writer()
+        self.ws.fail_connection(code, reason)
 
     def close(self, code: int = 1000, reason: str = "") -> asyncio.Task[None] | None:
         """Close from synchronous code (e.g. `deliver`): drop the queue, close in the background.

@@ -55,7 +55,7 @@ class Gateway:
         self.ensemble = EnsembleClient(self._http["ensemble"])
         self.unison = UnisonClient(self._http["unison"])
         self.members = MemberService(self.unison)
-        self.hub = Hub(settings.ws_heartbeat_interval_s)
+        self.hub = Hub(settings.ws_heartbeat_interval_s, idle_timeout_s=settings.ws_idle_timeout_s)
         self.rest_limits = KeyedWindows(*settings.ws_rate_limit)
         self.sessions = SessionService(
             podium=self.podium,

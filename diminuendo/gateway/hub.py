@@ -1,7 +1,12 @@
-"""All open client connections of this process: tenant broadcast, heartbeats, counts.
+"""All open client connections of this process: tenant broadcast, heartbeats, keepalive, counts.
 
-One heartbeat task for the whole process (not one per connection) keeps the per-connection cost
-at the minimum the budget of 10,000 connections per process asks for.
+One heartbeat task and one keepalive task for the whole process, not one of each per connection
+(Sanic's own keepalive is one task per socket): at 10,000 connections a task per socket costs
+memory, and its ping round trip through futures and timers cost ~7% of a core at 5,000.
+
+Keepalive (PROTOCOL.md §6): every `keepalive_interval_s` each connection gets a WebSocket ping,
+which a live client answers with a pong; a connection that has sent nothing at all, not even a
+pong, for `idle_timeout_s` is closed with 1011.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ from diminuendo.gateway.connection import Connection
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.sessions.stream import Subscriber
 
+CLOSE_IDLE = 1011
+
 
 class Hub:
-    def __init__(self, heartbeat_interval_s: float) -> None:
+    def __init__(self, heartbeat_interval_s: float, *, idle_timeout_s: float = 90.0) -> None:
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.idle_timeout_s = idle_timeout_s
+        self.keepalive_interval_s = min(30.0, idle_timeout_s / 3)
         self.connections: set[Connection] = set()
         self._by_tenant: dict[str, set[Connection]] = defaultdict(set)
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         # Kept in step rather than counted, so /health and /metrics cost O(1) per scrape.
         self.authenticated_count = 0
 
@@ -59,11 +68,14 @@ class Hub:
             connection.send_encoded(data)
 
     def start(self) -> None:
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="ws-heartbeat")
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="ws-heartbeat"),
+            asyncio.create_task(self._keepalive_loop(), name="ws-keepalive"),
+        ]
 
     async def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in self._tasks:
+            task.cancel()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -71,6 +83,19 @@ class Hub:
             data = encode_frame({"type": "heartbeat", "ts": int(time.time() * 1000)})
             for connection in list(self.connections):
                 connection.send_encoded(data)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_interval_s)
+            self.keepalive(time.monotonic())
+
+    def keepalive(self, now: float) -> None:
+        """One keepalive round: drop the silent, ping the rest."""
+        for connection in list(self.connections):
+            if now - connection.heard_at() > self.idle_timeout_s:
+                connection.drop(CLOSE_IDLE, "idle timeout")
+            else:
+                connection.ping()
 
     async def close_all(self, code: int, reason: str, timeout_s: float = 5.0) -> None:
         """Close every connection with `code` and wait (bounded) until the close frames are out,

@@ -43,7 +43,7 @@ bp = Blueprint("ws")
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
-    """Sanic's connection protocol with two changes.
+    """Sanic's connection protocol with three changes.
 
     Subprotocols: Sanic refuses a client that offers no subprotocol when the route lists some;
     ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
@@ -54,9 +54,17 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     the kernel answer the client's remaining bytes with a reset, and the client usually reports
     a broken connection instead of the 413. So, as nginx does, send FIN after the response, read
     and discard what the client still sends, and close when it stops or after `LINGER_S`.
+
+    `last_heard`: when the client last sent anything, for the Hub's process-wide keepalive
+    (Sanic's per-socket keepalive task is switched off).
     """
 
-    _lingering = False
+    __slots__ = ("_lingering", "last_heard")  # Sanic's protocol classes are slotted
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lingering = False
+        self.last_heard = time.monotonic()  # of the last bytes from the client (Hub keepalive)
 
     async def websocket_handshake(self, request: Request, subprotocols: Any = None) -> Any:
         if not request.headers.get("sec-websocket-protocol"):
@@ -82,6 +90,7 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         super().close(timeout)
 
     def data_received(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
         if not self._lingering:
             super().data_received(data)
 
