@@ -94,7 +94,13 @@ def run_local_stack(config: LocalStackConfig) -> int:
 
     Returns 0, or 1 (with the reason on stderr) when the stack cannot start, e.g. a port is taken.
     """
-    return asyncio.run(_serve(config))
+    # The gateway runs on uvloop (Sanic's default). The stand-ins share its cores in every
+    # benchmark, and on plain asyncio they spent about twice the CPU per event.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_serve(config))
+    return uvloop.run(_serve(config))
 
 
 async def _serve(config: LocalStackConfig) -> int:
