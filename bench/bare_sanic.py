@@ -1,5 +1,6 @@
 """The framework's floor: a bare Sanic app configured like the gateway (one process, no access
-log, no MOTD) with one text route and one WebSocket echo route.
+log, no MOTD, Sanic's defaults otherwise, TOUCHUP included) with one text route and one WebSocket
+echo route.
 
     python bench/bare_sanic.py --port 9001     # GET /health → "ok", /ws echoes text frames
 
