@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import re
 from typing import Any
 
@@ -19,6 +18,7 @@ from diminuendo import __version__
 from diminuendo.gateway import console, health, rest, rest_auth, rpc, ws
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import register_components
+from diminuendo.gc_policy import CollectorPolicy
 from diminuendo.observability import context
 from diminuendo.observability.tracing import configure_tracing, shutdown_tracing
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -87,11 +87,10 @@ def create_app(settings: Settings) -> Sanic:
         app.ctx.gateway = gateway
         await gateway.start()
         app.ctx.sweeper = asyncio.create_task(_sweep_idle(gateway), name="idle-sweeper")
-        # Everything alive now (modules, the app, the gateway's object graph) lives as long as
-        # the process: move it out of the cycle collector's sight, so each full collection
-        # walks only what connections and sessions added (measured: 60,000 fewer objects).
-        gc.collect()
-        gc.freeze()
+        app.ctx.gc_policy = CollectorPolicy(
+            settings.gc_freeze_interval_s, settings.gc_full_interval_s
+        )
+        app.ctx.gc_policy.start()
 
     async def drain(app: Sanic) -> None:
         """SIGTERM/SIGINT: refuse new work, say goodbye with 1001, let turns go on in Podium."""
@@ -111,6 +110,7 @@ def create_app(settings: Settings) -> Sanic:
     @app.after_server_stop
     async def stop_gateway(app: Sanic) -> None:
         app.ctx.sweeper.cancel()
+        app.ctx.gc_policy.stop()
         try:
             await app.ctx.gateway.stop()
         finally:

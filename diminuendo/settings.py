@@ -90,6 +90,8 @@ class Settings:
     replay_max_events: int = 10_000
     replay_max_bytes: int = 8 * 1024 * 1024
     replay_budget_bytes: int = 512 * 1024 * 1024
+    gc_freeze_interval_s: float = 10.0
+    gc_full_interval_s: float = 1800.0
 
     def describe(self) -> dict[str, Any]:
         """The effective configuration for `check-config`, with every secret replaced."""
@@ -249,6 +251,8 @@ _VARS = (
     _Var("REPLAY_MAX_EVENTS", "replay_max_events", _parse_int(1, 10_000_000)),
     _Var("REPLAY_MAX_BYTES", "replay_max_bytes", _parse_size),
     _Var("REPLAY_BUDGET_BYTES", "replay_budget_bytes", _parse_size),
+    _Var("GC_FREEZE_INTERVAL", "gc_freeze_interval_s", _parse_delay),
+    _Var("GC_FULL_INTERVAL", "gc_full_interval_s", _parse_delay),
 )
 
 _UPSTREAMS = (

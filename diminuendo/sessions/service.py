@@ -625,8 +625,10 @@ class SessionService:
         except GatewayError as exc:
             self._end_turn_with_error(active, exc.code, exc.message, SessionStatus.ERROR)
             raise
+        # Not written to Unison now: `running` is a live state only the instance holding the
+        # session knows (instances are tenant-sticky), and the turn's end writes status,
+        # lastActivityAt, usage and lastSeq. One write per turn instead of two.
         active.record.last_activity_at = turn.started_at
-        self._persist(active)
         return turn
 
     async def stop_turn(self, identity: Identity, session_id: str) -> None:
