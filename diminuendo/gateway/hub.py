@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from diminuendo.gateway.connection import Connection
@@ -21,6 +22,7 @@ from diminuendo.protocol.codec import encode_frame
 from diminuendo.sessions.stream import Subscriber
 
 CLOSE_IDLE = 1011
+ROUND_SLICE = 200
 
 
 class Hub:
@@ -81,21 +83,30 @@ class Hub:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
             data = encode_frame({"type": "heartbeat", "ts": int(time.time() * 1000)})
-            for connection in list(self.connections):
-                connection.send_encoded(data)
+            await self._each_connection(Connection.send_encoded, data)
 
     async def _keepalive_loop(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive_interval_s)
-            self.keepalive(time.monotonic())
+            now = time.monotonic()
+            await self._each_connection(self._keep_alive, now)
 
-    def keepalive(self, now: float) -> None:
-        """One keepalive round: drop the silent, ping the rest."""
-        for connection in list(self.connections):
-            if now - connection.heard_at() > self.idle_timeout_s:
-                connection.drop(CLOSE_IDLE, "idle timeout")
-            else:
-                connection.ping()
+    def _keep_alive(self, connection: Connection, now: float) -> None:
+        """Drop a connection that has been silent too long; ping the others."""
+        if now - connection.heard_at() > self.idle_timeout_s:
+            connection.drop(CLOSE_IDLE, "idle timeout")
+        else:
+            connection.ping()
+
+    async def _each_connection(self, action: Callable[[Connection, Any], None], arg: Any) -> None:
+        """`action(connection, arg)` for every connection, yielding to the loop after every
+        `ROUND_SLICE` of them: one frame to each of 5,000 connections in one go blocked every
+        stream for ~100 ms."""
+        for index, connection in enumerate(list(self.connections)):
+            if not connection.closed:
+                action(connection, arg)
+            if index % ROUND_SLICE == ROUND_SLICE - 1:
+                await asyncio.sleep(0)
 
     async def close_all(self, code: int, reason: str, timeout_s: float = 5.0) -> None:
         """Close every connection with `code` and wait (bounded) until the close frames are out,
