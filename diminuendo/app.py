@@ -17,6 +17,7 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from diminuendo import __version__
 from diminuendo.gateway import console, health, rest, rest_auth, rpc, ws
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.headers import security_headers
 from diminuendo.gateway.openapi import register_components
 from diminuendo.gc_policy import CollectorPolicy
 from diminuendo.observability import context
@@ -28,14 +29,6 @@ from diminuendo.settings import Settings
 APP_NAME = "diminuendo"
 IDLE_SWEEP_INTERVAL_S = 30.0
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
-    "img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 def create_app(settings: Settings) -> Sanic:
@@ -126,11 +119,11 @@ def create_app(settings: Settings) -> Sanic:
         if request.path.startswith(("/api/", "/rpc")):
             rest_auth.check_csrf(request)
 
+    headers = security_headers(settings.dev_mode)
+
     @app.on_response
-    async def security_headers(request: Request, response: HTTPResponse) -> None:
-        response.headers.update(SECURITY_HEADERS)
-        if not settings.dev_mode:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    async def add_security_headers(request: Request, response: HTTPResponse) -> None:
+        response.headers.update(headers)
 
     @app.exception(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> HTTPResponse:

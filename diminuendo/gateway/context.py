@@ -20,6 +20,7 @@ from diminuendo.auth.endpoints import resolve_auth0
 from diminuendo.auth.identity import DEV_IDENTITY, Identity, Role
 from diminuendo.auth.jwks import JwksCache
 from diminuendo.auth.verifier import TokenVerifier
+from diminuendo.gateway.headers import security_headers
 from diminuendo.gateway.hub import Hub
 from diminuendo.members import MemberService
 from diminuendo.observability.metrics import Metrics
@@ -41,7 +42,10 @@ class Gateway:
         self.settings = settings
         self.started_at = time.monotonic()
         self.draining = False
-        self._health_cache: tuple[float, int, bytes, int] | None = None
+        self._health_cache: tuple[float, int, bytes, int, bytes] | None = None
+        self._probe_headers = "".join(
+            f"{name}: {value}\r\n" for name, value in security_headers(settings.dev_mode).items()
+        ).encode()
         self.dev_identity: Identity = DEV_IDENTITY
         self.metrics = Metrics()
         upstream_http.call_observers.append(self.metrics.upstream_call)
@@ -174,17 +178,35 @@ class Gateway:
         building the body walks every active session and every asyncio task and reads /proc, so
         one build serves the probes of the next quarter second. Only the instance metrics can be
         that old: a new probe result or the start of draining rebuilds the body at once."""
+        cached = self._health_cached()
+        return cached[2], cached[3]
+
+    def health_probe_response(self) -> bytes:
+        """The whole HTTP/1.1 response to a plain `GET /health`, for the protocol's fast path."""
+        return self._health_cached()[4]
+
+    def _health_cached(self) -> tuple[float, int, bytes, int, bytes]:
         now = time.monotonic()
         cached = self._health_cache
         if cached is None or now - cached[0] >= HEALTH_CACHE_S or cached[1] != self.health.version:
             body, status = self.health_body()
+            encoded = msgspec.json.encode(body)
             cached = self._health_cache = (
                 now,
                 self.health.version,
-                msgspec.json.encode(body),
+                encoded,
                 status,
+                _http_response(status, encoded, self._probe_headers),
             )
-        return cached[2], cached[3]
+        return cached
+
+
+def _http_response(status: int, body: bytes, headers: bytes) -> bytes:
+    reason = b"OK" if status == 200 else b"Service Unavailable"
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s"
+        b"connection: keep-alive\r\n\r\n%s" % (status, reason, len(body), headers, body)
+    )
 
 
 def _rss_bytes() -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from loguru import logger
 from sanic import Blueprint, Request
 from sanic.exceptions import WebsocketClosed
+from sanic.http.constants import Stage
 from sanic.response import json as json_response
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.impl import WebsocketImplProtocol
@@ -37,13 +38,23 @@ from diminuendo.sessions.stream import Replay
 
 SUBPROTOCOL = "diminuendo.v1"
 LINGER_S = 2.0
+HEALTH_REQUEST_LINES = frozenset({b"GET /health HTTP/1.1", b"GET /api/health HTTP/1.1"})
+# Header names (and one value) that send a health probe through Sanic instead of the fast path.
+HEALTH_PROBE_REFUSES = (
+    b"\r\norigin:",
+    b"\r\nconnection: close",
+    b"\r\ncontent-length:",
+    b"\r\ntransfer-encoding:",
+    b"\r\nupgrade:",
+    b"\r\nexpect:",
+)
 CLOSE_AUTH_TIMEOUT = 4001
 
 bp = Blueprint("ws")
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
-    """Sanic's connection protocol with three changes.
+    """Sanic's connection protocol with four changes.
 
     Subprotocols: Sanic refuses a client that offers no subprotocol when the route lists some;
     ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
@@ -54,6 +65,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     the kernel answer the client's remaining bytes with a reset, and the client usually reports
     a broken connection instead of the 413. So, as nginx does, send FIN after the response, read
     and discard what the client still sends, and close when it stops or after `LINGER_S`.
+
+    Health probes: a plain `GET /health` is answered from the cached bytes (see
+    `_answer_health_probe`).
 
     `last_heard`: when the client last sent anything, for the Hub's process-wide keepalive
     (Sanic's per-socket keepalive task is switched off).
@@ -91,8 +105,37 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
-        if not self._lingering:
-            super().data_received(data)
+        if self._lingering:
+            return
+        if data[:5] == b"GET /" and self.websocket is None and self._answer_health_probe(data):
+            return
+        super().data_received(data)
+
+    def _answer_health_probe(self, data: bytes) -> bool:
+        """Answer a plain health probe from the cached response, or return False for Sanic.
+
+        Load balancers and orchestrators probe `/health` many times a second, and Sanic's
+        request pipeline (request object, routing, middleware, header sanitising) cost more than
+        the cached body. Only the exact, common shape takes this path: one complete
+        `GET /health` or `GET /api/health` over HTTP/1.1 with no body, no query, no Origin
+        (so no CORS answer is due) and no `Connection: close`, arriving while no other request
+        is in progress on the connection, so responses cannot be reordered. Anything else
+        goes through Sanic unchanged.
+        """
+        line_end = data.find(b"\r\n")
+        if data[:line_end] not in HEALTH_REQUEST_LINES or self.recv_buffer:
+            return False
+        if not data.endswith(b"\r\n\r\n") or data.find(b"\r\n\r\n") != len(data) - 4:
+            return False  # not exactly one complete request without a body
+        lowered = data[line_end:].lower()
+        if any(name in lowered for name in HEALTH_PROBE_REFUSES):
+            return False
+        http = getattr(self, "_http", None)
+        if http is not None and http.stage is not Stage.IDLE:
+            return False
+        self.transport.write(self.app.ctx.gateway.health_probe_response())
+        self._time = time.monotonic()  # Sanic's keep-alive timeout counts from here
+        return True
 
 
 @bp.on_request

@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from diminuendo.app import SECURITY_HEADERS
+from diminuendo.gateway.headers import SECURITY_HEADERS
 from tests.conftest import Gateway, free_port
 
 NOT_FOUND = {"error": {"code": "NOT_FOUND", "message": "Not found"}}
