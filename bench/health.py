@@ -94,9 +94,11 @@ class _Http(asyncio.Protocol):
         return await self.done
 
 
-async def run_builtin(port: int, connections: int, duration: float) -> dict[str, Any]:
+async def run_builtin(
+    port: int, connections: int, duration: float, path: str = "/health"
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    request = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     samples: list[float] = []
     bad = 0
     stop_at = time.perf_counter() + duration
@@ -131,7 +133,7 @@ async def run_builtin(port: int, connections: int, duration: float) -> dict[str,
 
 
 async def load(server: bl.Gateway, args: Any, label: str) -> dict[str, Any]:
-    url = f"{server.url}/health"
+    url = f"{server.url}{args.path}"
     generator = args.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "builtin"
@@ -139,7 +141,7 @@ async def load(server: bl.Gateway, args: Any, label: str) -> dict[str, Any]:
     if generator == "wrk":
         await asyncio.to_thread(run_wrk, url, args.connections, 1, 1)
     else:
-        await run_builtin(server.port, args.connections, 1)
+        await run_builtin(server.port, args.connections, 1, args.path)
     meter = bl.CpuMeter({label: server.pid, "machine": bl.MACHINE})
     meter.begin()
     with bl.py_spy(server.pid, args.py_spy if label == "gateway" else None, args.duration):
@@ -148,7 +150,7 @@ async def load(server: bl.Gateway, args: Any, label: str) -> dict[str, Any]:
                 run_wrk, url, args.connections, args.duration, args.threads
             )
         else:
-            result = await run_builtin(server.port, args.connections, args.duration)
+            result = await run_builtin(server.port, args.connections, args.duration, args.path)
     cpu = meter.end()
     result["server_cpu"] = cpu[label]
     result["machine_cpu"] = cpu["machine"]
@@ -163,6 +165,7 @@ async def main_async(bench: bl.Bench) -> dict[str, Any]:
             "duration_s": args.duration,
             "connections": args.connections,
             "generator": args.generator,
+            "path": args.path,
         }
     }
     if args.target in ("gateway", "both"):
@@ -192,6 +195,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--target", choices=("gateway", "bare", "both"), default="both")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto")
+    parser.add_argument(
+        "--path",
+        default="/health",
+        help="what to request; '/health?via=sanic' measures Sanic's pipeline instead of the "
+        "gateway's fast path for plain probes",
+    )
     args = parser.parse_args()
     with bl.Bench("health", args) as bench:
         result = bl.run(main_async(bench))
