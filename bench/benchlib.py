@@ -316,6 +316,9 @@ class Bench:
         if getattr(self.args, "trace_memory", False):
             argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_traced.py")]
             env["BENCH_TRACE_OUT"] = str(self.work / f"{name}-memory.txt")
+        elif getattr(self.args, "watchdog", None):
+            argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_watchdog.py")]
+            env["BENCH_WATCHDOG_OUT"] = str(self.args.watchdog)
         server = self.spawn(name, argv, env)
         gateway = Gateway(server, port)
         wait_http(f"{gateway.url}/health", server)
@@ -551,6 +554,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--timeout", type=int, default=900, help="hard bound in seconds")
     parser.add_argument("--keep-logs", action="store_true", help="keep the server logs")
+    parser.add_argument(
+        "--watchdog",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run the gateway under tools/serve_watchdog.py: loop stalls over 50 ms, with the "
+        "stack that caused them, go to FILE",
+    )
     parser.add_argument(
         "--py-spy",
         type=Path,
