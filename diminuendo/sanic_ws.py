@@ -23,15 +23,15 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.protocol import OPEN
 
 __all__ = [
-    "PING_FRAME",
     "is_open",
     "text_frame_header",
     "wait_writable",
     "writable",
+    "write_ping",
     "write_text",
 ]
 
-PING_FRAME = b"\x89\x00"  # FIN + ping, unmasked, empty payload
+_PING_FRAME = b"\x89\x00"  # FIN + ping, unmasked, empty payload
 
 
 def writable(ws: WebsocketImplProtocol) -> bool:
@@ -59,6 +59,11 @@ def write_text(ws: WebsocketImplProtocol, data: bytes) -> None:
     """Send `data` (UTF-8 JSON) as one text message. Only call after `writable(ws)` answered
     True in the same synchronous step."""
     ws.io_proto.transport.write(text_frame_header(len(data)) + data)
+
+
+def write_ping(ws: WebsocketImplProtocol) -> None:
+    """Send a ping with an empty payload (after `writable(ws)`, like `write_text`)."""
+    ws.io_proto.transport.write(_PING_FRAME)
 
 
 _SHORT = struct.Struct("!BBH").pack

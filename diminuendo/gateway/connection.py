@@ -26,7 +26,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from diminuendo.auth.identity import Identity
 from diminuendo.protocol.codec import encode_frame
-from diminuendo.sanic_ws import PING_FRAME, is_open, wait_writable, writable, write_text
+from diminuendo.sanic_ws import is_open, wait_writable, writable, write_ping, write_text
 from diminuendo.sessions.stream import Frame
 
 CLOSE_SLOW_CONSUMER = 4008
@@ -137,7 +137,7 @@ class Connection:
         """A WebSocket ping (empty payload): a live client answers it with a pong, and that pong
         is all `heard_at` needs. Skipped while frames queue: the socket is busy, not idle."""
         if not self.closed and not self._queue and writable(self.ws):
-            self.ws.io_proto.transport.write(PING_FRAME)
+            write_ping(self.ws)
 
     def drop(self, code: int, reason: str) -> None:
         """Close without waiting for the client's half of the closing handshake (it is silent)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import msgspec
@@ -42,7 +42,7 @@ class Gateway:
         self.settings = settings
         self.started_at = time.monotonic()
         self.draining = False
-        self._health_cache: tuple[float, int, bytes, int, bytes] | None = None
+        self._health_cache: _HealthSnapshot | None = None
         self._probe_headers = "".join(
             f"{name}: {value}\r\n" for name, value in security_headers(settings.dev_mode).items()
         ).encode()
@@ -179,19 +179,23 @@ class Gateway:
         one build serves the probes of the next quarter second. Only the instance metrics can be
         that old: a new probe result or the start of draining rebuilds the body at once."""
         cached = self._health_cached()
-        return cached[2], cached[3]
+        return cached.body, cached.status
 
     def health_probe_response(self) -> bytes:
         """The whole HTTP/1.1 response to a plain `GET /health`, for the protocol's fast path."""
-        return self._health_cached()[4]
+        return self._health_cached().http_response
 
-    def _health_cached(self) -> tuple[float, int, bytes, int, bytes]:
+    def _health_cached(self) -> _HealthSnapshot:
         now = time.monotonic()
         cached = self._health_cache
-        if cached is None or now - cached[0] >= HEALTH_CACHE_S or cached[1] != self.health.version:
+        if (
+            cached is None
+            or now - cached.built_at >= HEALTH_CACHE_S
+            or cached.probes != self.health.version
+        ):
             body, status = self.health_body()
             encoded = msgspec.json.encode(body)
-            cached = self._health_cache = (
+            cached = self._health_cache = _HealthSnapshot(
                 now,
                 self.health.version,
                 encoded,
@@ -199,6 +203,14 @@ class Gateway:
                 _http_response(status, encoded, self._probe_headers),
             )
         return cached
+
+
+class _HealthSnapshot(NamedTuple):
+    built_at: float  # time.monotonic()
+    probes: int  # HealthMonitor.version it was built from
+    body: bytes
+    status: int
+    http_response: bytes  # the whole response, for the protocol's fast path
 
 
 def _http_response(status: int, body: bytes, headers: bytes) -> bytes:

@@ -107,7 +107,7 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         self.last_heard = time.monotonic()
         if self._lingering:
             return
-        if data[:5] == b"GET /" and self.websocket is None and self._answer_health_probe(data):
+        if self.websocket is None and data.startswith(b"GET /") and self._answer_health_probe(data):
             return
         super().data_received(data)
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from diminuendo.gc_policy import CollectorPolicy
+from tests.unit.fakes import Clock
 
 
 class Node:
@@ -21,14 +22,6 @@ class Node:
 def thawed() -> Iterator[None]:
     yield
     gc.unfreeze()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_frozen_cycle_survives_collections_until_the_scheduled_full_one() -> None:

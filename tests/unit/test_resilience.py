@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from diminuendo.upstreams.resilience import CircuitBreaker, CircuitOpen, backoff_delay
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import Clock
 
 
 def test_opens_after_five_consecutive_failures_and_fails_fast() -> None:
