@@ -106,6 +106,9 @@ def source_addresses(connections: int, per_address: int | None = None) -> list[s
     return [f"127.0.0.{i}" for i in range(2, 2 + count)]
 
 
+GATEWAY_CPU = 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -256,6 +259,8 @@ class Bench:
             raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, terminated)
+        if getattr(self.args, "pin", False):
+            pin_load_generator()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -275,9 +280,15 @@ class Bench:
             self.servers.remove(server)
         server.stop()
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Server:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str], *, under_test: bool = False
+    ) -> Server:
+        """Start a server; with `--pin`, the one `under_test` gets the gateway's core and any
+        other (the local stack) inherits the load generator's."""
         server = spawn(name, argv, env, self.work / f"{name}.log")
         self.servers.append(server)
+        if under_test and getattr(self.args, "pin", False):
+            os.sched_setaffinity(server.pid, {GATEWAY_CPU})
         return server
 
     def start_stack(self) -> Stack:
@@ -319,7 +330,7 @@ class Bench:
         elif getattr(self.args, "watchdog", None):
             argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_watchdog.py")]
             env["BENCH_WATCHDOG_OUT"] = str(self.args.watchdog)
-        server = self.spawn(name, argv, env)
+        server = self.spawn(name, argv, env, under_test=True)
         gateway = Gateway(server, port)
         wait_http(f"{gateway.url}/health", server)
         return gateway
@@ -328,7 +339,7 @@ class Bench:
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         argv = [sys.executable, str(BENCH_DIR / "bare_sanic.py"), "--port", str(port)]
-        server = self.spawn("bare-sanic", argv, env)
+        server = self.spawn("bare-sanic", argv, env, under_test=True)
         bare = Gateway(server, port)
         wait_http(f"{bare.url}/health", server)
         return bare
@@ -549,8 +560,25 @@ def summary(name: str, text: str) -> None:
     print(f"{name}: {text}", flush=True)
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def pin_load_generator() -> None:
+    """This process (and so everything it starts: the local stack, wrk, py-spy) leaves the
+    gateway's core to the gateway. Pinning needs two CPUs or more."""
+    others = set(range(os.cpu_count() or 1)) - {GATEWAY_CPU}
+    if not others:
+        raise SystemExit("--pin needs at least two CPUs")
+    os.sched_setaffinity(0, others)
+
+
+def base_parser(description: str, *, pin_default: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=pin_default,
+        help=f"the gateway alone on CPU {GATEWAY_CPU}, the load generator and the local stack "
+        "on the others (a gateway is one process on one core; this keeps the test doubles' CPU "
+        "out of its measurements)",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--timeout", type=int, default=900, help="hard bound in seconds")
     parser.add_argument("--keep-logs", action="store_true", help="keep the server logs")

@@ -207,11 +207,13 @@ async def stream_phase(
     rss_start = bl.rss_bytes(gateway.pid)
     calls_start = await asyncio.to_thread(bl.upstream_calls, gateway.url)
     rec.measuring = True
+    window_unix = [round(time.time(), 3)]
     meter.begin()
     probe = asyncio.create_task(health_probe(gateway.url, args.duration))
     with bl.py_spy(gateway.pid, args.py_spy, args.duration):
         await asyncio.sleep(args.duration)
     rec.measuring = False
+    window_unix.append(round(time.time(), 3))
     health_during = await probe
     cpu = meter.end()
     window = cpu["wall_s"]
@@ -234,6 +236,7 @@ async def stream_phase(
         "interval_ms": interval_ms,
         "offered_pieces_per_s": round(len(starters) * copies * 1000 / interval_ms),
         "window_s": window,
+        "window_unix": window_unix,
         "delivered_pieces_per_s": round(rec.window_pieces / window),
         "delivered_frames_per_s": round(rec.window_frames / window),
         "pieces_per_frame": round(rec.window_pieces / max(rec.window_frames, 1), 3),

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from diminuendo.local.pacer import Beat
 from diminuendo.local.runtime import Agent, Turn
 from diminuendo.local.textutil import count_tokens, word_pieces
 
@@ -67,17 +68,19 @@ def _slow_params(turn: Turn) -> tuple[int, float, int, bool]:
 async def slow(turn: Turn) -> None:
     """Emits numbered deltas (`d1 `, `d2 `…) at a fixed rate, for load and fault tests.
 
-    Paced by a chain of `call_later` callbacks rather than a task sleeping between deltas: the
-    stream benchmark runs thousands of these turns beside the gateway on the same cores, and a
-    timer callback costs a fraction of a task wake-up per delta."""
+    Delta i is due `i - 1` intervals after the first, on the shared `Pacer` (one loop timer for
+    every slow turn: the stream benchmark runs thousands of them beside the gateway on the same
+    cores). Due times are absolute, so a late delta does not push back the ones after it: the
+    offered rate is the configured one however busy the machine is."""
     deltas, interval, pad, stamp = _slow_params(turn)
     padding = "." * pad
-    loop = asyncio.get_running_loop()
-    finished: asyncio.Future[None] = loop.create_future()
-    timer: asyncio.TimerHandle | None = None
+    pacer = turn.runtime.services.pacer
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    beat: Beat | None = None
+    started = pacer.time()
 
     def emit(index: int) -> None:
-        nonlocal timer
+        nonlocal beat
         try:
             for steer in turn.take_steers():
                 turn.say(f"[steer: {steer}] ")
@@ -88,7 +91,7 @@ async def slow(turn: Turn) -> None:
                 finished.set_exception(exc)
             return
         if index < deltas:
-            timer = loop.call_later(interval, emit, index + 1)
+            beat = pacer.call_at(started + index * interval, emit, index + 1)
         elif not finished.done():
             finished.set_result(None)
 
@@ -98,8 +101,8 @@ async def slow(turn: Turn) -> None:
     try:
         await finished
     finally:
-        if timer is not None:
-            timer.cancel()
+        if beat is not None:
+            beat.cancel()
 
 
 async def _start_tool(turn: Turn, tool_name: str, args: dict[str, Any], pause: float) -> str:

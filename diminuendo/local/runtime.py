@@ -18,6 +18,7 @@ import msgspec
 from loguru import logger
 from sanic import Websocket
 
+from diminuendo.local.pacer import Pacer
 from diminuendo.local.podium_store import PodiumStore, Record
 from diminuendo.local.textutil import count_tokens, now_ms
 from diminuendo.sanic_ws import is_open, wait_writable, writable, write_text
@@ -34,6 +35,7 @@ class AgentServices:
 
     ensemble_url: str
     api_key: str = field(repr=False)
+    pacer: Pacer = field(default_factory=Pacer, repr=False, compare=False)
 
 
 class Turn:

@@ -1,0 +1,72 @@
+"""The stand-in's shared pacer: one loop timer, beats in due order, none lost or run early."""
+
+from __future__ import annotations
+
+import asyncio
+
+from diminuendo.local.pacer import Pacer
+
+
+async def test_beats_run_in_due_order_with_ties_in_schedule_order() -> None:
+    pacer = Pacer(slack_s=0.0)
+    ran: list[str] = []
+    now = pacer.time()
+    pacer.call_at(now + 0.03, ran.append, "c")
+    pacer.call_at(now + 0.01, ran.append, "a")
+    pacer.call_at(now + 0.02, ran.append, "b1")
+    pacer.call_at(now + 0.02, ran.append, "b2")
+    await asyncio.sleep(0.06)
+    assert ran == ["a", "b1", "b2", "c"]
+
+
+async def test_a_beat_never_runs_before_its_time_less_the_slack() -> None:
+    pacer = Pacer(slack_s=0.002)
+    late: list[float] = []
+    due = pacer.time() + 0.02
+    pacer.call_at(due, lambda: late.append(pacer.time() - due))
+    await asyncio.sleep(0.05)
+    assert len(late) == 1 and late[0] >= -0.002
+
+
+async def test_beats_within_the_slack_share_one_round() -> None:
+    # At +15 ms only the +10 ms timer has fired; the +20 and +30 ms beats ran with it.
+    pacer = Pacer(slack_s=0.05)
+    ran: list[str] = []
+    now = pacer.time()
+    for name, offset in (("a", 0.01), ("b", 0.02), ("c", 0.03)):
+        pacer.call_at(now + offset, ran.append, name)
+    await asyncio.sleep(0.015)
+    assert ran == ["a", "b", "c"]
+
+
+async def test_a_cancelled_beat_never_runs() -> None:
+    pacer = Pacer(slack_s=0.0)
+    ran: list[str] = []
+    now = pacer.time()
+    pacer.call_at(now + 0.01, ran.append, "kept")
+    pacer.call_at(now + 0.01, ran.append, "cancelled").cancel()
+    await asyncio.sleep(0.03)
+    assert ran == ["kept"]
+
+
+async def test_a_beat_scheduled_by_a_callback_does_not_delay_the_ones_already_waiting() -> None:
+    # The callback at +10 ms schedules one at +200 ms; the beat at +30 ms must still run at
+    # +30 ms, not be held behind the later timer.
+    pacer = Pacer(slack_s=0.0)
+    ran: list[str] = []
+    now = pacer.time()
+    pacer.call_at(now + 0.01, lambda: pacer.call_at(now + 0.2, ran.append, "far"))
+    pacer.call_at(now + 0.03, ran.append, "near")
+    await asyncio.sleep(0.08)
+    assert ran == ["near"]
+
+
+async def test_a_failing_callback_does_not_stop_the_round() -> None:
+    pacer = Pacer(slack_s=0.0)
+    ran: list[str] = []
+    now = pacer.time()
+    pacer.call_at(now + 0.01, lambda: 1 / 0)
+    pacer.call_at(now + 0.01, ran.append, "after")
+    pacer.call_at(now + 0.02, ran.append, "next round")
+    await asyncio.sleep(0.05)
+    assert ran == ["after", "next round"]
