@@ -244,6 +244,7 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.started = time.time()
         self._keep = bool(getattr(args, "keep_logs", False))
+        self.pinned = False
 
     def __enter__(self) -> Bench:
         timeout = int(getattr(self.args, "timeout", 0) or 0)
@@ -259,8 +260,7 @@ class Bench:
             raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, terminated)
-        if getattr(self.args, "pin", False):
-            pin_load_generator()
+        self.pinned = pin_load_generator() if getattr(self.args, "pin", False) else False
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -287,7 +287,7 @@ class Bench:
         other (the local stack) inherits the load generator's."""
         server = spawn(name, argv, env, self.work / f"{name}.log")
         self.servers.append(server)
-        if under_test and getattr(self.args, "pin", False):
+        if under_test and self.pinned:
             os.sched_setaffinity(server.pid, {GATEWAY_CPU})
         return server
 
@@ -560,13 +560,15 @@ def summary(name: str, text: str) -> None:
     print(f"{name}: {text}", flush=True)
 
 
-def pin_load_generator() -> None:
+def pin_load_generator() -> bool:
     """This process (and so everything it starts: the local stack, wrk, py-spy) leaves the
-    gateway's core to the gateway. Pinning needs two CPUs or more."""
+    gateway's core to the gateway. False, unpinned, where there is only one CPU."""
     others = set(range(os.cpu_count() or 1)) - {GATEWAY_CPU}
     if not others:
-        raise SystemExit("--pin needs at least two CPUs")
+        print("one CPU: --pin ignored, the gateway shares it", file=sys.stderr)
+        return False
     os.sched_setaffinity(0, others)
+    return True
 
 
 def base_parser(description: str, *, pin_default: bool = False) -> argparse.ArgumentParser:

@@ -86,6 +86,14 @@ PLANS: dict[str, list[tuple[str, str, list[str]]]] = {
             "stream",
             "stream.py",
             [
+                *["--variant", "stream", "--sessions", "5000", "--rate", "4", "--no-pin"],
+                *["--warmup", "10", "--duration", "30"],
+            ],
+        ),
+        (
+            "stream",
+            "stream.py",
+            [
                 *["--variant", "stream", "--sessions", "5000", "--rate", "2"],
                 *["--warmup", "5", "--duration", "30"],
             ],
@@ -159,14 +167,17 @@ def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, s
             sessions = s.get("turns", 0)
             lat = s.get("latency_ms", {})
             rate = s.get("delivered_pieces_per_s", 0)
+            pinned = s.get("pinned", False)
+            judged = verdict(
+                rate >= 19_000 and lat.get("p99", 1e9) < 50,
+                sessions >= 5000 and s.get("offered_pieces_per_s", 0) >= 20_000,
+            )
             rows.append(
                 (
                     "5,000 sessions, 20,000 ev/s, p99 < 50 ms",
-                    f"{sessions} sessions, {rate:,} ev/s, p99 {lat.get('p99')} ms",
-                    verdict(
-                        rate >= 19_000 and lat.get("p99", 1e9) < 50,
-                        sessions >= 5000 and s.get("offered_pieces_per_s", 0) >= 20_000,
-                    ),
+                    f"{sessions} sessions, {rate:,} ev/s, p99 {lat.get('p99')} ms"
+                    + ("" if pinned else " (shared cores)"),
+                    judged if pinned else "info",
                 )
             )
         f = stream.get("fanout")

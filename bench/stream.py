@@ -12,8 +12,11 @@ resolution and is truncated, so figures read up to 1 ms high (0.5 ms on average)
 The gateway coalesces deltas (at most one `text_delta` per session per 10 ms), so both frames and
 delta pieces are counted. Turns are started staggered over one delta interval, so sessions do not
 emit in lock-step. The load generator, the local stack and the gateway share this machine's
-cores: the CPU of each is reported. The client parses as little as it can (a raw WebSocket
-protocol, a prefix test and one regex per frame, no JSON) and runs on uvloop when installed.
+cores: the CPU of each is reported. By default (`--pin`) the gateway has CPU 0 to itself and
+the client and the local stack share the others, as a gateway process has its own core in
+production; `--no-pin` lets all three compete for every core. The client parses as little as
+it can (a raw WebSocket protocol, a prefix test and one regex per frame, no JSON) and runs on
+uvloop when installed.
 
 Sessions are created first over a few connections, then subscribers connect and join: every
 connection of the dev tenant gets the tenant's `session_created` broadcasts, and creating S
@@ -23,6 +26,7 @@ sessions with S connections open would cost S² frames, which is not what this m
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import re
@@ -53,6 +57,28 @@ class Recorder:
         self.errors: list[bytes] = []
         self.all_done = asyncio.get_running_loop().create_future()
         self.expected_completions = 0
+
+
+class PauseMeter:
+    """The client's own cycle-collector pauses over 5 ms inside the window: a load generator
+    that stops to collect delays receipts, and that shows up as gateway latency."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._since = 0.0
+
+    def __enter__(self) -> PauseMeter:
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._since = time.perf_counter()
+        elif (took := (time.perf_counter() - self._since) * 1000) > 5:
+            self.pauses_ms.append(round(took, 1))
 
 
 class Subscriber:
@@ -210,7 +236,7 @@ async def stream_phase(
     window_unix = [round(time.time(), 3)]
     meter.begin()
     probe = asyncio.create_task(health_probe(gateway.url, args.duration))
-    with bl.py_spy(gateway.pid, args.py_spy, args.duration):
+    with bl.py_spy(gateway.pid, args.py_spy, args.duration), PauseMeter() as client_gc:
         await asyncio.sleep(args.duration)
     rec.measuring = False
     window_unix.append(round(time.time(), 3))
@@ -231,6 +257,7 @@ async def stream_phase(
     lat = bl.percentiles(rec.latencies)
     return {
         "label": label,
+        "pinned": bench.pinned,
         "turns": len(starters),
         "deltas_per_turn": deltas,
         "interval_ms": interval_ms,
@@ -242,6 +269,7 @@ async def stream_phase(
         "pieces_per_frame": round(rec.window_pieces / max(rec.window_frames, 1), 3),
         "latency_ms": lat,
         "cpu": cpu,
+        "client_gc_pauses_ms": client_gc.pauses_ms,
         "gateway_rss_mb_start": round(rss_start / 2**20, 1),
         "gateway_rss_mb_end": round(rss_end / 2**20, 1),
         "gateway_rss_peak_mb": round(bl.hwm_bytes(gateway.pid) / 2**20, 1),
@@ -362,12 +390,12 @@ def describe(r: dict[str, Any]) -> str:
         f"{cpu['gateway']['cpu_pct']}% (stack {cpu['local_stack']['cpu_pct']}%, client "
         f"{cpu['client']['cpu_pct']}%, machine {cpu['machine']['cpu_pct']}% of "
         f"{100 * (os.cpu_count() or 1)}%), RSS {r['gateway_rss_mb_end']} MB, /health max "
-        f"{health.get('max')} ms"
+        f"{health.get('max')} ms{'' if r['pinned'] else ' [shared cores]'}"
     )
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
+    parser = bl.base_parser(__doc__.splitlines()[0], pin_default=True)
     parser.add_argument("--variant", choices=("stream", "fanout", "both"), default="both")
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=4.0, help="deltas/s per session")

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from diminuendo.gc_policy import CollectorPolicy
 from diminuendo.local.ensemble import EnsembleStandIn
 from diminuendo.local.podium import PodiumStandIn
 from diminuendo.local.unison import UnisonStandIn
+from diminuendo.settings import Settings
 
 SERVICES = ("podium", "ensemble", "unison")
 
@@ -110,6 +112,10 @@ async def _serve(config: LocalStackConfig) -> int:
     except OSError as exc:
         print(f"local stack: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    # The gateway's collector schedule, for the same reason: thousands of runtime sockets and
+    # turns in the old generation made full collections pause every stream for 100 ms or more.
+    collector = CollectorPolicy(Settings.gc_freeze_interval_s, Settings.gc_full_interval_s)
+    collector.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -122,6 +128,7 @@ async def _serve(config: LocalStackConfig) -> int:
             print(f"{name:<8} {urls[name]}", flush=True)
         await stopping.wait()
     finally:
+        collector.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         await stack.stop()
