@@ -72,18 +72,20 @@ class Pacer:
 
     def _fire(self) -> None:
         # While firing, beats scheduled by the callbacks only join the heap; the one timer is
-        # armed for the earliest after the round.
+        # armed for the earliest after the round, whatever a callback raised.
         self._timer, self._armed_for = None, float("-inf")
         heap = self._heap
         horizon = self._bound_loop().time() + self.slack_s
-        while heap and heap[0][0] <= horizon:
-            beat = heapq.heappop(heap)[2]
-            if beat.cancelled:
-                continue
-            try:
-                beat.callback(*beat.args)
-            except Exception:  # one broken stream must not stop the others' beats
-                logger.exception("paced callback failed")
-        self._armed_for = float("inf")
-        if heap:
-            self._arm(heap[0][0])
+        try:
+            while heap and heap[0][0] <= horizon:
+                beat = heapq.heappop(heap)[2]
+                if beat.cancelled:
+                    continue
+                try:
+                    beat.callback(*beat.args)
+                except Exception:  # one broken stream must not stop the others' beats
+                    logger.exception("paced callback failed")
+        finally:
+            self._armed_for = float("inf")
+            if heap:
+                self._arm(heap[0][0])

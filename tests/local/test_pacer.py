@@ -70,3 +70,29 @@ async def test_a_failing_callback_does_not_stop_the_round() -> None:
     pacer.call_at(now + 0.02, ran.append, "next round")
     await asyncio.sleep(0.05)
     assert ran == ["after", "next round"]
+
+
+class _Abandon(BaseException):
+    """Not an Exception: the pacer does not catch it, the loop's exception handler gets it."""
+
+
+async def test_beats_go_on_after_a_callback_raises_a_base_exception() -> None:
+    pacer = Pacer(slack_s=0.0)
+    ran: list[str] = []
+    raised: list[object] = []
+    now = pacer.time()
+
+    def abandon() -> None:
+        raise _Abandon
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda loop, context: raised.append(context.get("exception")))
+    try:
+        pacer.call_at(now + 0.01, abandon)
+        pacer.call_at(now + 0.03, ran.append, "later")
+        await asyncio.sleep(0.06)
+    finally:
+        loop.set_exception_handler(previous)
+    assert len(raised) == 1 and isinstance(raised[0], _Abandon)
+    assert ran == ["later"]
