@@ -53,3 +53,20 @@ def test_a_full_interval_of_zero_never_collects_in_full() -> None:
     policy = CollectorPolicy(freeze_interval_s=60, full_interval_s=0, clock=clock)
     clock.now = 10**9
     assert policy.tick() is False
+
+
+async def test_the_survivors_of_any_full_collection_are_frozen_at_once() -> None:
+    policy = CollectorPolicy(freeze_interval_s=60, full_interval_s=1800)
+    policy.start()
+    try:
+        survivors = [Node() for _ in range(1000)]
+        gc.collect(1)
+        assert any(o is survivors[0] for o in gc.get_objects(2)), "promoted, not yet frozen"
+        gc.collect(2)  # as CPython starts one when the old generation has grown
+        assert not any(o is survivors[0] for o in gc.get_objects(2)), "frozen after the walk"
+    finally:
+        policy.stop()
+    gc.unfreeze()
+    later = [Node() for _ in range(10)]
+    gc.collect(2)
+    assert any(o is later[0] for o in gc.get_objects(2)), "stop() removed the hook"
