@@ -106,9 +106,6 @@ def source_addresses(connections: int, per_address: int | None = None) -> list[s
     return [f"127.0.0.{i}" for i in range(2, 2 + count)]
 
 
-GATEWAY_CPU = 0
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -244,7 +241,7 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.started = time.time()
         self._keep = bool(getattr(args, "keep_logs", False))
-        self.pinned = False
+        self.gateway_cpu: int | None = None  # set by --pin
 
     def __enter__(self) -> Bench:
         timeout = int(getattr(self.args, "timeout", 0) or 0)
@@ -260,7 +257,8 @@ class Bench:
             raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, terminated)
-        self.pinned = pin_load_generator() if getattr(self.args, "pin", False) else False
+        if getattr(self.args, "pin", False):
+            self.gateway_cpu = pin_load_generator()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -287,8 +285,8 @@ class Bench:
         other (the local stack) inherits the load generator's."""
         server = spawn(name, argv, env, self.work / f"{name}.log")
         self.servers.append(server)
-        if under_test and self.pinned:
-            os.sched_setaffinity(server.pid, {GATEWAY_CPU})
+        if under_test and self.gateway_cpu is not None:
+            os.sched_setaffinity(server.pid, {self.gateway_cpu})
         return server
 
     def start_stack(self) -> Stack:
@@ -560,15 +558,16 @@ def summary(name: str, text: str) -> None:
     print(f"{name}: {text}", flush=True)
 
 
-def pin_load_generator() -> bool:
-    """This process (and so everything it starts: the local stack, wrk, py-spy) leaves the
-    gateway's core to the gateway. False, unpinned, where there is only one CPU."""
-    others = set(range(os.cpu_count() or 1)) - {GATEWAY_CPU}
-    if not others:
+def pin_load_generator() -> int | None:
+    """Leave one CPU to the gateway: this process (and so everything it starts: the local stack,
+    wrk, py-spy) moves to the other CPUs it may use. Returns the gateway's CPU (the lowest this
+    process may use), or None, unpinned, where it may use only one."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
         print("one CPU: --pin ignored, the gateway shares it", file=sys.stderr)
-        return False
-    os.sched_setaffinity(0, others)
-    return True
+        return None
+    os.sched_setaffinity(0, allowed[1:])
+    return allowed[0]
 
 
 def base_parser(description: str, *, pin_default: bool = False) -> argparse.ArgumentParser:
@@ -577,9 +576,9 @@ def base_parser(description: str, *, pin_default: bool = False) -> argparse.Argu
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=pin_default,
-        help=f"the gateway alone on CPU {GATEWAY_CPU}, the load generator and the local stack "
-        "on the others (a gateway is one process on one core; this keeps the test doubles' CPU "
-        "out of its measurements)",
+        help="the gateway alone on one CPU (the lowest allowed), the load generator and the "
+        "local stack on the others (a gateway is one process on one core; this keeps the test "
+        "doubles' CPU out of its measurements)",
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--timeout", type=int, default=900, help="hard bound in seconds")

@@ -11,9 +11,9 @@ resolution and is truncated, so figures read up to 1 ms high (0.5 ms on average)
 
 The gateway coalesces deltas (at most one `text_delta` per session per 10 ms), so both frames and
 delta pieces are counted. Turns are started staggered over one delta interval, so sessions do not
-emit in lock-step. The load generator, the local stack and the gateway share this machine's
-cores: the CPU of each is reported. By default (`--pin`) the gateway has CPU 0 to itself and
-the client and the local stack share the others, as a gateway process has its own core in
+emit in lock-step. The load generator, the local stack and the gateway run on this one machine,
+and the CPU of each is reported. By default (`--pin`) the gateway has a CPU to itself and the
+client and the local stack share the others, as a gateway process has its own core in
 production; `--no-pin` lets all three compete for every core. The client parses as little as
 it can (a raw WebSocket protocol, a prefix test and one regex per frame, no JSON) and runs on
 uvloop when installed.
@@ -257,7 +257,7 @@ async def stream_phase(
     lat = bl.percentiles(rec.latencies)
     return {
         "label": label,
-        "pinned": bench.pinned,
+        "pinned": bench.gateway_cpu is not None,
         "turns": len(starters),
         "deltas_per_turn": deltas,
         "interval_ms": interval_ms,

@@ -48,7 +48,10 @@ class CollectorPolicy:
 
     def start(self) -> None:
         """Freeze what start-up built (it lives as long as the process), then keep to the
-        schedule. A freeze interval of 0 leaves CPython's own policy in place."""
+        schedule. A freeze interval of 0 leaves CPython's own policy in place. Starting a
+        started policy does nothing."""
+        if self._task is not None:
+            return
         gc.collect()
         gc.freeze()
         if self.freeze_interval_s > 0:

@@ -58,7 +58,9 @@ class Pacer:
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new loop (tests run one per test): forget the old timer
+        if self._loop is not loop:  # one loop at a time: a new one (a test's) starts afresh
+            if self._timer is not None:
+                self._timer.cancel()
             self._loop, self._timer, self._armed_for = loop, None, float("inf")
             self._heap.clear()
         return loop

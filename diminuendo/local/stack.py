@@ -112,16 +112,17 @@ async def _serve(config: LocalStackConfig) -> int:
     except OSError as exc:
         print(f"local stack: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    # The gateway's collector schedule, for the same reason: thousands of runtime sockets and
-    # turns in the old generation made full collections pause every stream for 100 ms or more.
+    # The gateway's default collector schedule (not configurable here), for the same reason:
+    # thousands of runtime sockets and turns in the old generation made full collections pause
+    # every stream for 100 ms or more.
     collector = CollectorPolicy(Settings.gc_freeze_interval_s, Settings.gc_full_interval_s)
-    collector.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stopping.set)
     try:
+        collector.start()
+        for signum in signals:
+            loop.add_signal_handler(signum, stopping.set)
         urls = {"podium": stack.podium_url, "ensemble": stack.ensemble_url}
         urls["unison"] = stack.unison_url
         for name in config.services:
@@ -130,6 +131,6 @@ async def _serve(config: LocalStackConfig) -> int:
     finally:
         collector.stop()
         for signum in signals:
-            loop.remove_signal_handler(signum)
+            loop.remove_signal_handler(signum)  # False, not an error, if it was never added
         await stack.stop()
     return 0

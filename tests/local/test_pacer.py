@@ -1,10 +1,22 @@
-"""The stand-in's shared pacer: one loop timer, beats in due order, none lost or run early."""
+"""The stand-in's shared pacer: one loop timer, beats in due order, none lost or run early.
+
+Each test waits for its last beat (a future it resolves), never for a fixed time, so a stalled
+loop on a busy machine delays the test but cannot change its outcome."""
 
 from __future__ import annotations
 
 import asyncio
 
-from diminuendo.local.pacer import Pacer
+from diminuendo.local.pacer import Beat, Pacer
+
+PATIENCE_S = 5.0
+
+
+def finish_at(pacer: Pacer, when: float) -> asyncio.Future[None]:
+    """A future resolved by a beat at `when`, after every beat already scheduled for `when`."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pacer.call_at(when, done.set_result, None)
+    return done
 
 
 async def test_beats_run_in_due_order_with_ties_in_schedule_order() -> None:
@@ -15,21 +27,21 @@ async def test_beats_run_in_due_order_with_ties_in_schedule_order() -> None:
     pacer.call_at(now + 0.01, ran.append, "a")
     pacer.call_at(now + 0.02, ran.append, "b1")
     pacer.call_at(now + 0.02, ran.append, "b2")
-    await asyncio.sleep(0.06)
+    await asyncio.wait_for(finish_at(pacer, now + 0.03), PATIENCE_S)
     assert ran == ["a", "b1", "b2", "c"]
 
 
 async def test_a_beat_never_runs_before_its_time_less_the_slack() -> None:
     pacer = Pacer(slack_s=0.002)
-    late: list[float] = []
+    early_by: list[float] = []
     due = pacer.time() + 0.02
-    pacer.call_at(due, lambda: late.append(pacer.time() - due))
-    await asyncio.sleep(0.05)
-    assert len(late) == 1 and late[0] >= -0.002
+    pacer.call_at(due, lambda: early_by.append(due - pacer.time()))
+    await asyncio.wait_for(finish_at(pacer, due), PATIENCE_S)
+    assert len(early_by) == 1 and early_by[0] <= 0.002
 
 
 async def test_beats_within_the_slack_share_one_round() -> None:
-    # At +15 ms only the +10 ms timer has fired; the +20 and +30 ms beats ran with it.
+    # At +15 ms only the +10 ms timer can have fired; the +20 and +30 ms beats ran with it.
     pacer = Pacer(slack_s=0.05)
     ran: list[str] = []
     now = pacer.time()
@@ -45,19 +57,20 @@ async def test_a_cancelled_beat_never_runs() -> None:
     now = pacer.time()
     pacer.call_at(now + 0.01, ran.append, "kept")
     pacer.call_at(now + 0.01, ran.append, "cancelled").cancel()
-    await asyncio.sleep(0.03)
+    await asyncio.wait_for(finish_at(pacer, now + 0.01), PATIENCE_S)
     assert ran == ["kept"]
 
 
 async def test_a_beat_scheduled_by_a_callback_does_not_delay_the_ones_already_waiting() -> None:
-    # The callback at +10 ms schedules one at +200 ms; the beat at +30 ms must still run at
-    # +30 ms, not be held behind the later timer.
+    # The callback at +10 ms schedules a beat 60 s out; the one at +30 ms must not wait for it.
     pacer = Pacer(slack_s=0.0)
     ran: list[str] = []
+    far: list[Beat] = []
     now = pacer.time()
-    pacer.call_at(now + 0.01, lambda: pacer.call_at(now + 0.2, ran.append, "far"))
+    pacer.call_at(now + 0.01, lambda: far.append(pacer.call_at(now + 60, ran.append, "far")))
     pacer.call_at(now + 0.03, ran.append, "near")
-    await asyncio.sleep(0.08)
+    await asyncio.wait_for(finish_at(pacer, now + 0.03), PATIENCE_S)
+    far[0].cancel()
     assert ran == ["near"]
 
 
@@ -68,7 +81,7 @@ async def test_a_failing_callback_does_not_stop_the_round() -> None:
     pacer.call_at(now + 0.01, lambda: 1 / 0)
     pacer.call_at(now + 0.01, ran.append, "after")
     pacer.call_at(now + 0.02, ran.append, "next round")
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(finish_at(pacer, now + 0.02), PATIENCE_S)
     assert ran == ["after", "next round"]
 
 
@@ -91,7 +104,7 @@ async def test_beats_go_on_after_a_callback_raises_a_base_exception() -> None:
     try:
         pacer.call_at(now + 0.01, abandon)
         pacer.call_at(now + 0.03, ran.append, "later")
-        await asyncio.sleep(0.06)
+        await asyncio.wait_for(finish_at(pacer, now + 0.03), PATIENCE_S)
     finally:
         loop.set_exception_handler(previous)
     assert len(raised) == 1 and isinstance(raised[0], _Abandon)

@@ -70,3 +70,14 @@ async def test_the_survivors_of_any_full_collection_are_frozen_at_once() -> None
     later = [Node() for _ in range(10)]
     gc.collect(2)
     assert any(o is later[0] for o in gc.get_objects(2)), "stop() removed the hook"
+
+
+async def test_starting_twice_hooks_once_and_one_stop_undoes_it() -> None:
+    policy = CollectorPolicy(freeze_interval_s=60, full_interval_s=1800)
+    hooks = len(gc.callbacks)
+    policy.start()
+    policy.start()
+    assert len(gc.callbacks) == hooks + 1
+    policy.stop()
+    policy.stop()
+    assert len(gc.callbacks) == hooks
