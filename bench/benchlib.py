@@ -18,11 +18,9 @@ import json
 import math
 import os
 import platform
-import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from diminuendo.local.ports import ephemeral_range, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -88,15 +88,6 @@ def raise_nofile(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def ephemeral_range() -> tuple[int, int]:
-    """The ports the kernel gives outgoing connections (Linux's default where unreadable)."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32_768, 60_999
-
-
 def ephemeral_ports() -> int:
     low, high = ephemeral_range()
     return high - low + 1
@@ -111,31 +102,6 @@ def source_addresses(connections: int, per_address: int | None = None) -> list[s
         return [None]
     count = math.ceil(connections / per_address)
     return [f"127.0.0.{i}" for i in range(2, 2 + count)]
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free now, below the ephemeral range and not handed out before in this process.
-
-    A port the kernel picks (`bind(0)`) comes from the ephemeral range, which every outgoing
-    connection draws from too: the benchmarks open thousands, and one took a server's port in
-    the moment between picking and binding it ("address already in use")."""
-    low, _ = ephemeral_range()
-    candidates = range(max(1024, low - 12_000), low)
-    for _ in range(200):
-        port = random.choice(candidates)
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError(f"no free port in {candidates.start}-{candidates.stop - 1}")
 
 
 # ----- processes ----------------------------------------------------------------------------

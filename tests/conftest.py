@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,16 +25,12 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from diminuendo.local.ports import free_port
+
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 RECV_TIMEOUT_S = 10.0
 LOCAL_KEY = "local-dev-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -2,9 +2,8 @@
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from diminuendo.local.ports import free_ports
 from diminuendo.local.stack import LocalStack, LocalStackConfig
 
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now; held together while picking so that they are distinct."""
-    with ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 @pytest.fixture

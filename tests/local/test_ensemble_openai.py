@@ -244,9 +244,7 @@ async def test_unreachable_endpoint_keeps_the_mock_models(
     logs: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    taken = {config.podium_port, config.ensemble_port, config.unison_port}
-    port = next(p for p in iter(lambda: free_ports(1)[0], None) if p not in taken)
-    late = FakeOpenAI(port=port)
+    late = FakeOpenAI(port=free_ports(1)[0])  # never one of the stack's: no port is reissued
     monkeypatch.setenv("OPENAI_BASE_URL", late.base_url)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setattr(openai_proxy, "FAILED_LISTING_TTL_S", 0.0)  # retry at every listing
