@@ -49,11 +49,11 @@ class Pacer:
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> Beat:
         """Run `callback(*args)` at loop time `when` (or up to `slack_s` before it)."""
-        self._bound_loop()
+        loop = self._bound_loop()
         beat = Beat(callback, args)
         heapq.heappush(self._heap, (when, next(self._order), beat))
         if when < self._armed_for:
-            self._arm(when)
+            self._arm(loop, when)
         return beat
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
@@ -65,8 +65,7 @@ class Pacer:
             self._heap.clear()
         return loop
 
-    def _arm(self, when: float) -> None:
-        loop = self._bound_loop()
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._armed_for = when
@@ -76,8 +75,8 @@ class Pacer:
         # While firing, beats scheduled by the callbacks only join the heap; the one timer is
         # armed for the earliest after the round, whatever a callback raised.
         self._timer, self._armed_for = None, float("-inf")
-        heap = self._heap
-        horizon = self._bound_loop().time() + self.slack_s
+        heap, loop = self._heap, self._bound_loop()
+        horizon = loop.time() + self.slack_s
         try:
             while heap and heap[0][0] <= horizon:
                 beat = heapq.heappop(heap)[2]
@@ -90,4 +89,4 @@ class Pacer:
         finally:
             self._armed_for = float("inf")
             if heap:
-                self._arm(heap[0][0])
+                self._arm(loop, heap[0][0])

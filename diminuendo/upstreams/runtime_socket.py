@@ -460,11 +460,6 @@ def _ignore_closed(socket: ClientSocket) -> None:
     pass
 
 
-def handshake_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The extra handshake headers: the caller's, plus websockets' usual User-Agent."""
-    return {"User-Agent": USER_AGENT, **headers}
-
-
 async def open_socket(
     url: str,
     headers: Mapping[str, str],
@@ -490,7 +485,7 @@ async def open_socket(
         raise SocketUnavailable(str(exc)) from exc
     protocol = ClientProtocol(uri, max_size=max_size)  # no extensions: no compression
     request = protocol.connect()
-    request.headers.update(handshake_request_headers(headers))
+    request.headers.update({"User-Agent": USER_AGENT, **headers})  # websockets' usual agent
     protocol.send_request(request)
     socket = ClientSocket(
         protocol,
