@@ -417,6 +417,10 @@ async def drain(proc: subprocess.Popen, port: int) -> tuple[int | None, float, i
     return proc.returncode, time.monotonic() - t0, code
 
 
+# `serve` refuses dev mode; the dev gateway alone, against the stand-ins started above.
+DEV_GATEWAY = ["dev", "--no-reload", "--no-stack"]
+
+
 def gateway_env(port: int, ports: dict[str, int], **extra: str) -> dict[str, str]:
     env = {"DEV_MODE": "true", "HOST": "127.0.0.1", "PORT": str(port),
            "DATA_DIR": str(WORK / f"data-gateway-{port}"), "LOG_FORMAT": "json",
@@ -440,7 +444,7 @@ def main() -> int:
           f"unison :{ports['unison']})", flush=True)
 
     port = free_port()
-    gateway = start("gateway", ["serve"], gateway_env(port, ports))
+    gateway = start("gateway", DEV_GATEWAY, gateway_env(port, ports))
     body = wait_healthy(f"http://127.0.0.1:{port}/health", gateway, True)
     print(f"smoke: gateway /health ok (port {port}, version {body.get('version')})", flush=True)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
@@ -459,7 +463,7 @@ def main() -> int:
     # Sanic hangs on a SIGTERM that arrives while a worker is still starting (sanic#2997), so
     # signal only once both spawned workers report ready: this checks the pyz, not that race.
     port2 = free_port()
-    workers = start("gateway-workers2", ["serve"], gateway_env(port2, ports, WORKERS="2"))
+    workers = start("gateway-workers2", DEV_GATEWAY, gateway_env(port2, ports, WORKERS="2"))
     wait_healthy(f"http://127.0.0.1:{port2}/health", workers, True)
     wait_log(workers, "Worker ready", 2)
     rc, took, close = asyncio.run(drain(workers, port2))

@@ -313,12 +313,13 @@ class Bench:
             **stack.gateway_env(),
             **overrides,
         }
-        argv = [sys.executable, "-m", "diminuendo", "serve"]
+        command = ["dev", "--no-reload", "--no-stack"] if dev else ["serve"]
+        argv = [sys.executable, "-m", "diminuendo", *command]
         if getattr(self.args, "trace_memory", False):
-            argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_traced.py")]
+            argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_traced.py"), *command]
             env["BENCH_TRACE_OUT"] = str(self.work / f"{name}-memory.txt")
         elif getattr(self.args, "watchdog", None):
-            argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_watchdog.py")]
+            argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_watchdog.py"), *command]
             env["BENCH_WATCHDOG_OUT"] = str(self.args.watchdog)
         server = self.spawn(name, argv, env, under_test=True)
         gateway = Gateway(server, port)

@@ -97,7 +97,17 @@ def _serve(settings: Settings, stack_config: object | None = None, reload: bool 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _serve(_settings_or_exit())
+    settings = _settings_or_exit()
+    if settings.dev_mode:
+        # Dev mode bypasses authentication; a production start-up must never inherit it from a
+        # stray `.env` or environment variable (OPERATIONS.md §3).
+        print(
+            "config error: DEV_MODE: dev mode is the `dev` command's; `serve` is the production "
+            "gateway (run `diminuendo dev`, or unset DEV_MODE)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    return _serve(settings)
 
 
 def _stack_config(args: argparse.Namespace, data_dir: Path) -> object:
@@ -113,18 +123,32 @@ def _stack_config(args: argparse.Namespace, data_dir: Path) -> object:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    """The gateway in dev mode. With the stand-ins in the same process (the default) the ports
+    and keys are the flags'; with `--no-stack` it joins stand-ins already running (tests,
+    benchmarks, a `local-stack` in another terminal): `PORT` and the `*_URL`/`*_API_KEY`
+    variables from the environment win over the flags' defaults."""
     env = dict(os.environ)
     env["DEV_MODE"] = "true"
-    env["PORT"] = str(args.port)
     env.setdefault("HOST", "127.0.0.1")
-    env["PODIUM_URL"] = f"http://127.0.0.1:{args.podium_port}"
-    env["ENSEMBLE_URL"] = f"http://127.0.0.1:{args.ensemble_port}"
-    env["UNISON_URL"] = f"http://127.0.0.1:{args.unison_port}"
-    for name in ("PODIUM_API_KEY", "ENSEMBLE_API_KEY", "UNISON_API_KEY"):
-        env[name] = "local-dev-key"
+    urls = {
+        "PODIUM": args.podium_port,
+        "ENSEMBLE": args.ensemble_port,
+        "UNISON": args.unison_port,
+    }
+    if args.port is not None or not args.no_stack or "PORT" not in env:
+        env["PORT"] = str(args.port or 8001)
+    for name, port in urls.items():
+        if args.no_stack:
+            env.setdefault(f"{name}_URL", f"http://127.0.0.1:{port}")
+            env.setdefault(f"{name}_API_KEY", "local-dev-key")
+        else:
+            env[f"{name}_URL"] = f"http://127.0.0.1:{port}"
+            env[f"{name}_API_KEY"] = "local-dev-key"
     settings = _settings_or_exit(env)
-    print(f"Diminuendo dev stack: gateway on http://{settings.host}:{settings.port} (ws /ws)")
-    return _serve(settings, _stack_config(args, settings.data_dir), reload=not args.no_reload)
+    stack = None if args.no_stack else _stack_config(args, settings.data_dir)
+    what = "gateway" if args.no_stack else "dev stack: gateway"
+    print(f"Diminuendo {what} on http://{settings.host}:{settings.port} (ws /ws)", flush=True)
+    return _serve(settings, stack, reload=not args.no_reload)
 
 
 def cmd_local_stack(args: argparse.Namespace) -> int:
@@ -162,8 +186,13 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gateway (configuration from the environment)")
     dev = commands.add_parser("dev", help="gateway in dev mode + local Podium/Ensemble/Unison")
-    dev.add_argument("--port", type=int, default=8001)
+    dev.add_argument("--port", type=int, default=None, help="listen port (default 8001)")
     dev.add_argument("--no-reload", action="store_true", help="one process, no auto-reload")
+    dev.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="only the gateway, against stand-ins already running (URLs from the environment)",
+    )
     _stack_ports(dev)
     stack = commands.add_parser("local-stack", help="only the local stand-ins")
     _stack_ports(stack)

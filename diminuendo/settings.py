@@ -93,6 +93,22 @@ class Settings:
     gc_freeze_interval_s: float = 10.0
     gc_full_interval_s: float = 1800.0
 
+    # Limits that keep one client, user or tenant from taking the instance (PROTOCOL §13).
+    ws_send_buffer_bytes: int = 8 * 1024 * 1024
+    reply_max_bytes: int = 1024 * 1024
+    max_active_sessions_per_tenant: int = 1_000
+    max_joined_per_connection: int = 100
+    max_connections_per_user: int = 100
+    max_pending_per_ip: int = 50
+    rpc_batch_max: int = 20
+    auth_clock_leeway_s: float = 30.0
+    auth_refresh_window_s: float = 60.0
+    proxies_count: int = 0
+    real_ip_header: str = ""
+    forwarded_secret: str = _secret()
+    metrics_token: str = _secret()
+    allow_insecure_upstreams: bool = False
+
     def describe(self) -> dict[str, Any]:
         """The effective configuration for `check-config`, with every secret replaced."""
         described: dict[str, Any] = {}
@@ -253,6 +269,22 @@ _VARS = (
     _Var("REPLAY_BUDGET_BYTES", "replay_budget_bytes", _parse_size),
     _Var("GC_FREEZE_INTERVAL", "gc_freeze_interval_s", _parse_delay),
     _Var("GC_FULL_INTERVAL", "gc_full_interval_s", _parse_delay),
+    _Var("WS_SEND_BUFFER_BYTES", "ws_send_buffer_bytes", _parse_size),
+    _Var("REPLY_MAX_BYTES", "reply_max_bytes", _parse_size),
+    _Var(
+        "MAX_ACTIVE_SESSIONS_PER_TENANT", "max_active_sessions_per_tenant", _parse_int(1, 1_000_000)
+    ),
+    _Var("MAX_JOINED_PER_CONNECTION", "max_joined_per_connection", _parse_int(1, 100_000)),
+    _Var("MAX_CONNECTIONS_PER_USER", "max_connections_per_user", _parse_int(1, 1_000_000)),
+    _Var("MAX_PENDING_PER_IP", "max_pending_per_ip", _parse_int(1, 1_000_000)),
+    _Var("RPC_BATCH_MAX", "rpc_batch_max", _parse_int(1, 1_000)),
+    _Var("AUTH_CLOCK_LEEWAY", "auth_clock_leeway_s", _parse_delay),
+    _Var("AUTH_REFRESH_WINDOW", "auth_refresh_window_s", _parse_seconds),
+    _Var("PROXIES_COUNT", "proxies_count", _parse_int(0, 32)),
+    _Var("REAL_IP_HEADER", "real_ip_header", _parse_str),
+    _Var("FORWARDED_SECRET", "forwarded_secret", _parse_str),
+    _Var("METRICS_TOKEN", "metrics_token", _parse_str),
+    _Var("ALLOW_INSECURE_UPSTREAMS", "allow_insecure_upstreams", _parse_bool),
 )
 
 _UPSTREAMS = (

@@ -172,7 +172,7 @@ class Gateway:
     def start(self) -> None:
         self.log = self.data_dir / f"gateway-{self.port}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "diminuendo", "serve"],
+            gateway_argv(self.env),
             env=self.env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -185,6 +185,14 @@ class Gateway:
 
     def output(self) -> str:
         return self.log.read_text() if self.log else ""
+
+
+def gateway_argv(env: dict[str, str]) -> list[str]:
+    """`serve` refuses dev mode (OPERATIONS.md §3), so a dev-mode gateway against the tests'
+    stand-ins is `dev --no-stack` (one process, no reload, URLs from the environment)."""
+    if env.get("DEV_MODE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return [sys.executable, "-m", "diminuendo", "dev", "--no-reload", "--no-stack"]
+    return [sys.executable, "-m", "diminuendo", "serve"]
 
 
 def gateway_process(stack: Stack, data_dir: Path, **overrides: str) -> Gateway:

@@ -42,7 +42,7 @@ def main() -> int:
     signal.signal(signal.SIGUSR2, dump)
     from diminuendo.cli import main as cli_main
 
-    return cli_main(["serve", *sys.argv[1:]])
+    return cli_main(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def main() -> int:
     app_module.create_app = create_watched_app
     from diminuendo.cli import main as cli_main
 
-    return cli_main(["serve", *sys.argv[1:]])
+    return cli_main(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -49,6 +49,17 @@ def test_serve_refuses_bad_config_before_starting(tmp_path) -> None:
     assert result.returncode == 2 and "required unless DEV_MODE=true" in result.stderr
 
 
+def test_serve_refuses_dev_mode(tmp_path) -> None:
+    """Dev mode bypasses authentication, so a production start must not inherit it (a stray
+    `.env` line is enough): `serve` with DEV_MODE=true exits 2 and names `dev`. Before the fix
+    it started an unauthenticated gateway."""
+    (tmp_path / ".env").write_text("DEV_MODE=true\n")
+    result = run("serve", env={"PATH": os.environ["PATH"], "PORT": str(free_port())}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "DEV_MODE" in result.stderr and "`dev`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_dev_starts_the_whole_stack_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
     port, podium, ensemble, unison = (free_port() for _ in range(4))
     proc = subprocess.Popen(
