@@ -26,7 +26,9 @@ class ErrorCode(StrEnum):
     SESSION_BUSY = "SESSION_BUSY"
     INVALID_STATE = "INVALID_STATE"
     CAPACITY_EXCEEDED = "CAPACITY_EXCEEDED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     FILE_NOT_FOUND = "FILE_NOT_FOUND"
+    FILE_TOO_LARGE = "FILE_TOO_LARGE"
     UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     DRAINING = "DRAINING"
@@ -47,7 +49,9 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.SESSION_BUSY: "A turn is already running in this session",
     ErrorCode.INVALID_STATE: "Not possible in the session's current state",
     ErrorCode.CAPACITY_EXCEEDED: "No capacity for another active session",
+    ErrorCode.QUOTA_EXCEEDED: "A limit of your account or tenant is reached",
     ErrorCode.FILE_NOT_FOUND: "File not found",
+    ErrorCode.FILE_TOO_LARGE: "File too large to send in one reply",
     ErrorCode.UPSTREAM_UNAVAILABLE: "A backend service is unavailable, try again shortly",
     ErrorCode.UPSTREAM_ERROR: "A backend service returned an error",
     ErrorCode.DRAINING: "Server is shutting down, reconnect to continue",
@@ -68,7 +72,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.SESSION_BUSY: 409,
     ErrorCode.INVALID_STATE: 409,
     ErrorCode.CAPACITY_EXCEEDED: 503,
+    ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.FILE_NOT_FOUND: 404,
+    ErrorCode.FILE_TOO_LARGE: 413,
     ErrorCode.UPSTREAM_UNAVAILABLE: 503,
     ErrorCode.UPSTREAM_ERROR: 502,
     ErrorCode.DRAINING: 503,
