@@ -71,6 +71,10 @@ def create_app(settings: Settings) -> Sanic:
     app.blueprint(rest.bp)
     app.blueprint(rpc.bp)
     app.blueprint(console.bp)
+    if settings.edge_adapters:
+        from diminuendo.edges import mount_edges
+
+        mount_edges(app, settings.edge_adapters)
 
     @app.before_server_start
     async def start_gateway(app: Sanic) -> None:

@@ -204,6 +204,8 @@ def make_parser() -> argparse.ArgumentParser:
     commands.add_parser("check-config", help="print the effective configuration, secrets hidden")
     commands.add_parser("ssm-env", help="read SSM Parameter Store (see `ssm-env --help`)")
     commands.add_parser("client", help="small CLI client (see `client --help`)")
+    commands.add_parser("acp", help="stdio ACP agent for editors (see `acp --help`)")
+    commands.add_parser("mcp", help="stdio MCP server (see `mcp --help`)")
     return parser
 
 
@@ -226,5 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from diminuendo.client import cli as client_cli
 
         return client_cli.main(argv[1:])
+    if argv and argv[0] == "acp":
+        from diminuendo.edges import acp
+
+        return acp.main(argv[1:])
+    if argv and argv[0] == "mcp":
+        from diminuendo.edges import mcp_stdio
+
+        return mcp_stdio.main(argv[1:])
     args = make_parser().parse_args(argv)
     return HANDLERS[args.command](args)

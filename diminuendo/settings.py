@@ -109,6 +109,9 @@ class Settings:
     metrics_token: str = _secret()
     allow_insecure_upstreams: bool = False
 
+    # Edge adapters (docs/EDGES.md): none in production unless listed; dev mode: all installed.
+    edge_adapters: tuple[str, ...] = ()
+
     def describe(self) -> dict[str, Any]:
         """The effective configuration for `check-config`, with every secret replaced."""
         described: dict[str, Any] = {}
@@ -226,6 +229,26 @@ def _parse_str(raw: str) -> str:
     return raw.strip()
 
 
+def _parse_edges(raw: str) -> tuple[str, ...]:
+    """`agui,mcp,a2a`, `all` or `none`; each named adapter's SDK must be installed."""
+    from diminuendo.edges import SDKS, installed
+
+    value = raw.strip().lower()
+    if value in ("", "none"):
+        return ()
+    names = tuple(SDKS) if value == "all" else tuple(n.strip() for n in value.split(",") if n)
+    unknown = [n for n in names if n not in SDKS]
+    if unknown:
+        raise ValueError(f"unknown adapter {unknown[0]!r}; choose from {', '.join(SDKS)}")
+    missing = [n for n in names if not installed(n)]
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)} needs its SDK: pip install 'diminuendo[edges]' "
+            "(or drop it from EDGE_ADAPTERS)"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 _VARS = (
     _Var("DEV_MODE", "dev_mode", _parse_bool),
     _Var("DEV_MODE_ALLOW_REMOTE", "dev_mode_allow_remote", _parse_bool),
@@ -285,6 +308,7 @@ _VARS = (
     _Var("FORWARDED_SECRET", "forwarded_secret", _parse_str),
     _Var("METRICS_TOKEN", "metrics_token", _parse_str),
     _Var("ALLOW_INSECURE_UPSTREAMS", "allow_insecure_upstreams", _parse_bool),
+    _Var("EDGE_ADAPTERS", "edge_adapters", _parse_edges),
 )
 
 _UPSTREAMS = (
@@ -345,6 +369,10 @@ def load_settings(
             if url_attr not in values and f"{prefix}_URL" not in env:
                 values[url_attr] = DEV_UPSTREAM_URLS[prefix.lower()]
                 values.setdefault(key_attr, LOCAL_STACK_API_KEY)
+        if "edge_adapters" not in values and "EDGE_ADAPTERS" not in env:
+            from diminuendo.edges import SDKS, installed
+
+            values["edge_adapters"] = tuple(name for name in SDKS if installed(name))
         host = values["host"]
         if not is_loopback(host) and not values.get("dev_mode_allow_remote", False):
             problems.append(

@@ -106,3 +106,23 @@ def test_dotenv_is_read_and_real_environment_wins(tmp_path: Path) -> None:
     dotenv.write_text("DEV_MODE=true\nPORT=9100\nLOG_LEVEL=debug\n")
     s = load_settings({"PORT": "9200"}, dotenv_path=dotenv)
     assert (s.dev_mode, s.port, s.log_level) == (True, 9200, "debug")
+
+
+def test_edge_adapters_are_off_in_production_and_named_one_by_one() -> None:
+    assert load(PROD).edge_adapters == ()
+    assert load({**PROD, "EDGE_ADAPTERS": "none"}).edge_adapters == ()
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "EDGE_ADAPTERS": "agui,telnet"})
+    assert err.value.problems == [
+        "EDGE_ADAPTERS: unknown adapter 'telnet'; choose from agui, mcp, a2a"
+    ]
+
+
+def test_the_security_limits_have_the_documented_defaults() -> None:
+    s = load(PROD)
+    assert s.ws_send_buffer_bytes == 8 * 2**20 and s.reply_max_bytes == 2**20
+    assert (s.max_active_sessions_per_tenant, s.max_joined_per_connection) == (1000, 100)
+    assert (s.max_connections_per_user, s.max_pending_per_ip, s.rpc_batch_max) == (100, 50, 20)
+    assert (s.auth_clock_leeway_s, s.auth_refresh_window_s) == (30.0, 60.0)
+    assert s.metrics_token == "" and not s.allow_insecure_upstreams
+    assert "sk-metrics" not in repr(load({**PROD, "METRICS_TOKEN": "sk-metrics"}))
