@@ -24,6 +24,7 @@ from websockets.protocol import OPEN
 
 __all__ = [
     "is_open",
+    "stop_receiving",
     "text_frame_header",
     "wait_writable",
     "writable",
@@ -91,3 +92,32 @@ async def wait_writable(ws: WebsocketImplProtocol) -> None:
         await io._can_write.wait()
     async with ws.conn_mutex:
         pass
+
+
+class _DropFrames:
+    """A frame assembler that takes every frame and keeps none (see `stop_receiving`)."""
+
+    async def put(self, frame: object) -> None:
+        return None
+
+
+_DROP_FRAMES = _DropFrames()
+
+
+def stop_receiving(ws: WebsocketImplProtocol) -> None:
+    """Drop whatever the client still sends, once the handler has stopped reading.
+
+    Sanic hands every received message to its frame assembler from a task of its own (one per
+    burst of received bytes), and that task waits until the handler fetches the message; the
+    tasks of later bursts wait behind it. A handler that has returned never fetches again, so
+    those tasks waited forever: about one task left behind per connection that closed with
+    messages in flight. Swapping in an assembler that drops frames, releasing the message
+    Sanic is waiting on, and resuming reading lets them all end.
+    """
+    assembler = ws.assembler
+    if assembler is _DROP_FRAMES:
+        return
+    ws.assembler = _DROP_FRAMES  # type: ignore[assignment]
+    assembler.message_fetched.set()
+    if ws.pause_frame_fut is not None:
+        ws.resume_frames()

@@ -34,10 +34,12 @@ from diminuendo.protocol.codec import DecodeFailure, decode_client_frame, peek_r
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.ratelimit import SlidingWindow
 from diminuendo.redaction import safe_message
+from diminuendo.sanic_ws import stop_receiving
 from diminuendo.sessions.stream import Replay
 
 SUBPROTOCOL = "diminuendo.v1"
 LINGER_S = 2.0
+HANDLER_GRACE_S = 30.0  # how long a closed socket's state-changing handlers may still run
 HEALTH_REQUEST_LINES = frozenset({b"GET /health HTTP/1.1", b"GET /api/health HTTP/1.1"})
 # Header names (and one value) that send a health probe through Sanic instead of the fast path.
 HEALTH_PROBE_REFUSES = (
@@ -208,13 +210,19 @@ async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
     )
     context.client_id.set(connection.client_id)
     gateway.hub.add(connection)
+    session = ClientSession(gateway, connection, request.ctx.identity)
     try:
-        await ClientSession(gateway, connection, request.ctx.identity).run()
+        await session.run()
     finally:
-        gateway.hub.remove(connection)
-        for session_id in connection.joined:
-            gateway.sessions.leave(session_id, connection)
-        await connection.aclose()
+        stop_receiving(ws)
+        connection.closed = True  # replies of handlers still finishing go nowhere
+        try:
+            await session.finish_handlers(0.0 if gateway.draining else HANDLER_GRACE_S)
+        finally:
+            gateway.hub.remove(connection)
+            for session_id in connection.joined:
+                gateway.sessions.leave(session_id, connection)
+            await connection.aclose()
 
 
 class ClientSession:
@@ -229,6 +237,7 @@ class ClientSession:
         self.rate = SlidingWindow(limit, window)
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reads: set[asyncio.Task[None]] = set()  # the ones in CANCELLED_ON_CLOSE
         if identity is not None:
             self._set_identity(identity)
 
@@ -275,7 +284,21 @@ class ClientSession:
                 self.gateway.metrics.message_in()
                 self._receive(data)
         finally:
-            for task in list(self._tasks):
+            for task in list(self._reads):
+                task.cancel()
+
+    async def finish_handlers(self, grace_s: float) -> None:
+        """The socket is gone: reads were cancelled when `run` ended; handlers that change a
+        session run to their end (their upstream calls are bounded), since cancelling one midway
+        could leave the session half-changed (a turn marked running that the runtime never
+        received keeps the session busy for good). Whatever is left after `grace_s` is
+        cancelled, so nothing outlives the socket for long."""
+        pending = list(self._tasks)
+        try:
+            if pending and grace_s > 0:
+                await asyncio.wait(pending, timeout=grace_s)
+        finally:
+            for task in pending:
                 task.cancel()
 
     def _receive(self, data: str | bytes) -> None:
@@ -319,6 +342,9 @@ class ClientSession:
         task = asyncio.create_task(self._handle(message, previous))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if type(message) in CANCELLED_ON_CLOSE:
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
         if session_key:
             self._chains[session_key] = task
             task.add_done_callback(
@@ -549,6 +575,21 @@ class ClientSession:
         )
         self._reply({"type": "member_list", "members": members}, message.id)
 
+
+# Messages whose handlers only read for this client: cancelled as soon as its socket closes.
+CANCELLED_ON_CLOSE: frozenset[type] = frozenset(
+    {
+        m.Authenticate,
+        m.ListSessions,
+        m.LeaveSession,
+        m.GetHistory,
+        m.GetEvents,
+        m.ListFiles,
+        m.ReadFile,
+        m.FileHistory,
+        m.FileAtIteration,
+    }
+)
 
 Handler = Callable[[ClientSession, Any], Awaitable[None]]
 HANDLERS: dict[type, Handler] = {
