@@ -61,6 +61,18 @@ async def fill_session(c: Client, deltas: int, pad: int = PAD) -> tuple[str, dic
     return session_id, done[-1]
 
 
+async def raw_reply(c: Client, message: dict[str, Any], request_id: str) -> tuple[str, dict]:
+    """Send `message` and return its reply as received (text and decoded), skipping stream
+    frames that arrive meanwhile."""
+    await c.send({**message, "id": request_id})
+    async with asyncio.timeout(10):
+        while True:
+            raw = await c.ws.recv()
+            frame = json.loads(raw)
+            if frame.get("id") == request_id:
+                return raw, frame
+
+
 async def read_until_closed(c: Client, timeout: float) -> int | None:
     """Read everything the gateway still sends; the close code it ended with (None: it never
     closed within `timeout`)."""
@@ -156,19 +168,9 @@ async def test_get_events_pages_by_reply_bytes(prod) -> None:
         last_seq = done["seq"]
         after, seqs, pages = 0, [], 0
         while True:
-            request_id = f"page{pages}"
-            await c.send(
-                {
-                    "type": "get_events",
-                    "sessionId": session_id,
-                    "afterSeq": after,
-                    "limit": 5000,
-                    "id": request_id,
-                }
-            )
-            raw = await c.ws.recv()
-            reply = json.loads(raw)
-            assert reply["id"] == request_id and reply["type"] == "events", reply
+            request = {"type": "get_events", "sessionId": session_id, "afterSeq": after}
+            raw, reply = await raw_reply(c, {**request, "limit": 5000}, f"page{pages}")
+            assert reply["type"] == "events", reply
             assert len(raw.encode()) <= cap + 1024, len(raw)
             pages += 1
             seqs += [e["seq"] for e in reply["events"]]
@@ -228,9 +230,8 @@ async def test_history_is_bounded_by_reply_bytes(prod) -> None:
         for _ in range(4):
             await c.request({"type": "run_turn", "sessionId": session_id, "text": words})
             await c.recv_until("turn_complete", timeout=30)
-        await c.send({"type": "get_history", "sessionId": session_id, "limit": 500, "id": "h"})
-        raw = await c.ws.recv()
-        first = json.loads(raw)
+        request = {"type": "get_history", "sessionId": session_id, "limit": 500}
+        raw, first = await raw_reply(c, request, "h")
         assert len(raw.encode()) <= cap, len(raw)
         assert first["hasMore"] is True and 0 < len(first["messages"]) < 8
         older = await c.request(
@@ -254,9 +255,7 @@ async def test_history_is_bounded_by_reply_bytes(prod) -> None:
         text = json.dumps({"deltas": 40, "interval_ms": 0, "pad": PAD})
         await c.request({"type": "run_turn", "sessionId": big, "text": text})
         await c.recv_until("turn_complete", timeout=30)
-        await c.send({"type": "get_history", "sessionId": big, "id": "big"})
-        raw = await c.ws.recv()
-        cut = json.loads(raw)
+        raw, cut = await raw_reply(c, {"type": "get_history", "sessionId": big}, "big")
         assert len(raw.encode()) <= cap, len(raw)
         assistant = cut["messages"][-1]
         assert assistant["role"] == "assistant" and assistant["truncated"] is True
@@ -264,28 +263,41 @@ async def test_history_is_bounded_by_reply_bytes(prod) -> None:
 
 
 async def test_join_replay_longer_than_the_queue_arrives_whole_then_live(prod) -> None:
-    """A `join_session {afterSeq: 0}` whose replay is 30 times the send queue and 6 times the
-    byte budget, while a turn streams live: every event arrives, in seq order, then the live
-    ones, and the socket is not closed.
+    """A `join_session {afterSeq: 0}` whose replay is 16 times the send queue and 6 times the
+    byte budget (one frame, the `turn_complete` carrying the whole text, is 3 MB), while a turn
+    streams live: every event arrives, in seq order, then the live ones, and the socket is not
+    closed.
 
     Before the fix: the whole replay was queued at once and the connection was closed with
     4008 (slow consumer) before the first page was read."""
     p = prod(WS_SEND_QUEUE_MAX="50", WS_SEND_BUFFER_BYTES="1MiB")
     token = p.token()
     async with p.client(token, max_size=None) as owner:
-        session_id, _ = await fill_session(owner, 1500)
+        session_id, _ = await fill_session(owner, 800)
         live = json.dumps({"deltas": 300, "interval_ms": 2})
-        await owner.request({"type": "run_turn", "sessionId": session_id, "text": live})
-        async with p.client(token, max_size=None) as late:
+        started = await owner.request({"type": "run_turn", "sessionId": session_id, "text": live})
+        async with connect(
+            p.gw.ws_url,
+            sock=tiny_receive_buffer_socket(p.gw.port),  # reads, but over a narrow pipe
+            max_size=None,
+            open_timeout=10,
+            additional_headers=p.headers(token),
+        ) as raw:
+            late = Client(raw)
+            for _ in range(3):
+                await late.recv()
             snapshot = await late.request(
                 {"type": "join_session", "sessionId": session_id, "afterSeq": 0}
             )
             assert snapshot["type"] == "state_snapshot" and snapshot["gap"] is False
-            frames = await late.recv_until("turn_complete", timeout=60)
+            frames = await late.recv_until(
+                lambda f: f.get("type") == "turn_complete" and f["turnId"] == started["turnId"],
+                timeout=60,
+            )
     seqs = [f["seq"] for f in frames if "seq" in f]
     assert seqs == list(range(1, len(seqs) + 1)), "every event, in order, no duplicate"
     texts = [f["text"] for f in frames if f.get("type") == "text_delta"]
-    assert "".join(texts[1500:]) == frames[-1]["finalText"]
+    assert "".join(texts[800:]) == frames[-1]["finalText"]
 
 
 async def read_sse_frames(lines: Any, until_seq: int, timeout: float) -> list[dict[str, Any]]:
@@ -307,15 +319,15 @@ async def read_sse_frames(lines: Any, until_seq: int, timeout: float) -> list[di
 
 
 async def test_sse_resume_far_behind_replays_everything(prod) -> None:
-    """An SSE stream resumed with a `Last-Event-ID` 1,500 events behind (more than the send
-    queue) receives every retained event in order, then live ones.
+    """An SSE stream resumed with a `Last-Event-ID` 800 events behind (eight times the send
+    queue, three times the byte budget) receives every retained event in order, then live ones.
 
     Before the fix: the replay overflowed the subscriber's buffer before anything was written,
     and the answer was a 200 with an empty body (the client retried forever)."""
-    p = prod(WS_SEND_BUFFER_BYTES="1MiB")
+    p = prod(WS_SEND_QUEUE_MAX="100", WS_SEND_BUFFER_BYTES="1MiB")
     token = p.token()
     async with p.client(token, max_size=None) as owner:
-        session_id, done = await fill_session(owner, 1500)
+        session_id, done = await fill_session(owner, 800)
         last_seq = done["seq"]
         async with (
             p.http(token) as http,
@@ -346,8 +358,8 @@ async def test_sse_stream_that_never_reads_ends_at_the_byte_budget(prod) -> None
     """An SSE client that stops reading while a turn streams 14 MB: the gateway holds at most
     `WS_SEND_BUFFER_BYTES` for it and ends the stream.
 
-    Before the fix: the stream held up to 1,000 frames whatever their size (here all 900, 14 MB)
-    and never ended; the client received every byte."""
+    Before the fix: the stream held up to 1,000 frames whatever their size (here all 900, and
+    the 14 MB `turn_complete`) and never ended; the client received all 29 MB."""
     p = prod(WS_SEND_BUFFER_BYTES="1MiB")
     token = p.token()
     async with p.client(token, max_size=None) as owner:
