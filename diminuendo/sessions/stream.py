@@ -20,7 +20,7 @@ import msgspec
 
 from diminuendo.sessions.budget import ReplayBudget
 
-__all__ = ["Frame", "Replay", "SessionStream", "Subscriber"]
+__all__ = ["Frame", "Replay", "ReplayPager", "SessionStream", "Subscriber"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -55,6 +55,7 @@ class Replay(NamedTuple):
     frames: list[Frame]  # retained frames after after_seq, in seq order
     last_seq: int  # the stream's last seq at the time of the answer
     epoch: str  # the stream's current epoch
+    more: bool = False  # retained frames follow the last of `frames` (a page stopped early)
 
 
 class SessionStream:
@@ -211,10 +212,13 @@ class SessionStream:
         the delivery order).
         """
         replay = self._replay(after_seq, epoch, None)
+        self._register(subscriber)
+        return replay
+
+    def _register(self, subscriber: Subscriber) -> None:
         if id(subscriber) not in self._subscribers:
             self._subscribers[id(subscriber)] = subscriber
             self._fanout = (*self._fanout, subscriber)
-        return replay
 
     def detach(self, subscriber: Subscriber) -> None:
         """Stop live delivery to `subscriber`. Idempotent: leaving twice, or after a failed
@@ -222,13 +226,57 @@ class SessionStream:
         if self._subscribers.pop(id(subscriber), None) is not None:
             self._fanout = tuple(self._subscribers.values())
 
-    def replay(self, after_seq: int, epoch: str | None = None, limit: int = 500) -> Replay:
-        """The first `limit` retained frames after `after_seq`, by the rules of `attach`, without
-        subscribing (`get_events`). `last_seq` is the stream's, so a reply whose last frame is
-        below it means there is more to fetch."""
-        return self._replay(after_seq, epoch, max(limit, 0))
+    def replay(
+        self,
+        after_seq: int,
+        epoch: str | None = None,
+        limit: int = 500,
+        max_bytes: int | None = None,
+    ) -> Replay:
+        """One page of the retained frames after `after_seq`, by the rules of `attach`, without
+        subscribing (`get_events`): at most `limit` frames and at most `max_bytes` of them
+        (encoded size), but always at least one frame when there is one, so that paging always
+        moves on. `more` says retained frames follow the page: the client asks again from
+        the page's last seq."""
+        return self._replay(after_seq, epoch, max(limit, 0), max_bytes)
 
-    def _replay(self, after_seq: int | None, epoch: str | None, limit: int | None) -> Replay:
+    def attach_page(
+        self,
+        subscriber: Subscriber,
+        after_seq: int | None,
+        epoch: str | None = None,
+        *,
+        max_frames: int,
+        max_bytes: int,
+    ) -> Replay:
+        """`attach`, in pages, for a replay longer than the subscriber can hold at once.
+
+        Contract: when everything after `after_seq` fits in one page (`max_frames`,
+        `max_bytes`, at least one frame), this is exactly `attach`: the subscriber is
+        registered and the whole replay returned (`more=False`), to be delivered before the
+        caller's next `await`. Otherwise the subscriber is not registered and the first page is
+        returned (`more=True`); the caller delivers it, waits until the subscriber has drained,
+        and calls again with `after_seq` set to the page's last seq. Events published meanwhile
+        join the window and come in a later page, so the subscriber still sees every seq once,
+        in order, and is registered only once it has caught up.
+
+        A later page with `gap=True` means the window moved past the subscriber's position while
+        it drained (the session publishes faster than it reads): its stream has a hole, and the
+        caller drops it as a slow consumer (it rejoins and gets `gap: true`). The rules of
+        `attach` apply otherwise, `epoch` included.
+        """
+        replay = self._replay(after_seq, epoch, max_frames, max_bytes)
+        if not replay.more:
+            self._register(subscriber)
+        return replay
+
+    def _replay(
+        self,
+        after_seq: int | None,
+        epoch: str | None,
+        limit: int | None,
+        max_bytes: int | None = None,
+    ) -> Replay:
         last_seq = self._last_seq
         if epoch is not None and epoch != self._epoch:
             return Replay(True, [], last_seq, self._epoch)
@@ -239,14 +287,74 @@ class SessionStream:
         first_seq = last_seq - len(window) + 1  # retained seqs are first_seq..last_seq
         gap = after_seq < first_seq - 1
         start = max(after_seq + 1 - first_seq, 0)
-        count = len(window) - start
-        if limit is not None:
-            count = min(count, limit)
+        available = len(window) - start
+        count = available if limit is None else min(available, limit)
         if start > len(window) // 2:
             # Reconnects usually miss only the newest few frames: walk from the right end.
-            frames = list(islice(reversed(window), len(window) - start))
+            frames = list(islice(reversed(window), available))
             frames.reverse()
             del frames[count:]
         else:
             frames = list(islice(window, start, start + count))
-        return Replay(gap, frames, last_seq, self._epoch)
+        if max_bytes is not None:
+            del frames[_fitting(frames, max_bytes) :]
+        return Replay(gap, frames, last_seq, self._epoch, len(frames) < available)
+
+
+def _fitting(frames: list[Frame], max_bytes: int) -> int:
+    """How many of the first `frames` fit in `max_bytes` together (at least one)."""
+    total = 0
+    for index, frame in enumerate(frames):
+        total += len(frame.data)
+        if total > max_bytes:
+            return max(index, 1)
+    return len(frames)
+
+
+class ReplayPager:
+    """Walks one subscriber through `SessionStream.attach_page` until it is attached: each
+    `next_page` continues from the last seq handed out. Pure; the edge decides when the
+    subscriber has drained enough for the next page."""
+
+    __slots__ = ("_after_seq", "_epoch", "_max_bytes", "_max_frames", "_stream", "_subscriber")
+
+    def __init__(
+        self,
+        stream: SessionStream,
+        subscriber: Subscriber,
+        after_seq: int | None,
+        epoch: str | None,
+        *,
+        max_frames: int,
+        max_bytes: int,
+    ) -> None:
+        self._stream: SessionStream | None = stream
+        self._subscriber = subscriber
+        self._after_seq = after_seq
+        self._epoch = epoch
+        self._max_frames = max(max_frames, 1)
+        self._max_bytes = max_bytes
+
+    @property
+    def attached(self) -> bool:
+        """The replay is complete and the subscriber receives live frames."""
+        return self._stream is None
+
+    def next_page(self) -> Replay:
+        """The next page (see `attach_page`); after the one with `more=False` the subscriber is
+        attached and there are no more pages."""
+        stream = self._stream
+        assert stream is not None, "the replay is complete"
+        page = stream.attach_page(
+            self._subscriber,
+            self._after_seq,
+            self._epoch,
+            max_frames=self._max_frames,
+            max_bytes=self._max_bytes,
+        )
+        if page.more:
+            self._after_seq = page.frames[-1].seq
+            self._epoch = page.epoch
+        else:
+            self._stream = None
+        return page

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diminuendo.sessions.stream import Frame, Replay, SessionStream
+from diminuendo.sessions.stream import Frame, Replay, ReplayPager, SessionStream
 
 
 @dataclass  # eq=True makes it unhashable: the stream must not need hashable subscribers
@@ -173,10 +173,10 @@ def test_matching_epoch_is_the_same_as_no_epoch() -> None:
 def test_replay_limit_returns_the_first_frames() -> None:
     stream = SessionStream("s", "e")
     frames = publish_n(stream, 20)
-    assert stream.replay(5, limit=3) == Replay(False, frames[5:8], 20, "e")
-    assert stream.replay(17, limit=3) == Replay(False, frames[17:], 20, "e")
-    assert stream.replay(15, limit=2) == Replay(False, frames[15:17], 20, "e")  # from the right
-    assert stream.replay(0, limit=0) == Replay(False, [], 20, "e")
+    assert stream.replay(5, limit=3) == Replay(False, frames[5:8], 20, "e", more=True)
+    assert stream.replay(17, limit=3) == Replay(False, frames[17:], 20, "e", more=False)
+    assert stream.replay(15, limit=2) == Replay(False, frames[15:17], 20, "e", more=True)
+    assert stream.replay(0, limit=0) == Replay(False, [], 20, "e", more=True)
     assert stream.replay(5, epoch="other") == Replay(True, [], 20, "e")
     assert stream.subscriber_count == 0  # replay never subscribes
 
@@ -185,6 +185,116 @@ def test_replay_default_limit_is_500() -> None:
     stream = SessionStream("s", "e")
     publish_n(stream, 600)
     assert seqs(stream.replay(0).frames) == list(range(1, 501))
+
+
+def test_replay_pages_by_bytes_and_says_more() -> None:
+    stream = SessionStream("s", "e")
+    frames = publish_n(stream, 10)
+    size = len(frames[0].data)  # every frame here has the same size
+    page = stream.replay(0, limit=100, max_bytes=3 * size)
+    assert page == Replay(False, frames[:3], 10, "e", more=True)
+    assert stream.replay(3, limit=100, max_bytes=3 * size + size - 1).frames == frames[3:6]
+    assert stream.replay(8, limit=100, max_bytes=3 * size) == Replay(False, frames[8:], 10, "e")
+    assert stream.replay(0, limit=2, max_bytes=10 * size).frames == frames[:2]  # count first
+
+
+def test_a_frame_larger_than_a_page_still_comes_alone() -> None:
+    stream = SessionStream("s", "e")
+    stream.publish(delta("x" * 500), 1)
+    small = stream.publish(delta(), 2)
+    page = stream.replay(0, max_bytes=100)
+    assert seqs(page.frames) == [1] and page.more
+    assert stream.replay(1, max_bytes=100) == Replay(False, [small], 2, "e")
+
+
+# ---- paged attach
+
+
+def test_attach_page_that_fits_is_attach() -> None:
+    stream = SessionStream("s", "e")
+    frames = publish_n(stream, 4)
+    sub = Recorder()
+    page = stream.attach_page(sub, 1, max_frames=3, max_bytes=10_000)
+    assert page == Replay(False, frames[1:], 4, "e", more=False)
+    publish_n(stream, 1)
+    assert sub.seqs == [5]
+
+
+def test_attach_page_that_does_not_fit_does_not_subscribe() -> None:
+    stream = SessionStream("s", "e")
+    frames = publish_n(stream, 4)
+    sub = Recorder()
+    page = stream.attach_page(sub, 0, max_frames=3, max_bytes=10_000)
+    assert page == Replay(False, frames[:3], 4, "e", more=True)
+    publish_n(stream, 1)
+    assert sub.frames == [] and stream.subscriber_count == 0
+
+
+def test_pager_delivers_every_seq_once_while_the_session_publishes() -> None:
+    stream = SessionStream("s", "e")
+    publish_n(stream, 10)
+    sub = Recorder()
+    pager = ReplayPager(stream, sub, 2, None, max_frames=3, max_bytes=10_000)
+    received: list[int] = []
+    while not pager.attached:
+        page = pager.next_page()
+        assert not page.gap
+        received += seqs(page.frames)
+        publish_n(stream, 1)  # live events arrive while the subscriber drains
+    publish_n(stream, 2)
+    assert received + sub.seqs == list(range(3, stream.last_seq + 1))
+
+
+def test_pager_reports_a_gap_when_the_window_passes_it() -> None:
+    stream = SessionStream("s", "e", max_events=5)
+    publish_n(stream, 5)
+    pager = ReplayPager(stream, Recorder(), 0, None, max_frames=2, max_bytes=10_000)
+    assert seqs(pager.next_page().frames) == [1, 2]
+    publish_n(stream, 4)  # the window is now 5..9: 3 and 4 are gone
+    page = pager.next_page()
+    assert page.gap and seqs(page.frames) == [5, 6]
+
+
+@pytest.mark.parametrize(("after_seq", "epoch"), [(None, None), (3, "other"), (7, None)])
+def test_pager_with_nothing_to_page_attaches_at_once(after_seq: int | None, epoch: str | None):
+    stream = SessionStream("s", "e")
+    publish_n(stream, 7)
+    sub = Recorder()
+    pager = ReplayPager(stream, sub, after_seq, epoch, max_frames=1, max_bytes=1)
+    page = pager.next_page()
+    assert page.frames == [] and page.gap is (epoch is not None) and pager.attached
+    publish_n(stream, 1)
+    assert sub.seqs == [8]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.integers(0, 4), min_size=1, max_size=30),  # publishes between pages
+    first=st.integers(0, 20),
+    max_frames=st.integers(1, 6),
+    max_bytes=st.integers(1, 400),
+)
+def test_pager_hands_over_without_duplicate_or_hole(
+    steps: list[int], first: int, max_frames: int, max_bytes: int
+) -> None:
+    stream = SessionStream("s", "e", max_events=1000, max_bytes=10**6)
+    publish_n(stream, first)
+    after = first // 2
+    sub = Recorder()
+    pager = ReplayPager(stream, sub, after, None, max_frames=max_frames, max_bytes=max_bytes)
+    received: list[int] = []
+    for n in steps:
+        if pager.attached:
+            break
+        page = pager.next_page()
+        assert len(page.frames) <= max_frames
+        assert len(page.frames) <= 1 or sum(len(f.data) for f in page.frames) <= max_bytes
+        received += seqs(page.frames)
+        publish_n(stream, n, "y" * n)
+    while not pager.attached:
+        received += seqs(pager.next_page().frames)
+    publish_n(stream, 2)
+    assert received + sub.seqs == list(range(after + 1, stream.last_seq + 1))
 
 
 # ---- fan-out
@@ -318,8 +428,8 @@ def test_random_interleavings(ops: list[tuple[Any, ...]], max_events: int, max_b
         first = window[0].seq if window else len(published) + 1
         seen = max(after_seq, 0)
         gap = seen < len(published) and seen < first - 1
-        frames = [f for f in window if f.seq > after_seq][:limit]
-        return Replay(gap, frames, len(published), "e")
+        after = [f for f in window if f.seq > after_seq]
+        return Replay(gap, after[:limit], len(published), "e", len(after) > limit)
 
     for op in ops:
         if op[0] == "publish":
