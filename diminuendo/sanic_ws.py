@@ -26,6 +26,7 @@ __all__ = [
     "is_open",
     "stop_receiving",
     "text_frame_header",
+    "unsent_bytes",
     "wait_writable",
     "writable",
     "write_ping",
@@ -54,6 +55,13 @@ def is_open(ws: WebsocketImplProtocol) -> bool:
     io = ws.io_proto
     transport = io.transport if io is not None else None
     return transport is not None and not transport.is_closing() and ws.ws_proto.state is OPEN
+
+
+def unsent_bytes(ws: WebsocketImplProtocol) -> int:
+    """Bytes the transport holds that the client has not taken yet (0 once it is gone)."""
+    io = ws.io_proto
+    transport = io.transport if io is not None else None
+    return transport.get_write_buffer_size() if transport is not None else 0
 
 
 def write_text(ws: WebsocketImplProtocol, data: bytes) -> None:

@@ -2,13 +2,19 @@
 
 Every frame for a client — replies and stream events alike — goes through `Connection`, so the
 client sees them in the order they were handed in, and a slow client only ever fills its own
-queue: when it holds more than `send_queue_max` frames the connection is closed with 4008
-instead of slowing the session's publisher or the other subscribers (PROTOCOL.md §7).
+queue: when it holds more than `send_queue_max` frames, or its unsent bytes (queued frames and
+the transport's write buffer) reach `send_buffer_bytes`, the connection is closed with 4008
+instead of slowing the session's publisher or the other subscribers, or growing the process
+(PROTOCOL.md §7, §13). A connection so holds at most the budget plus one frame.
 
 While the socket keeps up, a frame is written in the caller's own step (`sanic_ws.write_text`):
-no task switch, lock or `Event` per frame. Frames wait in the queue only while the transport
-pushes back or a Sanic writer is mid-write, and a writer task exists for that stretch alone, so
-an idle connection owns no task.
+no task switch, lock, `Event` or byte count per frame. Frames wait in the queue only while the
+transport pushes back or a Sanic writer is mid-write, and a writer task exists for that stretch
+alone, so an idle connection owns no task. The budget costs an int add per queued frame and one
+look at the transport's buffer per stretch of backpressure (and per burst the writer writes).
+
+A replay longer than the queue goes out in pages as the socket drains (`replay`), never
+queued whole.
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from diminuendo.auth.identity import Identity
 from diminuendo.protocol.codec import encode_frame
-from diminuendo.sanic_ws import is_open, wait_writable, writable, write_ping, write_text
-from diminuendo.sessions.stream import Frame
+from diminuendo.sanic_ws import (
+    is_open,
+    unsent_bytes,
+    wait_writable,
+    writable,
+    write_ping,
+    write_text,
+)
+from diminuendo.sessions.stream import Frame, ReplayPager
 
 CLOSE_SLOW_CONSUMER = 4008
 _decoder = msgspec.json.Decoder()
@@ -37,7 +50,10 @@ class Connection:
     __slots__ = (
         "_on_slow",
         "_queue",
+        "_queued_bytes",
+        "_send_buffer_bytes",
         "_send_queue_max",
+        "_transport_bytes",
         "_turn_request_ids",
         "_writer",
         "client_id",
@@ -53,6 +69,7 @@ class Connection:
         ws: WebsocketImplProtocol,
         *,
         send_queue_max: int,
+        send_buffer_bytes: int,
         ip: str,
         on_slow: Callable[[], None] = lambda: None,
     ) -> None:
@@ -64,6 +81,9 @@ class Connection:
         self.closed = False
         self._queue: deque[bytes] = deque()
         self._send_queue_max = send_queue_max
+        self._send_buffer_bytes = send_buffer_bytes
+        self._queued_bytes = 0  # the frames in `_queue`
+        self._transport_bytes = 0  # the transport's buffer when last looked at
         self._on_slow = on_slow
         self._writer: asyncio.Task[None] | None = None
         # `id`s to stamp on this client's copy of `turn_started`: turnId → request id.
@@ -103,15 +123,26 @@ class Connection:
         if self.closed:
             return
         queue = self._queue
-        if not queue and writable(self.ws):
-            write_text(self.ws, data)
-            return
-        if len(queue) >= self._send_queue_max:
-            logger.warning("closing slow consumer {} ({} queued)", self.client_id, len(queue))
+        if not queue:
+            if writable(self.ws):
+                write_text(self.ws, data)
+                return
+            self._transport_bytes = unsent_bytes(self.ws)  # backpressure starts: look once
+        if (
+            len(queue) >= self._send_queue_max
+            or self._queued_bytes + self._transport_bytes >= self._send_buffer_bytes
+        ):
+            logger.warning(
+                "closing slow consumer {} ({} frames, {} bytes unsent)",
+                self.client_id,
+                len(queue),
+                self._queued_bytes + self._transport_bytes,
+            )
             self._on_slow()
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return
         queue.append(data)
+        self._queued_bytes += len(data)
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain(), name=f"ws-writer:{self.client_id}")
 
@@ -121,13 +152,56 @@ class Connection:
         try:
             while queue and not self.closed and is_open(ws):
                 await wait_writable(ws)
+                written = 0
                 while queue and writable(ws):
-                    write_text(ws, queue.popleft())
+                    data = queue.popleft()
+                    written += len(data)
+                    write_text(ws, data)
+                # The frames moved from the queue to the transport: still unsent.
+                self._queued_bytes -= written
+                self._transport_bytes = unsent_bytes(ws)
         except Exception as exc:  # the socket went away under us
             logger.debug("writer for {} stopped: {}", self.client_id, type(exc).__name__)
             self.closed = True
         finally:
             self._writer = None
+
+    async def drained(self) -> bool:
+        """Wait until nothing is queued and the transport is below its low-water mark; False
+        (at once) if the connection is closed or closes meanwhile."""
+        ws = self.ws
+        while not self.closed and is_open(ws):
+            if not self._queue and writable(ws):
+                return True
+            writer = self._writer
+            if writer is not None:
+                await asyncio.wait([writer])  # it ends when the queue is empty (or on close)
+            else:
+                await wait_writable(ws)
+        return False
+
+    @property
+    def replay_page(self) -> tuple[int, int]:
+        """One replay page for this connection, in frames and bytes: half its queue and half its
+        byte budget, so a page fits beside the live frames of the client's other sessions."""
+        return max(1, self._send_queue_max // 2), max(1, self._send_buffer_bytes // 2)
+
+    async def replay(self, pager: ReplayPager) -> None:
+        """Send the rest of a paged replay (`SessionStream.attach_page`), one page each time the
+        socket has drained, until the pager attaches this connection to live delivery. A page
+        with a gap means the session's window moved past this client while it drained: it is
+        closed as a slow consumer (it rejoins and learns `gap: true`)."""
+        while not pager.attached:
+            if not await self.drained():
+                return
+            page = pager.next_page()
+            if page.gap:
+                logger.warning("closing slow consumer {} (fell out of the replay window)", self)
+                self._on_slow()
+                self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+                return
+            for frame in page.frames:
+                self.deliver(frame)
 
     def heard_at(self) -> float:
         """When the client last sent anything (a frame, a pong): `time.monotonic()` seconds."""
@@ -143,9 +217,7 @@ class Connection:
         """Close without waiting for the client's half of the closing handshake (it is silent)."""
         if self.closed:
             return
-        self.closed = True
-        self._queue.clear()
-        self._cancel_writer()
+        self._discard()
         self.ws.fail_connection(code, reason)
 
     def close(self, code: int = 1000, reason: str = "") -> asyncio.Task[None] | None:
@@ -153,10 +225,14 @@ class Connection:
         Returns the closing task (None if already closed) for callers that want to wait."""
         if self.closed:
             return None
+        self._discard()
+        return asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+    def _discard(self) -> None:
         self.closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         self._cancel_writer()
-        return asyncio.get_running_loop().create_task(self.ws.close(code, reason))
 
     async def aclose(self) -> None:
         """Stop the writer; called once when the handler ends."""

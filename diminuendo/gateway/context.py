@@ -70,6 +70,7 @@ class Gateway:
             replay_max_events=settings.replay_max_events,
             replay_max_bytes=settings.replay_max_bytes,
             replay_budget_bytes=settings.replay_budget_bytes,
+            reply_max_bytes=settings.reply_max_bytes,
             broadcast=self.hub.broadcast,
         )
         self.health = HealthMonitor(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from sanic import Blueprint, Request
@@ -22,7 +23,7 @@ from diminuendo.protocol import rest
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord
-from diminuendo.sessions.stream import Frame, Replay
+from diminuendo.sessions.stream import Frame, Replay, ReplayPager
 
 bp = Blueprint("rest")
 
@@ -196,14 +197,25 @@ async def models(request: Request) -> HTTPResponse:
 
 
 class SseSubscriber:
-    """A stream subscriber for one SSE response: a bounded buffer (like a WebSocket
-    connection's send queue) that the response loop drains."""
+    """A stream subscriber for one SSE response: a buffer bounded like a WebSocket connection's
+    send queue — at most `limit` chunks, and fewer than `max_bytes` unsent bytes counting the
+    transport's buffer — that the response loop drains. Over either bound the stream ends
+    (`on_overflow` closes the response's connection; the client resumes with Last-Event-ID)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int, on_overflow: Callable[[], None]) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self.items: deque[bytes] = deque()
+        self.queued_bytes = 0  # the chunks in `items`
+        self.transport_bytes = 0  # the transport's buffer after the last write
         self.overflowed = False
         self.ready = asyncio.Event()
+        self._on_overflow = on_overflow
+
+    @property
+    def replay_page(self) -> tuple[int, int]:
+        """One replay page, in frames and bytes: half of each bound (see `Connection`)."""
+        return max(1, self.limit // 2), max(1, self.max_bytes // 2)
 
     def deliver(self, frame: Frame) -> None:
         self.push(b"id: %d\nevent: %s\ndata: %s\n\n" % (frame.seq, frame.type.encode(), frame.data))
@@ -215,11 +227,30 @@ class SseSubscriber:
     def push(self, chunk: bytes) -> None:
         if self.overflowed:
             return
-        if len(self.items) >= self.limit:
-            self.overflowed = True  # the client reconnects with Last-Event-ID
-        else:
-            self.items.append(chunk)
+        if (
+            len(self.items) >= self.limit
+            or self.queued_bytes + self.transport_bytes >= self.max_bytes
+        ):
+            self.overflow()
+            return
+        self.items.append(chunk)
+        self.queued_bytes += len(chunk)
         self.ready.set()
+
+    def pop(self) -> bytes:
+        chunk = self.items.popleft()
+        self.queued_bytes -= len(chunk)
+        return chunk
+
+    def overflow(self) -> None:
+        """End the stream: drop what is queued and close the connection (the response loop
+        may be waiting on a client that does not read)."""
+        if not self.overflowed:
+            self.overflowed = True
+            self.items.clear()
+            self.queued_bytes = 0
+            self.ready.set()
+            self._on_overflow()
 
 
 def _resume_point(request: Request) -> int | None:
@@ -237,7 +268,12 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
     after_seq = _resume_point(request)
     epoch = request.args.get("epoch")
     await gateway.sessions.get_session(identity, session_id)  # 404 before the stream opens
-    subscriber = SseSubscriber(gateway.settings.ws_send_queue_max)
+    protocol = request.transport.get_protocol()
+    subscriber = SseSubscriber(
+        gateway.settings.ws_send_queue_max,
+        gateway.settings.ws_send_buffer_bytes,
+        on_overflow=protocol.close,  # flushes what it can, aborts after a grace period
+    )
     if after_seq is not None:
         gateway.metrics.replays.inc()
 
@@ -254,17 +290,38 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
         content_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    pager: ReplayPager | None = None
     try:
         try:
-            await gateway.sessions.join(
-                identity, subscriber, session_id, after_seq=after_seq, epoch=epoch, send=send
+            page_frames, page_bytes = subscriber.replay_page
+            pager = await gateway.sessions.join(
+                identity,
+                subscriber,
+                session_id,
+                after_seq=after_seq,
+                epoch=epoch,
+                send=send,
+                page_frames=page_frames,
+                page_bytes=page_bytes,
             )
         except GatewayError as exc:
             subscriber.push_event("error", exc.to_frame())
+        transport = request.transport
         idle = 0.0
         while not gateway.draining and not subscriber.overflowed:
             while subscriber.items:
-                await response.send(subscriber.items.popleft())
+                await response.send(subscriber.pop())
+                subscriber.transport_bytes = transport.get_write_buffer_size()
+            if pager is not None and not pager.attached:
+                # The rest of a long replay, a page at a time once the last one is written
+                # (`response.send` waits while the transport is above its high-water mark).
+                page = pager.next_page()
+                if page.gap:  # the window moved past this client while it read: too slow
+                    subscriber.overflow()
+                    break
+                for frame in page.frames:
+                    subscriber.deliver(frame)
+                continue
             subscriber.ready.clear()
             try:
                 await asyncio.wait_for(subscriber.ready.wait(), SSE_POLL_S)
@@ -274,7 +331,8 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
                 if idle >= SSE_KEEPALIVE_S:
                     await response.send(b": keep-alive\n\n")
                     idle = 0.0
-        await response.eof()
+        if not subscriber.overflowed:  # else the connection is closing under the response
+            await response.eof()
     finally:
         gateway.sessions.leave(session_id, subscriber)
     return None

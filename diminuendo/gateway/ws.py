@@ -205,6 +205,7 @@ async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
     connection = Connection(
         ws,
         send_queue_max=gateway.settings.ws_send_queue_max,
+        send_buffer_bytes=gateway.settings.ws_send_buffer_bytes,
         ip=request.client_ip,
         on_slow=gateway.metrics.slow_consumers.inc,
     )
@@ -475,14 +476,18 @@ class ClientSession:
                 self.conn.deliver(frame)
 
         self.conn.joined.add(message.session_id)
-        await self.gateway.sessions.join(
+        page_frames, page_bytes = self.conn.replay_page
+        pager = await self.gateway.sessions.join(
             self.conn.identity,
             self.conn,
             message.session_id,
             after_seq=message.after_seq,
             epoch=message.epoch,
             send=send,
+            page_frames=page_frames,
+            page_bytes=page_bytes,
         )
+        await self.conn.replay(pager)
 
     async def leave_session(self, message: m.LeaveSession) -> None:
         await self.gateway.sessions.get_session(self.conn.identity, message.session_id)

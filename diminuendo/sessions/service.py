@@ -15,6 +15,7 @@ accepts a turn, and drops the runtime's own start event for that turn.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -31,8 +32,9 @@ from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord, TokenUsage
 from diminuendo.sessions.budget import ReplayBudget
 from diminuendo.sessions.coalesce import DeltaCoalescer
+from diminuendo.sessions.replies import fit_history, room_for
 from diminuendo.sessions.state import IllegalTransition, SessionStatus, transition
-from diminuendo.sessions.stream import Replay, SessionStream, Subscriber
+from diminuendo.sessions.stream import Replay, ReplayPager, SessionStream, Subscriber
 from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
 from diminuendo.upstreams.resilience import backoff_delay
 from diminuendo.upstreams.unison import CasConflict, Entry, UnisonClient, sessions_namespace
@@ -93,6 +95,7 @@ class SessionService:
         replay_max_events: int = 10_000,
         replay_max_bytes: int = 8 * 1024 * 1024,
         replay_budget_bytes: int = 512 * 1024 * 1024,
+        reply_max_bytes: int = 1024 * 1024,
         broadcast: Callable[[str, dict[str, Any], Subscriber | None], None] | None = None,
     ) -> None:
         self.podium = podium
@@ -102,6 +105,7 @@ class SessionService:
         self.idle_timeout_s = idle_timeout_s
         self._replay_limits = {"max_events": replay_max_events, "max_bytes": replay_max_bytes}
         self.replay_budget = ReplayBudget(replay_budget_bytes)
+        self.reply_max_bytes = reply_max_bytes
         self._broadcast = broadcast or (lambda tenant, event, exclude: None)
         self.active: dict[str, ActiveSession] = {}
         self._records: OrderedDict[str, tuple[float, int, SessionRecord]] = OrderedDict()
@@ -527,14 +531,30 @@ class SessionService:
         after_seq: int | None,
         epoch: str | None,
         send: Callable[[dict[str, Any], Replay], None],
-    ) -> None:
+        page_frames: int | None = None,
+        page_bytes: int | None = None,
+    ) -> ReplayPager:
         """Subscribe and activate. `send(snapshot, replay)` is called synchronously right after
-        the stream attach so the caller enqueues snapshot → replay before any live frame."""
+        the stream attach so the caller enqueues snapshot → replay before any live frame.
+
+        With `page_frames`/`page_bytes`, `replay` is only the first page of what the subscriber
+        missed when it is longer than that: the returned pager is then not yet `attached`, and
+        the caller hands out its further pages as the subscriber drains
+        (`SessionStream.attach_page`). Without them the whole replay comes at once."""
         active = await self._ensure_active(identity, session_id)
-        replay = active.stream.attach(subscriber, after_seq, epoch)
+        pager = ReplayPager(
+            active.stream,
+            subscriber,
+            after_seq,
+            epoch,
+            max_frames=page_frames or sys.maxsize,
+            max_bytes=page_bytes or sys.maxsize,
+        )
+        replay = pager.next_page()
         active.subscribers.add(subscriber)
         send(self._snapshot(active, replay), replay)
         await self._activate(active)
+        return pager
 
     def _snapshot(self, active: ActiveSession, replay: Replay) -> dict[str, Any]:
         snapshot: dict[str, Any] = {
@@ -575,14 +595,29 @@ class SessionService:
                 "events": [],
                 "lastSeq": record.last_seq,
                 "gap": stale,
+                "hasMore": False,
             }
-        replay = active.stream.replay(after_seq, epoch, limit)
+        stream = active.stream
+        envelope = {
+            "type": "events",
+            "sessionId": session_id,
+            "epoch": stream.epoch,
+            "events": [],
+            "lastSeq": stream.last_seq,
+            "gap": False,
+            "hasMore": False,
+        }
+        # Each event also costs the comma before it.
+        room = room_for(envelope, self.reply_max_bytes) - limit
+        replay = stream.replay(after_seq, epoch, limit, max_bytes=room)
         return {
             "sessionId": session_id,
             "epoch": replay.epoch,
-            "events": [msgspec.json.decode(f.data) for f in replay.frames],
+            # Spliced into the reply as encoded: no decode and re-encode of every event.
+            "events": [msgspec.Raw(f.data) for f in replay.frames],
             "lastSeq": replay.last_seq,
             "gap": replay.gap,
+            "hasMore": replay.more,
         }
 
     # ----- turns ------------------------------------------------------------------------------
@@ -850,10 +885,15 @@ class SessionService:
         if not instance_id:
             return {"sessionId": session_id, "messages": [], "hasMore": False}
         body = await self.podium.messages(instance_id, limit=limit, before=before)
+        envelope = {"type": "history", "sessionId": session_id, "messages": [], "hasMore": True}
+        messages, trimmed = fit_history(
+            [_history_message(m) for m in body.get("messages", [])],
+            room_for(envelope, self.reply_max_bytes),
+        )
         return {
             "sessionId": session_id,
-            "messages": [_history_message(m) for m in body.get("messages", [])],
-            "hasMore": bool(body.get("has_more")),
+            "messages": messages,
+            "hasMore": trimmed or bool(body.get("has_more")),
         }
 
     async def _instance_id(self, identity: Identity, session_id: str) -> str | None:
@@ -892,6 +932,16 @@ class SessionService:
         body = await self.podium.file(instance_id, path, iteration=iteration)
         if body is None:
             raise GatewayError(ErrorCode.FILE_NOT_FOUND, session_id=session_id)
+        size = body.get("size")
+        if not isinstance(size, int):
+            size = len(body.get("content") or "")
+        if size > self.reply_max_bytes:
+            raise GatewayError(
+                ErrorCode.FILE_TOO_LARGE,
+                f"The file is {size} bytes; a reply holds at most {self.reply_max_bytes}",
+                session_id=session_id,
+                extra={"details": {"size": size}},
+            )
         content: dict[str, Any] = {
             "sessionId": session_id,
             "path": body.get("path", path),
