@@ -27,8 +27,8 @@ REQUEST_ID_ALLOWANCE = 8 + 6 * 64
 
 
 def room_for(envelope: dict[str, Any], max_bytes: int) -> int:
-    """Bytes left for a reply's list items once `envelope` (the reply with that list empty) and
-    the echoed request id are counted."""
+    """Bytes left for a reply's list items (and the commas between them) once `envelope` (the
+    reply with that list empty) and the echoed request id are counted."""
     return max_bytes - len(_encode(envelope)) - REQUEST_ID_ALLOWANCE
 
 
@@ -39,7 +39,7 @@ def fit_history(messages: list[dict[str, Any]], room: int) -> tuple[list[dict[st
     kept = 0
     used = 0
     for message in reversed(messages):
-        size = len(_encode(message)) + 1  # and the comma before it
+        size = len(_encode(message)) + (1 if kept else 0)  # the comma between two
         if used + size > room:
             break
         used += size
