@@ -242,6 +242,8 @@ async def cmd_events(client: DiminuendoClient, args: argparse.Namespace) -> int:
         else:  # the typed event without the optional fields the server left out
             data = {k: v for k, v in msgspec.to_builtins(event).items() if v is not None}
         print(msgspec.json.encode(data).decode())
+    if page.has_more and page.events:
+        print(f"more: continue with --after {page.events[-1].seq}", file=sys.stderr)
     return 0
 
 

@@ -173,12 +173,16 @@ class HistoryToolCall(_Shape):
 
 
 class HistoryMessage(_Shape):
+    """`truncated`: the message alone was larger than a reply, so `text` is cut (and
+    `tool_calls` may be left out); the durable transcript keeps it whole."""
+
     id: str
     role: str
     text: str
     turn_id: str | None = None
     ts: int | None = None
     tool_calls: list[HistoryToolCall] | None = None
+    truncated: bool | None = None
 
 
 class FileEntry(_Shape):
@@ -449,6 +453,7 @@ class _EventsBase(SessionEvent):
     epoch: str
     last_seq: int
     gap: bool
+    has_more: bool = False  # the reply stopped early (count or bytes): ask again from the last seq
 
 
 class _EventsFrame(_EventsBase, tag="events"):
@@ -459,8 +464,8 @@ class _EventsFrame(_EventsBase, tag="events"):
 
 
 class Events(_EventsBase, tag="events"):
-    """The reply to `get_events`: retained events after `afterSeq`, in seq order. A last event
-    below `last_seq` means there is more to fetch."""
+    """The reply to `get_events`: retained events after `afterSeq`, in seq order. `has_more`
+    means more retained events follow: ask again from the last event's seq."""
 
     events: list[Event]
 
@@ -604,6 +609,7 @@ def decode_event(data: str | bytes) -> Event:
             epoch=event.epoch,
             last_seq=event.last_seq,
             gap=event.gap,
+            has_more=event.has_more,
             events=[decode_event(raw) for raw in event.events],
         )
     return event

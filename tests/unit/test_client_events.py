@@ -187,6 +187,7 @@ SAMPLES: dict[str, tuple[type, dict[str, Any]]] = {
             "events": [{"type": "text_delta", **T, "text": "Hello"}],
             "lastSeq": 7,
             "gap": False,
+            "hasMore": True,
         },
     ),
     "file_list": (
