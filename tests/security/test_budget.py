@@ -50,15 +50,20 @@ def rss_bytes(pid: int) -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-async def fill_session(c: Client, deltas: int, pad: int = PAD) -> tuple[str, dict[str, Any]]:
-    """A `slow` session whose turn published about `deltas` events; returns (id, turn_complete).
-    `c` stays joined and has read the whole stream."""
+async def fill_session(c: Client, deltas: int, pad: int = PAD) -> tuple[str, int]:
+    """A `slow` session whose turn published about `deltas` events at full speed; returns (id,
+    last seq). `c` does not join: a burst of megabytes in a moment could make even a reading
+    client a slow consumer under the small budgets these tests set."""
     session_id = await new_session(c, "slow")
-    await join_ready(c, session_id)
     text = json.dumps({"deltas": deltas, "interval_ms": 0, "pad": pad})
     await c.request({"type": "run_turn", "sessionId": session_id, "text": text})
-    done = await c.recv_until("turn_complete", timeout=60)
-    return session_id, done[-1]
+    async with asyncio.timeout(60):
+        while True:
+            listing = await c.request({"type": "list_sessions"})
+            (meta,) = [s for s in listing["sessions"] if s["id"] == session_id]
+            if meta["status"] == "ready":
+                return session_id, meta["lastSeq"]
+            await asyncio.sleep(0.2)
 
 
 async def raw_reply(c: Client, message: dict[str, Any], request_id: str) -> tuple[str, dict]:
@@ -164,8 +169,7 @@ async def test_get_events_pages_by_reply_bytes(prod) -> None:
     cap = 64 * 1024
     p = prod(REPLY_MAX_BYTES="64KiB")
     async with p.client(p.token(), max_size=None) as c:
-        session_id, done = await fill_session(c, 200)
-        last_seq = done["seq"]
+        session_id, last_seq = await fill_session(c, 200)
         after, seqs, pages = 0, [], 0
         while True:
             request = {"type": "get_events", "sessionId": session_id, "afterSeq": after}
@@ -329,8 +333,7 @@ async def test_sse_resume_far_behind_replays_everything(prod) -> None:
     p = prod(WS_SEND_QUEUE_MAX="100", WS_SEND_BUFFER_BYTES="1MiB")
     token = p.token()
     async with p.client(token, max_size=None) as owner:
-        session_id, done = await fill_session(owner, 800)
-        last_seq = done["seq"]
+        session_id, last_seq = await fill_session(owner, 800)
         async with (
             p.http(token) as http,
             http.stream(
