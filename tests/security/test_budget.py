@@ -410,9 +410,10 @@ async def test_closing_with_handlers_in_flight_leaves_no_task(prod) -> None:
     back to back and close at once. With no connection left, the asyncio task count in
     `/health` returns to its baseline.
 
-    Before the fix: 64 tasks against a baseline of 6, with no connection left. The handler
-    stopped reading while Sanic still held received messages for it, and Sanic's tasks
-    delivering them waited forever for the handler to fetch them.
+    Before the fix: 64 tasks against a baseline of 6, with no connection left, on a loaded
+    machine (on a quiet one the churn often passes before the fix too: it takes a close that
+    overtakes the handler). The left tasks were Sanic's, each holding a message the client had
+    sent: the handler had stopped reading, and they waited forever for it to fetch them.
 
     (`close_timeout=1`: the client itself stops reading, so with many unread frames it may not
     see the gateway's close frame and waits out its close timeout.)"""
