@@ -542,6 +542,8 @@ class SessionService:
         the caller hands out its further pages as the subscriber drains
         (`SessionStream.attach_page`). Without them the whole replay comes at once."""
         active = await self._ensure_active(identity, session_id)
+        # Joining again restarts the subscription: live frames must not interleave with pages.
+        active.stream.detach(subscriber)
         pager = ReplayPager(
             active.stream,
             subscriber,
