@@ -18,6 +18,7 @@ to one major version in setup.cfg, and the backpressure and slow-consumer tests 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.protocol import OPEN
@@ -27,6 +28,7 @@ __all__ = [
     "stop_receiving",
     "text_frame_header",
     "unsent_bytes",
+    "wait_drained",
     "wait_writable",
     "writable",
     "write_ping",
@@ -90,6 +92,13 @@ def text_frame_header(length: int) -> bytes:
     if length < 65536:
         return _SHORT(0x81, 126, length)
     return _LONG(0x81, 127, length)
+
+
+async def wait_drained(protocol: Any) -> None:
+    """Return once the transport of a Sanic connection protocol (HTTP or WebSocket) is below its
+    low-water mark: Sanic pauses and resumes writing through its `_can_write` event. (For a
+    streamed HTTP response, e.g. SSE, whose `send` waits before writing, not after.)"""
+    await protocol._can_write.wait()
 
 
 async def wait_writable(ws: WebsocketImplProtocol) -> None:

@@ -23,6 +23,7 @@ from diminuendo.protocol import rest
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord
+from diminuendo.sanic_ws import wait_drained
 from diminuendo.sessions.stream import Frame, Replay, ReplayPager
 
 bp = Blueprint("rest")
@@ -291,10 +292,15 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
     pager: ReplayPager | None = None
+
+    async def page_in_the_loop(rest: ReplayPager) -> None:
+        nonlocal pager
+        pager = rest  # the loop below sends its pages as the response drains
+
     try:
         try:
             page_frames, page_bytes = subscriber.replay_page
-            pager = await gateway.sessions.join(
+            await gateway.sessions.join(
                 identity,
                 subscriber,
                 session_id,
@@ -303,6 +309,7 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
                 send=send,
                 page_frames=page_frames,
                 page_bytes=page_bytes,
+                replay_rest=page_in_the_loop,
             )
         except GatewayError as exc:
             subscriber.push_event("error", exc.to_frame())
@@ -313,8 +320,10 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
                 await response.send(subscriber.pop())
                 subscriber.transport_bytes = transport.get_write_buffer_size()
             if pager is not None and not pager.attached:
-                # The rest of a long replay, a page at a time once the last one is written
-                # (`response.send` waits while the transport is above its high-water mark).
+                # The rest of a long replay, a page at a time once the client has taken the
+                # last one.
+                await wait_drained(protocol)
+                subscriber.transport_bytes = transport.get_write_buffer_size()
                 page = pager.next_page()
                 if page.gap:  # the window moved past this client while it read: too slow
                     subscriber.overflow()

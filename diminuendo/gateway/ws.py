@@ -477,7 +477,7 @@ class ClientSession:
 
         self.conn.joined.add(message.session_id)
         page_frames, page_bytes = self.conn.replay_page
-        pager = await self.gateway.sessions.join(
+        await self.gateway.sessions.join(
             self.conn.identity,
             self.conn,
             message.session_id,
@@ -486,8 +486,8 @@ class ClientSession:
             send=send,
             page_frames=page_frames,
             page_bytes=page_bytes,
+            replay_rest=self.conn.replay,
         )
-        await self.conn.replay(pager)
 
     async def leave_session(self, message: m.LeaveSession) -> None:
         await self.gateway.sessions.get_session(self.conn.identity, message.session_id)

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -533,14 +533,17 @@ class SessionService:
         send: Callable[[dict[str, Any], Replay], None],
         page_frames: int | None = None,
         page_bytes: int | None = None,
+        replay_rest: Callable[[ReplayPager], Awaitable[None]] | None = None,
     ) -> ReplayPager:
         """Subscribe and activate. `send(snapshot, replay)` is called synchronously right after
         the stream attach so the caller enqueues snapshot → replay before any live frame.
 
         With `page_frames`/`page_bytes`, `replay` is only the first page of what the subscriber
-        missed when it is longer than that: the returned pager is then not yet `attached`, and
-        the caller hands out its further pages as the subscriber drains
-        (`SessionStream.attach_page`). Without them the whole replay comes at once."""
+        missed when it is longer than that: the pager is then not yet `attached`, and the
+        caller hands out its further pages as the subscriber drains
+        (`SessionStream.attach_page`) — in `replay_rest(pager)`, awaited after the activation
+        whether or not it succeeded (a failed activation still leaves the subscriber joined, as
+        an unpaged join does). Without them the whole replay comes at once."""
         active = await self._ensure_active(identity, session_id)
         # Joining again restarts the subscription: live frames must not interleave with pages.
         active.stream.detach(subscriber)
@@ -555,7 +558,11 @@ class SessionService:
         replay = pager.next_page()
         active.subscribers.add(subscriber)
         send(self._snapshot(active, replay), replay)
-        await self._activate(active)
+        try:
+            await self._activate(active)
+        finally:
+            if replay_rest is not None and not pager.attached:
+                await replay_rest(pager)
         return pager
 
     def _snapshot(self, active: ActiveSession, replay: Replay) -> dict[str, Any]:
