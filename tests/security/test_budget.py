@@ -95,9 +95,9 @@ async def test_clients_that_never_read_cannot_grow_memory(prod) -> None:
     """Five connections that never read each send `get_events {limit: 5000}` fifty times in nine
     seconds (within the rate limit) on a session holding thousands of events.
 
-    Before the fix: each reply was one frame of the whole window (~6 MB), queued without a byte
-    bound (the queue counted frames, 1,000), so RSS grew by hundreds of MB within a second and
-    the test stopped the flood at the limit; no connection was closed."""
+    Before the fix: each reply was one frame of the whole window (~8 MB), queued without a
+    byte bound (the queue counted frames, 1,000): RSS passed the limit (86 MiB against 69)
+    within two seconds, when the test stopped the flood, and no connection was closed."""
     budget = MiB
     p = prod(WS_SEND_BUFFER_BYTES="1MiB")
     token = p.token()
@@ -164,7 +164,7 @@ async def test_get_events_pages_by_reply_bytes(prod) -> None:
     """`get_events` stops at `REPLY_MAX_BYTES` with `hasMore: true`; asking again from the last
     seq walks the whole window without a hole (an event larger than the cap comes alone).
 
-    Before the fix: one reply carried every retained event (~1 MB here against a 64 KiB cap)
+    Before the fix: one reply carried every retained event (1.7 MB here against a 64 KiB cap)
     and had no `hasMore`."""
     cap = 64 * 1024
     p = prod(REPLY_MAX_BYTES="64KiB")
