@@ -15,7 +15,7 @@ from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from diminuendo import __version__
-from diminuendo.gateway import console, health, rest, rest_auth, rpc, ws
+from diminuendo.gateway import console, health, host_guard, rest, rest_auth, rpc, ws
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.headers import security_headers
 from diminuendo.gateway.openapi import register_components
@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> Sanic:
         }
     )
     app.ctx.settings = settings
+    host_guard.install(app, settings)
     # After the config (sanic-ext reads CORS_* and OAS_* from it now). Only the extensions the
     # gateway uses: the built-in dependency injection alone would add an `http.routing.after`
     # signal dispatch to every request, which TOUCHUP cannot remove.

@@ -119,8 +119,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         the cached body. Only the exact, common shape takes this path: one complete
         `GET /health` or `GET /api/health` over HTTP/1.1 with no body, no query, no Origin
         (so no CORS answer is due) and no `Connection: close`, arriving while no other request
-        is in progress on the connection, so responses cannot be reordered. Anything else
-        goes through Sanic unchanged.
+        is in progress on the connection, so responses cannot be reordered. In dev mode the
+        `Host` must also be one of the plain loopback names of `host_guard.probe_hosts`.
+        Anything else goes through Sanic unchanged (and there meets the dev-mode Host guard).
         """
         line_end = data.find(b"\r\n")
         if data[:line_end] not in HEALTH_REQUEST_LINES or self.recv_buffer:
@@ -133,9 +134,20 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         http = getattr(self, "_http", None)
         if http is not None and http.stage is not Stage.IDLE:
             return False
+        hosts = self.app.ctx.probe_hosts  # dev mode only: the DNS-rebinding guard
+        if hosts is not None and _first_host(lowered) not in hosts:
+            return False
         self.transport.write(self.app.ctx.gateway.health_probe_response())
         self._time = time.monotonic()  # Sanic's keep-alive timeout counts from here
         return True
+
+
+def _first_host(head: bytes) -> bytes:
+    """The first `Host` value of a lower-cased header block that starts with CRLF."""
+    start = head.find(b"\r\nhost:")
+    if start < 0:
+        return b""
+    return head[start + 7 : head.find(b"\r\n", start + 2)].strip()
 
 
 @bp.on_request
