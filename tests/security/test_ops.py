@@ -111,7 +111,7 @@ async def test_metrics_token_is_required_when_set(prod: Any) -> None:
             {"Authorization": "Bearer wrong-token-0123456789"},
             {"Authorization": "Bearer scrape-me-012345678"},  # a prefix of the token
             {"Authorization": "Basic c2NyYXBlLW1lLTAxMjM0NTY3ODk="},
-            {"Authorization": "Bearer scrape-me-0123456789é"},
+            {"Authorization": "Bearer scrape-me-0123456789é".encode()},
         ):
             refused = await http.get("/metrics", headers=headers)
             assert refused.status_code == 401, headers
