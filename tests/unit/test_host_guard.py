@@ -35,7 +35,7 @@ def test_loopback_names_and_addresses_with_any_port(header: str) -> None:
         "127.0.0.1.evil.example",
         "localhost:",
         "localhost:80x",
-        "localhost:８０",  # full-width digits are digits to str.isdigit
+        "localhost:\uff18\uff10",  # full-width digits are digits to str.isdigit
         "localhost:80:80",
         "::1",  # an IPv6 literal needs brackets
         "[::1",
