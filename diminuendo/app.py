@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from loguru import logger
@@ -28,7 +27,6 @@ from diminuendo.settings import Settings
 
 APP_NAME = "diminuendo"
 IDLE_SWEEP_INTERVAL_S = 30.0
-SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def create_app(settings: Settings) -> Sanic:
@@ -117,10 +115,7 @@ def create_app(settings: Settings) -> Sanic:
     @app.on_request
     async def request_context(request: Request) -> None:
         """Propagate a caller's X-Request-ID to upstream calls, if it is a safe token."""
-        incoming = request.headers.get("x-request-id", "")
-        context.request_id.set(
-            incoming if incoming and SAFE_REQUEST_ID.match(incoming) else context.new_request_id()
-        )
+        context.request_id.set(context.incoming_request_id(request.headers.get("x-request-id")))
         if request.path.startswith(("/api/", "/rpc")):
             rest_auth.check_csrf(request)
 

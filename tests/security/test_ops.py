@@ -148,10 +148,10 @@ async def _leaky_agent(turn: Any) -> None:
     raise RuntimeError(
         "upstream said no: api_key=sk-live-0123456789abcdefghij via "
         "https://svc:hunter2@models.internal/v1 Authorization: Bearer "
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl\n"
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl in /srv/podium/runtime/agent.py\n"
         'Traceback (most recent call last):\n  File "/srv/podium/runtime/agent.py", line 3\n'
-        + "x"
-        * 2000
+        + "detail "
+        * 300
     )
 
 
@@ -187,8 +187,8 @@ async def test_turn_error_messages_from_the_runtime_are_redacted(
     gateway_on_leaky_podium: Gateway,
 ) -> None:
     """Before the fix: the agent's exception text reached every client of the session verbatim:
-    an API key, URL credentials, a bearer JWT, a traceback with a server path, 2,000 more
-    characters, and the runtime's own code `AGENT_ERROR`, which is not a §12 code."""
+    an API key, URL credentials, a bearer JWT, a server path, a traceback, 2,100 characters in
+    all, and the runtime's own code `AGENT_ERROR`, which is not a §12 code."""
     async with client(gateway_on_leaky_podium.ws_url) as c:
         created = await c.request({"type": "create_session", "agentType": "echo"})
         session_id = created["session"]["id"]
@@ -215,3 +215,19 @@ def check_config(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[
         text=True,
         timeout=60,
     )
+
+
+# --- 19: a caller's X-Request-ID is propagated only when all of it is a safe token -------------
+
+
+def test_a_request_id_with_a_final_newline_is_replaced_not_propagated(start_gateway: Any) -> None:
+    """The caller's X-Request-ID travels to Podium, Ensemble and Unison. Before the fix the
+    shape check was `^…$` with `re.match`, and `$` also matches before a final newline, so
+    `abc\\n` (which Sanic passes on) was propagated: httpx refused to send the upstream request
+    and the listing failed with 503 UPSTREAM_UNAVAILABLE, each time counting as an upstream
+    failure towards the circuit breaker that every tenant shares."""
+    gw = start_gateway()
+    request = "GET /api/threads HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: abc\n\r\n\r\n"
+    statuses = [raw_status(gw.port, request)[0] for _ in range(6)]  # > the breaker's 5
+    assert statuses == [200] * 6
+    assert raw_status(gw.port, "GET /api/threads HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")[0] == 200
