@@ -4,6 +4,7 @@ agent fails with a leaky message, and the real CLI for configuration refusals.""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from diminuendo.local import agents
-from diminuendo.local.ports import free_ports
+from diminuendo.local.ports import free_port
 from diminuendo.local.stack import LocalStack, LocalStackConfig
 from tests.conftest import LOCAL_KEY, Gateway, Stack, client, gateway_process
 
@@ -161,7 +162,7 @@ async def leaky_podium(
 ) -> AsyncIterator[LocalStackConfig]:
     """A Podium stand-in in this process whose `echo` agent fails with secrets in its error."""
     monkeypatch.setitem(agents.AGENTS, "echo", _leaky_agent)
-    (port,) = free_ports(1)
+    port = free_port()
     config = LocalStackConfig(
         data_dir=tmp_path, podium_port=port, api_key=LOCAL_KEY, services=("podium",)
     )
@@ -206,15 +207,81 @@ async def test_turn_error_messages_from_the_runtime_are_redacted(
 # --- 17: plain-http upstreams to other hosts are refused ---------------------------------------
 
 
-def check_config(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+PRODUCTION = {
+    "AUTH0_DOMAIN": "acme.eu.auth0.com",
+    "AUTH0_AUDIENCE": "https://api.acme.test",
+    "PODIUM_URL": "https://podium.internal",
+    "PODIUM_API_KEY": "pk-secret-value",
+    "PODIUM_SECRETS_KEY": "sk-secret-value",
+    "ENSEMBLE_URL": "https://ensemble.internal",
+    "ENSEMBLE_API_KEY": "ek-secret-value",
+    "UNISON_URL": "https://unison.internal",
+    "UNISON_API_KEY": "uk-secret-value",
+}
+# `.invalid` names never resolve (RFC 6761): a gateway that wrongly starts reaches nothing.
+PLAIN = {
+    "PODIUM_URL": "http://podium.invalid:8002",
+    "ENSEMBLE_URL": "http://ensemble.invalid",
+    "UNISON_URL": "http://unison.invalid:8005",
+}
+
+
+def cli(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "diminuendo", "check-config"],
+        [sys.executable, "-m", "diminuendo", command],
         env={"PATH": os.environ["PATH"], **env},
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_plain_http_upstreams_on_other_hosts_are_refused(command: str, tmp_path: Path) -> None:
+    """Every upstream call carries that upstream's API key in a header. Before the fix
+    `http://podium.internal` was accepted and `serve` started, sending the keys in clear over
+    the network."""
+    bind = {"HOST": "127.0.0.1", "PORT": str(free_port())}
+    done = cli(command, {**PRODUCTION, **PLAIN, **bind}, tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3, lines
+    for line, name in zip(lines, PLAIN, strict=True):
+        assert line.startswith(f"config error: {name}: ")
+        assert "ALLOW_INSECURE_UPSTREAMS=true" in line and "https://" in line
+    assert "secret-value" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_plain_http_upstreams_are_allowed_when_the_operator_says_so(tmp_path: Path) -> None:
+    done = cli(
+        "check-config", {**PRODUCTION, **PLAIN, "ALLOW_INSECURE_UPSTREAMS": "true"}, tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["PODIUM_URL"] == PLAIN["PODIUM_URL"]
+
+
+def test_plain_http_to_loopback_and_https_anywhere_are_fine(tmp_path: Path) -> None:
+    local = {
+        "PODIUM_URL": "http://127.0.0.1:8002",
+        "ENSEMBLE_URL": "http://localhost:8004",
+        "UNISON_URL": "http://[::1]:8005",
+    }
+    assert cli("check-config", {**PRODUCTION, **local}, tmp_path).returncode == 0
+    assert cli("check-config", PRODUCTION, tmp_path).returncode == 0
+
+
+def test_otel_endpoint_over_plain_http_is_refused_only_with_credentials(tmp_path: Path) -> None:
+    """Spans carry no key, so a collector at http://otel-collector:4318 is fine; but with
+    OTEL_EXPORTER_OTLP_HEADERS (an `Authorization` for a hosted collector, say) every export
+    would send that header in clear."""
+    collector = {**PRODUCTION, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel.invalid:4318"}
+    assert cli("check-config", collector, tmp_path).returncode == 0
+    for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        done = cli("check-config", {**collector, variable: "authorization=Bearer k"}, tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("config error: OTEL_EXPORTER_OTLP_ENDPOINT: ")
+        assert variable in done.stderr and "Bearer k" not in done.stderr
 
 
 # --- 19: a caller's X-Request-ID is propagated only when all of it is a safe token -------------
