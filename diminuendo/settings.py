@@ -311,6 +311,9 @@ _VARS = (
     _Var("EDGE_ADAPTERS", "edge_adapters", _parse_edges),
 )
 
+# Every variable the gateway reads: `ssm-env` exports no other name (besides AWS_*, OTEL_*).
+SETTING_NAMES = frozenset(var.name for var in _VARS)
+
 _UPSTREAMS = (
     ("PODIUM", "podium_url", "podium_api_key"),
     ("ENSEMBLE", "ensemble_url", "ensemble_api_key"),
