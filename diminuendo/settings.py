@@ -113,7 +113,8 @@ class Settings:
     edge_adapters: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        """The effective configuration for `check-config`, with every secret replaced."""
+        """The effective configuration for `check-config`, with every secret replaced, keyed by
+        the variable an operator sets (`AUTH_CLOCK_LEEWAY`, not the field `auth_clock_leeway_s`)."""
         described: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -123,7 +124,7 @@ class Settings:
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            described[f.name.upper()] = value
+            described[_VAR_NAMES[f.name]] = value
         return described
 
 
@@ -313,6 +314,7 @@ _VARS = (
 
 # Every variable the gateway reads: `ssm-env` exports no other name (besides AWS_*, OTEL_*).
 SETTING_NAMES = frozenset(var.name for var in _VARS)
+_VAR_NAMES = {var.attr: var.name for var in _VARS}
 
 _UPSTREAMS = (
     ("PODIUM", "podium_url", "podium_api_key"),

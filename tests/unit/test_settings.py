@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from diminuendo.settings import ConfigError, load_settings
+from diminuendo.settings import _VARS, ConfigError, load_settings
 
 PROD = {
     "AUTH0_DOMAIN": "acme.eu.auth0.com",
@@ -154,3 +154,9 @@ def test_dev_mode_keeps_the_upstream_rule() -> None:
         load({"DEV_MODE": "true", "UNISON_URL": "http://unison.lan:8005"})
     assert [p.split(":")[0] for p in err.value.problems] == ["UNISON_URL"]
     assert load({"DEV_MODE": "true"}).unison_url == "http://127.0.0.1:8005"
+
+
+def test_check_config_names_each_setting_by_its_variable() -> None:
+    described = load(PROD).describe()
+    assert set(described) == {var.name for var in _VARS}  # every field has its variable
+    assert described["AUTH_CLOCK_LEEWAY"] == 30.0 and described["SESSION_IDLE_TIMEOUT"] == 900.0
