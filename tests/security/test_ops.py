@@ -72,6 +72,24 @@ def test_dev_mode_refuses_requests_for_a_foreign_host(gateway: Gateway, host: st
     assert status == 403 and b'"FORBIDDEN"' in body
 
 
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "GET /api/threads HTTP/1.1\r\n\r\n",  # no Host at all
+        "GET /api/threads HTTP/1.0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n",  # the dev console
+        "GET /metrics HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        "POST /rpc HTTP/1.1\r\nHost: evil.example\r\nContent-Type: application/json\r\n"
+        'Content-Length: 53\r\n\r\n{"jsonrpc":"2.0","id":1,"method":"conversation/list"}',
+        "OPTIONS /api/threads HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n"
+        "Access-Control-Request-Method: POST\r\n\r\n",
+    ],
+)
+def test_dev_mode_host_rule_covers_every_route(gateway: Gateway, request_text: str) -> None:
+    status, body = raw_status(gateway.port, request_text)
+    assert status == 403 and b'"FORBIDDEN"' in body, (status, body)
+
+
 @pytest.mark.parametrize("host", ("localhost", "127.0.0.1", "[::1]", "LOCALHOST", "127.0.0.2"))
 def test_dev_mode_answers_loopback_hosts_with_any_port(gateway: Gateway, host: str) -> None:
     for with_port in (host, f"{host}:{gateway.port}"):
