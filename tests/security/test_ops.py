@@ -19,6 +19,7 @@ from diminuendo.local import agents
 from diminuendo.local.ports import free_port
 from diminuendo.local.stack import LocalStack, LocalStackConfig
 from tests.conftest import LOCAL_KEY, Gateway, Stack, client, gateway_process
+from tests.unit.test_settings import PROD as PRODUCTION  # a valid production configuration
 
 FOREIGN_HOSTS = ("evil.example", "evil.example:8001", "127.0.0.1.evil.example", "localhost.evil")
 
@@ -225,17 +226,6 @@ async def test_turn_error_messages_from_the_runtime_are_redacted(
 # --- 17: plain-http upstreams to other hosts are refused ---------------------------------------
 
 
-PRODUCTION = {
-    "AUTH0_DOMAIN": "acme.eu.auth0.com",
-    "AUTH0_AUDIENCE": "https://api.acme.test",
-    "PODIUM_URL": "https://podium.internal",
-    "PODIUM_API_KEY": "pk-secret-value",
-    "PODIUM_SECRETS_KEY": "sk-secret-value",
-    "ENSEMBLE_URL": "https://ensemble.internal",
-    "ENSEMBLE_API_KEY": "ek-secret-value",
-    "UNISON_URL": "https://unison.internal",
-    "UNISON_API_KEY": "uk-secret-value",
-}
 # `.invalid` names never resolve (RFC 6761): a gateway that wrongly starts reaches nothing.
 PLAIN = {
     "PODIUM_URL": "http://podium.invalid:8002",
