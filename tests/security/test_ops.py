@@ -221,6 +221,7 @@ async def test_turn_error_messages_from_the_runtime_are_redacted(
     assert len(error["message"]) <= 500
     for leak in LEAKS:
         assert leak not in error["message"], leak
+    assert not any(secret in gateway_on_leaky_podium.output() for secret in LEAKS[:3])
 
 
 # --- 17: plain-http upstreams to other hosts are refused ---------------------------------------
