@@ -15,6 +15,8 @@ covers the WebSocket upgrade and CORS preflights. The health probe's fast path
 
 from __future__ import annotations
 
+import re
+
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
@@ -27,31 +29,19 @@ REFUSAL = (
 )
 # Runs before every other request middleware (CSRF, the upgrade guard, …).
 PRIORITY = 1000
+# name-or-[IPv6] then an optional ASCII port; what the name is, `is_loopback` decides.
+_HOST = re.compile(r"(?:\[(?P<ipv6>[0-9a-f:.]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]+)?")
 
 
 def loopback_host(header: str) -> bool:
     """Whether a `Host` header value names a loopback host: `localhost`, a loopback IPv4
     address, or a bracketed loopback IPv6 address, each with an optional numeric port."""
-    value = header.strip().lower()
-    if value.startswith("["):
-        name, bracket, port = value[1:].partition("]")
-        if not bracket:
-            return False
-        if port:
-            if port[0] != ":":
-                return False
-            port = port[1:]
-            if not port:
-                return False
-        if ":" not in name:  # brackets hold IPv6 literals only
-            return False
-    else:
-        name, colon, port = value.partition(":")
-        if colon and not port:
-            return False
-    if port and not (port.isascii() and port.isdigit()):
+    match = _HOST.fullmatch(header.strip().lower())
+    if match is None:
         return False
-    return is_loopback(name)
+    if match["ipv6"] is not None:
+        return ":" in match["ipv6"] and is_loopback(match["ipv6"])
+    return is_loopback(match["name"])
 
 
 def guarded(settings: Settings) -> bool:

@@ -89,6 +89,7 @@ def test_dev_mode_refuses_requests_for_a_foreign_host(gateway: Gateway, host: st
 def test_dev_mode_host_rule_covers_every_route(gateway: Gateway, request_text: str) -> None:
     status, body = raw_status(gateway.port, request_text)
     assert status == 403 and b'"FORBIDDEN"' in body, (status, body)
+    assert b"DEV_MODE_ALLOW_REMOTE" in body  # the Host rule answered, before any other check
 
 
 @pytest.mark.parametrize("host", ("localhost", "127.0.0.1", "[::1]", "LOCALHOST", "127.0.0.2"))
