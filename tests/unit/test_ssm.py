@@ -341,13 +341,19 @@ SAFE = {
 
 @pytest.mark.parametrize("fmt", ssm.FORMATS)
 def test_only_settings_and_aws_otel_names_are_exported(
-    moto_ssm: Any, capsys: pytest.CaptureFixture[str], fmt: str, tmp_path: Path
+    moto_ssm: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    tmp_path: Path,
 ) -> None:
     """Whoever can write the parameter store must not choose what the gateway process runs.
     Before the fix every name was exported: `LD_PRELOAD` and `PYTHONPATH` load code into the
     gateway, `PATH` changes what start.sh execs, `DEV_MODE` turns authentication off."""
     for name, value in {**UNSAFE, **SAFE}.items():
         put(moto_ssm, f"{PATH}{name.lower().replace('_', '-')}", value, secure=True)
+    for name in SAFE:
+        monkeypatch.delenv(name, raising=False)  # else the environment would win
     target = tmp_path / "out"
 
     code, out, err = run_main(capsys, "--path", PATH, "--format", fmt, "--output", str(target))
