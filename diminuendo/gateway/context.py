@@ -58,8 +58,8 @@ class Gateway:
         self.podium = PodiumClient(self._http["podium"], settings.podium_api_key)
         self.ensemble = EnsembleClient(self._http["ensemble"])
         self.unison = UnisonClient(self._http["unison"])
-        self.members = MemberService(self.unison)
         self.hub = Hub(settings.ws_heartbeat_interval_s, idle_timeout_s=settings.ws_idle_timeout_s)
+        self.members = MemberService(self.unison, on_role_change=self.hub.update_role)
         self.rest_limits = KeyedWindows(*settings.ws_rate_limit)
         self.sessions = SessionService(
             podium=self.podium,

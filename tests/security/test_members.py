@@ -135,6 +135,30 @@ async def test_concurrent_removal_of_the_two_owners_leaves_one(prod: Any) -> Non
             assert any(forbidden(r) for r in replies), replies
 
 
+async def test_two_instances_removing_the_two_owners_at_once_leave_one(prod: Any) -> None:
+    """The guard across gateway instances is Unison, not a lock in one process: two gateways
+    (one Unison) remove the tenant's two owners from each other at once, five times over.
+
+    Before the fix: zero owners, as on one instance. With only the per-tenant lock it would
+    still be zero owners here; the re-check after the write keeps at least one (when both
+    instances re-check before either undoes, both undo and both answer FORBIDDEN)."""
+    first, second = prod(WS_RATE_LIMIT="1000/10s"), prod(WS_RATE_LIMIT="1000/10s")
+    for _ in range(5):
+        tenant, o1, o2 = new_tenant(), new_user(), new_user()
+        async with (
+            first.client(first.token(o1, tenant, "owner")) as c1,
+            second.client(second.token(o2, tenant, "owner")) as c2,
+        ):
+            assert ok(await manage(c1, "add", o1, "owner"))
+            assert ok(await manage(c1, "add", o2, "owner"))
+            replies = await at_once([(c1, change("remove", o2)), (c2, change("remove", o1))])
+            owners = [u for u, r in (await members(c1)).items() if r == "owner"]
+            assert all(ok(r) or forbidden(r) for r in replies), replies
+            assert any(forbidden(r) for r in replies), replies
+            # Both may be refused (each undid its own removal); never both carried out.
+            assert len(owners) == 2 - sum(map(ok, replies)) >= 1, (owners, replies)
+
+
 async def test_role_changes_reach_open_sockets_at_once(prod: Any) -> None:
     """Before the fix: a demoted (or removed) developer kept creating sessions on its open
     socket; only a new authentication picked up the member record."""
