@@ -17,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from diminuendo.auth.identity import Role, sees_only_own_sessions
+from diminuendo.auth.policy import may_read_session
 from diminuendo.gateway.connection import Connection
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.sessions.stream import Subscriber
@@ -32,6 +34,9 @@ class Hub:
         self.keepalive_interval_s = min(30.0, idle_timeout_s / 3)
         self.connections: set[Connection] = set()
         self._by_tenant: dict[str, set[Connection]] = defaultdict(set)
+        # Per tenant, the connections whose role reads only their own sessions (guests): the
+        # few a lifecycle broadcast must check; everyone else in the tenant may read every one.
+        self._own_only: dict[str, set[Connection]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Kept in step rather than counted, so /health and /metrics cost O(1) per scrape.
         self.authenticated_count = 0
@@ -43,6 +48,7 @@ class Hub:
         assert connection.identity is not None
         self._by_tenant[connection.identity.tenant_id].add(connection)
         self.authenticated_count += 1
+        self._track_read_scope(connection)
 
     def remove(self, connection: Connection) -> None:
         if connection not in self.connections:
@@ -55,15 +61,51 @@ class Hub:
                 tenant.discard(connection)
                 if not tenant:
                     del self._by_tenant[connection.identity.tenant_id]
+            self._track_read_scope(connection, gone=True)
 
-    def broadcast(self, tenant_id: str, event: dict[str, Any], exclude: Subscriber | None) -> None:
-        """Send a lifecycle event to the tenant's connections (never another tenant's)."""
+    def update_role(self, tenant_id: str, user_id: str, role: Role | None) -> None:
+        """A member record changed (`role` None: removed): that user's open connections here
+        take the role at once, so their next permission check and broadcast use it."""
+        for connection in self._by_tenant.get(tenant_id, ()):
+            identity = connection.identity
+            if identity is not None and identity.user_id == user_id:
+                connection.identity = identity.with_member_role(role)
+                self._track_read_scope(connection)
+
+    def identity_changed(self, connection: Connection) -> None:
+        """The connection re-authenticated as the same user, maybe with another role."""
+        self._track_read_scope(connection)
+
+    def _track_read_scope(self, connection: Connection, gone: bool = False) -> None:
+        assert connection.identity is not None
+        tenant = connection.identity.tenant_id
+        if not gone and sees_only_own_sessions(connection.identity.role):
+            self._own_only.setdefault(tenant, set()).add(connection)
+            return
+        own_only = self._own_only.get(tenant)
+        if own_only is not None:
+            own_only.discard(connection)
+            if not own_only:
+                del self._own_only[tenant]
+
+    def broadcast(
+        self, tenant_id: str, owner_id: str, event: dict[str, Any], exclude: Subscriber | None
+    ) -> None:
+        """Send a lifecycle event about a session of `owner_id` to the tenant's connections that
+        may read it (`auth.policy.may_read_session`), never another tenant's. Only the tenant's
+        guests are checked one by one; the cost for everyone else is the loop itself."""
         targets = self._by_tenant.get(tenant_id)
         if not targets:
             return
+        own_only = self._own_only.get(tenant_id)
+        hidden = (
+            {c for c in own_only if not may_read_session(c.identity, tenant_id, owner_id)}
+            if own_only
+            else ()
+        )
         data = None
         for connection in targets:
-            if connection is exclude:
+            if connection is exclude or (hidden and connection in hidden):
                 continue
             if data is None:
                 data = encode_frame(event)

@@ -395,6 +395,7 @@ class ClientSession:
             )
         else:
             self.conn.identity = identity
+            self.gateway.hub.identity_changed(self.conn)
         self._reply({"type": "authenticated", "identity": identity.to_wire()}, message.id)
 
     async def list_sessions(self, message: m.ListSessions) -> None:

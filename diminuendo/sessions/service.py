@@ -25,7 +25,8 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from diminuendo.auth.identity import Identity, sees_only_own_sessions
+from diminuendo.auth.identity import Identity
+from diminuendo.auth.policy import may_read_session
 from diminuendo.mapping import Unknown, map_event
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord, TokenUsage
@@ -44,6 +45,10 @@ PERSIST_CONCURRENCY = 16
 PERSIST_DEBOUNCE_S = 0.2
 PERSIST_RETRIES = 20  # with backoff capped at 5 s: about a minute of Unison outage
 _BUSY = (SessionStatus.RUNNING, SessionStatus.WAITING)
+
+Broadcast = Callable[[str, str, dict[str, Any], Subscriber | None], None]
+"""`(tenant_id, owner_id, event, exclude)`: a lifecycle event about a session of `owner_id`, for
+the tenant's connections that may read it (`Hub.broadcast`)."""
 
 
 def now_ms() -> int:
@@ -93,7 +98,7 @@ class SessionService:
         replay_max_events: int = 10_000,
         replay_max_bytes: int = 8 * 1024 * 1024,
         replay_budget_bytes: int = 512 * 1024 * 1024,
-        broadcast: Callable[[str, dict[str, Any], Subscriber | None], None] | None = None,
+        broadcast: Broadcast | None = None,
     ) -> None:
         self.podium = podium
         self.unison = unison
@@ -102,7 +107,7 @@ class SessionService:
         self.idle_timeout_s = idle_timeout_s
         self._replay_limits = {"max_events": replay_max_events, "max_bytes": replay_max_bytes}
         self.replay_budget = ReplayBudget(replay_budget_bytes)
-        self._broadcast = broadcast or (lambda tenant, event, exclude: None)
+        self._broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
         self.active: dict[str, ActiveSession] = {}
         self._records: OrderedDict[str, tuple[float, int, SessionRecord]] = OrderedDict()
         self._listings: OrderedDict[str, list[Entry]] = OrderedDict()
@@ -143,9 +148,7 @@ class SessionService:
                     record = msgspec.convert(entry.value, SessionRecord)
                     version = entry.version
                     self._remember(record, version)
-        if record.tenant_id != identity.tenant_id or (
-            sees_only_own_sessions(identity.role) and record.owner_id != identity.user_id
-        ):
+        if not may_read_session(identity, record.tenant_id, record.owner_id):
             raise GatewayError(ErrorCode.SESSION_NOT_FOUND, session_id=session_id)
         return record, version
 
@@ -266,6 +269,12 @@ class SessionService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _announce(
+        self, record: SessionRecord, event: dict[str, Any], requester: Subscriber | None
+    ) -> None:
+        """A lifecycle event for the tenant's other connections that may read the session."""
+        self._broadcast(record.tenant_id, record.owner_id, event, requester)
+
     # ----- listing and lifecycle --------------------------------------------------------------
 
     async def list_sessions(
@@ -289,7 +298,7 @@ class SessionService:
             record = msgspec.convert(entry.value, SessionRecord)
             if record.archived and not include_archived:
                 continue
-            if sees_only_own_sessions(identity.role) and record.owner_id != identity.user_id:
+            if not may_read_session(identity, record.tenant_id, record.owner_id):
                 continue
             sessions.append(self._live_view(record))
         sessions.sort(key=lambda s: s["lastActivityAt"], reverse=True)
@@ -329,7 +338,7 @@ class SessionService:
         )
         await self._write(record, None, identity.user_id)
         wire = self._live_view(record)
-        self._broadcast(identity.tenant_id, {"type": "session_created", "session": wire}, requester)
+        self._announce(record, {"type": "session_created", "session": wire}, requester)
         return wire
 
     async def rename_session(
@@ -338,8 +347,9 @@ class SessionService:
         def rename(record: SessionRecord) -> None:
             record.name = name
 
-        wire = self._live_view(await self._update(identity, session_id, rename))
-        self._broadcast(identity.tenant_id, {"type": "session_updated", "session": wire}, requester)
+        record = await self._update(identity, session_id, rename)
+        wire = self._live_view(record)
+        self._announce(record, {"type": "session_updated", "session": wire}, requester)
         return wire
 
     async def set_archived(
@@ -352,10 +362,10 @@ class SessionService:
         def archive(record: SessionRecord) -> None:
             record.archived = archived
 
-        wire = self._live_view(await self._update(identity, session_id, archive))
+        record = await self._update(identity, session_id, archive)
         kind = "session_archived" if archived else "session_unarchived"
-        self._broadcast(identity.tenant_id, {"type": kind, "sessionId": session_id}, requester)
-        return wire
+        self._announce(record, {"type": kind, "sessionId": session_id}, requester)
+        return self._live_view(record)
 
     async def delete_session(
         self, identity: Identity, session_id: str, requester: Subscriber | None = None
@@ -373,9 +383,7 @@ class SessionService:
             sessions_namespace(identity.tenant_id), session_id, actor=identity.user_id
         )
         self._records.pop(session_id, None)
-        self._broadcast(
-            identity.tenant_id, {"type": "session_deleted", "sessionId": session_id}, requester
-        )
+        self._announce(record, {"type": "session_deleted", "sessionId": session_id}, requester)
 
     # ----- activation -------------------------------------------------------------------------
 
