@@ -104,6 +104,14 @@ class Gateway:
             sessions_by_state=self.sessions_by_state,
             events_published=lambda: self.sessions.events_published,
         )
+        self.metrics.cache_gauges(
+            {
+                "deployments": lambda: self.podium.cache_sizes()["deployments"],
+                "unknown_agent_types": lambda: self.podium.cache_sizes()["unknown_agent_types"],
+                "member_roles": lambda: self.members.cached_roles,
+                "session_records": lambda: self.sessions.cached_records,
+            }
+        )
 
     def __repr__(self) -> str:
         return f"Gateway(dev_mode={self.settings.dev_mode})"

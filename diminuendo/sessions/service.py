@@ -120,6 +120,11 @@ class SessionService:
     def __repr__(self) -> str:
         return f"SessionService(active={len(self.active)})"
 
+    @property
+    def cached_records(self) -> int:
+        """Session records held for reads (bounded by RECORD_CACHE_ENTRIES)."""
+        return len(self._records)
+
     # ----- records (Unison) -------------------------------------------------------------------
 
     async def _record(self, identity: Identity, session_id: str) -> tuple[SessionRecord, int]:
