@@ -66,6 +66,7 @@ class Gateway:
             unison=self.unison,
             secrets_key=settings.podium_secrets_key,
             max_active_sessions=settings.max_active_sessions,
+            max_active_sessions_per_tenant=settings.max_active_sessions_per_tenant,
             idle_timeout_s=settings.session_idle_timeout_s,
             replay_max_events=settings.replay_max_events,
             replay_max_bytes=settings.replay_max_bytes,

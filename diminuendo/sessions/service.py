@@ -31,6 +31,7 @@ from diminuendo.mapping import Unknown, map_event
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord, TokenUsage
 from diminuendo.sessions.budget import ReplayBudget
+from diminuendo.sessions.capacity import Admission, Limits, admission, choose_victim
 from diminuendo.sessions.coalesce import DeltaCoalescer
 from diminuendo.sessions.state import IllegalTransition, SessionStatus, transition
 from diminuendo.sessions.stream import Replay, SessionStream, Subscriber
@@ -80,6 +81,7 @@ class ActiveSession:
     dirty: bool = False
     deltas: DeltaCoalescer = field(default_factory=DeltaCoalescer)
     delta_timer: asyncio.TimerHandle | None = None
+    holds_slot: bool = False  # counted against MAX_ACTIVE_SESSIONS and its tenant's quota
 
     @property
     def idle(self) -> bool:
@@ -94,6 +96,7 @@ class SessionService:
         unison: UnisonClient,
         secrets_key: str = "",
         max_active_sessions: int = 5000,
+        max_active_sessions_per_tenant: int = 1000,
         idle_timeout_s: float = 900.0,
         replay_max_events: int = 10_000,
         replay_max_bytes: int = 8 * 1024 * 1024,
@@ -103,7 +106,11 @@ class SessionService:
         self.podium = podium
         self.unison = unison
         self._secrets_key = secrets_key
-        self.max_active_sessions = max_active_sessions
+        self.capacity = Limits(max_active_sessions, max_active_sessions_per_tenant)
+        # Active sessions per tenant (only tenants holding some) and in all, kept in step by
+        # _take_slot/_free_slot so admitting a session costs no walk over every session.
+        self._held: dict[str, int] = {}
+        self._held_total = 0
         self.idle_timeout_s = idle_timeout_s
         self._replay_limits = {"max_events": replay_max_events, "max_bytes": replay_max_bytes}
         self.replay_budget = ReplayBudget(replay_budget_bytes)
@@ -378,6 +385,7 @@ class SessionService:
         record, _ = await self._record(identity, session_id)
         active = self.active.pop(session_id, None)
         if active is not None:
+            self._free_slot(active)
             active.stream.close()
             if active.runtime is not None:
                 await active.runtime.close()
@@ -418,7 +426,9 @@ class SessionService:
             if active.status in (SessionStatus.READY, *_BUSY):
                 return
             self._refuse_when_draining()
-            await self._make_room(active)
+            victim = self._admit(active)
+            if victim is not None:
+                await self.deactivate(victim, "capacity")
             self._publish_state(active, SessionStatus.ACTIVATING)
             if active.runtime is not None:  # left over from a failed turn
                 await active.runtime.close()
@@ -478,22 +488,56 @@ class SessionService:
         await runtime.open()
         return runtime
 
-    async def _make_room(self, joining: ActiveSession) -> None:
-        holding = [
-            a
-            for a in self.active.values()
-            if a is not joining and a.status != SessionStatus.INACTIVE
-        ]
-        if len(holding) < self.max_active_sessions:
+    def _admit(self, joining: ActiveSession) -> ActiveSession | None:
+        """Take a capacity slot for `joining` (sessions/capacity.py), or raise QUOTA_EXCEEDED /
+        CAPACITY_EXCEEDED. Returns the idle session to deactivate for it, if one must go.
+        Synchronous, so concurrent activations never count the same free slot twice."""
+        if joining.holds_slot:
+            return None
+        tenant = joining.record.tenant_id
+        need = admission(tenant, self._held, self._held_total, self.capacity)
+        victim = None
+        if need is not Admission.ADMIT:
+            idle = (
+                (a.record.tenant_id, a.last_used, a)
+                for a in self.active.values()
+                if a.holds_slot and a.idle and not a.lock.locked()
+            )
+            victim = choose_victim(tenant, self._held, idle, need)
+            if victim is None and need is Admission.FREE_OWN:
+                raise GatewayError(
+                    ErrorCode.QUOTA_EXCEEDED,
+                    f"Your tenant has {self._held.get(tenant, 0)} active sessions, its limit;"
+                    " leave one and it becomes free for another",
+                )
+            if victim is None:
+                raise GatewayError(ErrorCode.CAPACITY_EXCEEDED)
+            self._free_slot(victim)
+        self._take_slot(joining)
+        return victim
+
+    def _take_slot(self, active: ActiveSession) -> None:
+        active.holds_slot = True
+        tenant = active.record.tenant_id
+        self._held[tenant] = self._held.get(tenant, 0) + 1
+        self._held_total += 1
+
+    def _free_slot(self, active: ActiveSession) -> None:
+        if not active.holds_slot:
             return
-        idle = [a for a in holding if a.idle]
-        if not idle:
-            raise GatewayError(ErrorCode.CAPACITY_EXCEEDED)
-        await self.deactivate(min(idle, key=lambda a: a.last_used), "capacity")
+        active.holds_slot = False
+        tenant = active.record.tenant_id
+        left = self._held[tenant] - 1
+        if left:
+            self._held[tenant] = left
+        else:
+            del self._held[tenant]
+        self._held_total -= 1
 
     async def deactivate(self, active: ActiveSession, reason: str) -> None:
         """Close the runtime socket (the instance and its turns stay in Podium) and forget the
         live half; the next join starts a new epoch."""
+        self._free_slot(active)
         if self.active.get(active.record.id) is active:
             del self.active[active.record.id]
             active.stream.close()

@@ -168,6 +168,21 @@ async def test_joins_per_connection_are_capped(prod: Any) -> None:
             )
             assert missing["code"] == "SESSION_NOT_FOUND", missing
         assert await join(c, sessions[3]) == "ready"
+        # A burst of joins at once (they run concurrently) cannot slip past the cap either.
+        await leave(c, sessions[3])
+        burst = [await new_session(c) for _ in range(4)]
+        for i, session_id in enumerate(burst):
+            await c.send({"type": "join_session", "sessionId": session_id, "id": f"b{i}"})
+        replies: dict[str, dict[str, Any]] = {}
+        while len(replies) < len(burst):
+            frame = await c.recv(STEP_S)
+            if frame.get("id") in {f"b{i}" for i in range(len(burst))}:
+                replies[frame["id"]] = frame
+        outcomes = sorted(r.get("code", r["type"]) for r in replies.values())
+        assert outcomes == ["QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "QUOTA_EXCEEDED", "state_snapshot"]
+        for session_id in burst:
+            await c.request({"type": "leave_session", "sessionId": session_id})
+        assert await join(c, sessions[3]) == "ready"
         # And the connection still streams turns.
         await c.request({"type": "run_turn", "sessionId": sessions[3], "text": "still here"})
         done = (await c.recv_until("turn_complete", STEP_S))[-1]
@@ -258,7 +273,8 @@ async def test_a_flood_of_unknown_agent_types_does_not_grow_the_cache(prod: Any)
 async def test_podium_client_keeps_its_deployment_caches_bounded(stack: Stack) -> None:
     """The adapter alone against the real local Podium: 1,500 distinct unknown agent types.
 
-    Before the fix: `PodiumClient` held 2,500 cached entries after 2,500 of them (measured with the code of main)."""
+    Before the fix: `PodiumClient` held one entry per unknown type, for good (2,500 after
+    2,500 of them, measured with the code of main)."""
     from diminuendo.upstreams.http import UpstreamHttp
     from diminuendo.upstreams.podium import UNKNOWN_AGENT_TYPES_CACHED, PodiumClient
 
