@@ -59,7 +59,7 @@ class Gateway:
         self.ensemble = EnsembleClient(self._http["ensemble"])
         self.unison = UnisonClient(self._http["unison"])
         self.hub = Hub(settings.ws_heartbeat_interval_s, idle_timeout_s=settings.ws_idle_timeout_s)
-        self.members = MemberService(self.unison, on_role_change=self.hub.update_role)
+        self.members = MemberService(self.unison, on_role_change=self._member_changed)
         self.rest_limits = KeyedWindows(*settings.ws_rate_limit)
         self.sessions = SessionService(
             podium=self.podium,
@@ -116,6 +116,16 @@ class Gateway:
 
     def __repr__(self) -> str:
         return f"Gateway(dev_mode={self.settings.dev_mode})"
+
+    def _member_changed(self, tenant_id: str, user_id: str, role: Role | None) -> None:
+        """A member record changed: the user's open connections take the new role at once and
+        leave the sessions it no longer lets them read (PROTOCOL.md §5)."""
+        for connection in self.hub.update_role(tenant_id, user_id, role):
+            assert connection.identity is not None
+            for session_id in self.sessions.unreadable(connection.identity, connection.joined):
+                self.sessions.leave(session_id, connection)
+                connection.joined.discard(session_id)
+                connection.send({"type": "session_left", "sessionId": session_id})
 
     async def start(self) -> None:
         self.hub.start()

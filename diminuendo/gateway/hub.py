@@ -63,14 +63,18 @@ class Hub:
                     del self._by_tenant[connection.identity.tenant_id]
             self._track_read_scope(connection, gone=True)
 
-    def update_role(self, tenant_id: str, user_id: str, role: Role | None) -> None:
+    def update_role(self, tenant_id: str, user_id: str, role: Role | None) -> list[Connection]:
         """A member record changed (`role` None: removed): that user's open connections here
-        take the role at once, so their next permission check and broadcast use it."""
+        take the role at once, so their next permission check and broadcast use it. Returns
+        those connections."""
+        changed = []
         for connection in self._by_tenant.get(tenant_id, ()):
             identity = connection.identity
             if identity is not None and identity.user_id == user_id:
                 connection.identity = identity.with_member_role(role)
                 self._track_read_scope(connection)
+                changed.append(connection)
+        return changed
 
     def identity_changed(self, connection: Connection) -> None:
         """The connection re-authenticated as the same user, maybe with another role."""

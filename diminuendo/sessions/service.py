@@ -18,7 +18,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -610,6 +610,18 @@ class SessionService:
                 "startedAt": active.turn.started_at,
             }
         return snapshot
+
+    def unreadable(self, identity: Identity, session_ids: Iterable[str]) -> list[str]:
+        """Those of the active `session_ids` that `identity` may not read (after a role change)."""
+        unreadable = []
+        for session_id in session_ids:
+            active = self.active.get(session_id)
+            record = active.record if active is not None else None
+            if record is not None and not may_read_session(
+                identity, record.tenant_id, record.owner_id
+            ):
+                unreadable.append(session_id)
+        return unreadable
 
     def leave(self, session_id: str, subscriber: Subscriber) -> None:
         active = self.active.get(session_id)

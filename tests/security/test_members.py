@@ -182,6 +182,35 @@ async def test_role_changes_reach_open_sockets_at_once(prod: Any) -> None:
         assert me["identity"]["role"] == CLAIMED
 
 
+async def test_a_member_demoted_to_guest_leaves_sessions_it_may_no_longer_read(prod: Any) -> None:
+    """Before the fix: no `session_left` came; the demoted member's socket stayed subscribed to
+    the owner's session (the subscription outlived the role that allowed it)."""
+    p = prod(WS_RATE_LIMIT="1000/10s")
+    async with tenant_with(p, {"o": "owner", "d": "developer"}) as (_, c):
+        owner, member = c["o"], c["d"]
+        theirs = (await owner.request({"type": "create_session", "agentType": "echo"}))["session"]
+        own = (await member.request({"type": "create_session", "agentType": "echo"}))["session"]
+        for session in (theirs, own):
+            snapshot = await member.request({"type": "join_session", "sessionId": session["id"]})
+            assert snapshot["type"] == "state_snapshot", snapshot
+        assert ok(await manage(owner, "update", c["id:d"], "guest"))
+        left = await member.recv_until("session_left")
+        assert left[-1]["sessionId"] == theirs["id"] and "id" not in left[-1]
+        joined = await owner.request({"type": "join_session", "sessionId": theirs["id"]})
+        assert joined["type"] == "state_snapshot", joined
+        turn = {"type": "run_turn", "sessionId": theirs["id"], "text": "not for guests"}
+        assert (await owner.request(turn))["type"] == "turn_started"
+        await owner.recv_until("turn_complete", 15)
+        pong = await member.request({"type": "ping"})
+        assert pong["type"] == "pong"
+        assert "not for guests" not in str(member.received)
+        # Its own session it still follows.
+        mine = {"type": "run_turn", "sessionId": own["id"], "text": "still mine"}
+        assert (await owner.request(mine))["type"] == "turn_started"
+        done = await member.recv_until("turn_complete", 15)
+        assert done[-1]["finalText"] == "still mine"
+
+
 # ----- property: random concurrent sequences ----------------------------------------------------
 
 ACTORS = ["o1", "o2", "a1", "a2"]
