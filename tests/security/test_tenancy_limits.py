@@ -12,24 +12,11 @@ from typing import Any
 import httpx
 
 from tests.conftest import LOCAL_KEY, Client, Stack
+from tests.integration.test_tenancy import LIFECYCLE, frames_until_pong
 from tests.security.conftest import Prod
+from tests.security.test_members import new_tenant, new_user
 
 STEP_S = 15.0
-LIFECYCLE = {
-    "session_created",
-    "session_updated",
-    "session_archived",
-    "session_unarchived",
-    "session_deleted",
-}
-
-
-def new_tenant() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
-
-
-def new_user() -> str:
-    return f"auth0|{uuid.uuid4().hex[:12]}"
 
 
 async def new_session(c: Client, name: str = "s") -> str:
@@ -66,13 +53,6 @@ async def leave(c: Client, session_id: str) -> None:
 async def statuses(c: Client) -> dict[str, str]:
     reply = await c.request({"type": "list_sessions", "includeArchived": True})
     return {s["id"]: s["status"] for s in reply["sessions"]}
-
-
-async def frames_until_pong(c: Client) -> list[dict[str, Any]]:
-    """Everything the server had queued for `c` before the reply to a fresh ping."""
-    start = len(c.received)
-    assert (await c.request({"type": "ping"}))["type"] == "pong"
-    return c.received[start:-1]
 
 
 # ----- active sessions per tenant and fair eviction (item 5) -------------------------------------
