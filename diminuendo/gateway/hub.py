@@ -34,8 +34,9 @@ class Hub:
         self.keepalive_interval_s = min(30.0, idle_timeout_s / 3)
         self.connections: set[Connection] = set()
         self._by_tenant: dict[str, set[Connection]] = defaultdict(set)
-        # Per tenant, the connections whose role reads only their own sessions (guests): the
-        # few a lifecycle broadcast must check; everyone else in the tenant may read every one.
+        # Per tenant, the connections that may read every session of it, and the few whose role
+        # reads only their own (guests): a lifecycle broadcast checks only the latter.
+        self._readers: dict[str, set[Connection]] = {}
         self._own_only: dict[str, set[Connection]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Kept in step rather than counted, so /health and /metrics cost O(1) per scrape.
@@ -81,39 +82,44 @@ class Hub:
         self._track_read_scope(connection)
 
     def _track_read_scope(self, connection: Connection, gone: bool = False) -> None:
+        """File the connection under its tenant's readers or own-only connections (or neither,
+        once `gone`)."""
         assert connection.identity is not None
         tenant = connection.identity.tenant_id
-        if not gone and sees_only_own_sessions(connection.identity.role):
-            self._own_only.setdefault(tenant, set()).add(connection)
-            return
-        own_only = self._own_only.get(tenant)
-        if own_only is not None:
-            own_only.discard(connection)
-            if not own_only:
-                del self._own_only[tenant]
+        own_only = sees_only_own_sessions(connection.identity.role)
+        for index, member in (
+            (self._readers, not gone and not own_only),
+            (self._own_only, not gone and own_only),
+        ):
+            connections = index.get(tenant)
+            if member:
+                if connections is None:
+                    connections = index[tenant] = set()
+                connections.add(connection)
+            elif connections is not None:
+                connections.discard(connection)
+                if not connections:
+                    del index[tenant]
 
     def broadcast(
         self, tenant_id: str, owner_id: str, event: dict[str, Any], exclude: Subscriber | None
     ) -> None:
         """Send a lifecycle event about a session of `owner_id` to the tenant's connections that
         may read it (`auth.policy.may_read_session`), never another tenant's. Only the tenant's
-        guests are checked one by one; the cost for everyone else is the loop itself."""
-        targets = self._by_tenant.get(tenant_id)
-        if not targets:
+        own-only (guest) connections are checked one by one."""
+        readers = self._readers.get(tenant_id, ())
+        own_only = self._own_only.get(tenant_id, ())
+        if not readers and not own_only:
             return
-        own_only = self._own_only.get(tenant_id)
-        hidden = (
-            {c for c in own_only if not may_read_session(c.identity, tenant_id, owner_id)}
-            if own_only
-            else ()
-        )
-        data = None
-        for connection in targets:
-            if connection is exclude or (hidden and connection in hidden):
-                continue
-            if data is None:
-                data = encode_frame(event)
-            connection.send_encoded(data)
+        data = encode_frame(event)
+        for connection in readers:
+            if connection is not exclude:
+                connection.send_encoded(data)
+        for connection in own_only:
+            if connection is not exclude and may_read_session(
+                connection.identity, tenant_id, owner_id
+            ):
+                connection.send_encoded(data)
 
     def start(self) -> None:
         self._tasks = [
