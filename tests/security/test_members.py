@@ -204,6 +204,11 @@ async def test_a_member_demoted_to_guest_leaves_sessions_it_may_no_longer_read(p
         pong = await member.request({"type": "ping"})
         assert pong["type"] == "pong"
         assert "not for guests" not in str(member.received)
+        # Nor do lifecycle events of others' sessions reach it any more.
+        later = await owner.request({"type": "create_session", "agentType": "echo"})
+        assert later["type"] == "session_created"
+        assert (await member.request({"type": "ping"}))["type"] == "pong"
+        assert later["session"]["id"] not in str(member.received)
         # Its own session it still follows.
         mine = {"type": "run_turn", "sessionId": own["id"], "text": "still mine"}
         assert (await owner.request(mine))["type"] == "turn_started"
