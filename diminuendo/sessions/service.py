@@ -508,7 +508,7 @@ class SessionService:
                 raise GatewayError(
                     ErrorCode.QUOTA_EXCEEDED,
                     f"Your tenant has {self._held.get(tenant, 0)} active sessions, its limit;"
-                    " leave one and it becomes free for another",
+                    " leave one and it makes room for the next",
                 )
             if victim is None:
                 raise GatewayError(ErrorCode.CAPACITY_EXCEEDED)
