@@ -407,6 +407,7 @@ class ClientSession:
             )
         else:
             self.conn.identity = identity
+            self.gateway.hub.identity_changed(self.conn)
         self._reply({"type": "authenticated", "identity": identity.to_wire()}, message.id)
 
     async def list_sessions(self, message: m.ListSessions) -> None:
@@ -455,20 +456,36 @@ class ClientSession:
         if message.after_seq is not None:
             self.gateway.metrics.replays.inc()
 
+        # MAX_JOINED_PER_CONNECTION: the slot is taken before the first await (joins of other
+        # sessions run concurrently) and given back if the join never subscribed.
+        joined, limit = self.conn.joined, self.settings.max_joined_per_connection
+        new = message.session_id not in joined
+        if new and len(joined) >= limit:
+            raise GatewayError(
+                ErrorCode.QUOTA_EXCEEDED, f"At most {limit} sessions joined at once; leave one"
+            )
+        joined.add(message.session_id)
+        subscribed = False
+
         def send(snapshot: dict[str, Any], replay: Replay) -> None:
+            nonlocal subscribed
+            subscribed = True
             self._reply(snapshot, message.id)
             for frame in replay.frames:
                 self.conn.deliver(frame)
 
-        self.conn.joined.add(message.session_id)
-        await self.gateway.sessions.join(
-            self.conn.identity,
-            self.conn,
-            message.session_id,
-            after_seq=message.after_seq,
-            epoch=message.epoch,
-            send=send,
-        )
+        try:
+            await self.gateway.sessions.join(
+                self.conn.identity,
+                self.conn,
+                message.session_id,
+                after_seq=message.after_seq,
+                epoch=message.epoch,
+                send=send,
+            )
+        finally:
+            if new and not subscribed:
+                joined.discard(message.session_id)
 
     async def leave_session(self, message: m.LeaveSession) -> None:
         await self.gateway.sessions.get_session(self.conn.identity, message.session_id)
