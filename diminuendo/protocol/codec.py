@@ -42,11 +42,11 @@ _id_decoder = msgspec.json.Decoder(_IdOnly)
 
 
 def peek_request_id(data: str | bytes) -> str | None:
-    """The frame's `id`, for replies to frames that are refused before decoding (rate limit):
-    a skim that allocates nothing but the id."""
+    """The frame's `id`, for replies to frames that are refused before decoding (rate limit,
+    nesting): a skim that allocates nothing but the id."""
     try:
         request_id = _id_decoder.decode(data).id
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # skipping ~1,000 levels recurses too deep
         return None
     return request_id if request_id is not None and len(request_id) <= 64 else None
 
@@ -107,7 +107,7 @@ def convert_message(fields: dict[str, Any], kind: type[T]) -> T:
 def decode_client_frame(data: str | bytes) -> AnyClientMessage | DecodeFailure:
     """Turn one text frame into a message, or into the error the client should get for it."""
     if too_deep(data):
-        return DecodeFailure(ErrorCode.INVALID_JSON, TOO_DEEP)
+        return DecodeFailure(ErrorCode.INVALID_JSON, TOO_DEEP, peek_request_id(data))
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:

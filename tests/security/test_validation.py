@@ -148,7 +148,7 @@ async def test_integer_query_parameters_are_ascii_digits_only(prod: Any) -> None
         fine = await http.get(f"/api/threads/{session_id}/messages?limit=7")
         assert fine.status_code == 200, fine.text
         async with http.stream(
-            "GET", f"/api/threads/{session_id}/events", headers={"Last-Event-ID": " 0 "}
+            "GET", f"/api/threads/{session_id}/events", headers={"Last-Event-ID": "0"}
         ) as stream:
             assert stream.status_code == 200
     assert error_lines(p) == []

@@ -149,3 +149,10 @@ def test_decode_body_adds_path_values_and_refuses_non_objects() -> None:
             rest.decode_body(body, m.RunTurn, sessionId="s")
         assert raised.value.code is code
     assert rest.message(m.GetHistory, sessionId="s", limit=None, before=None).limit == 50
+
+
+def test_a_too_deep_frame_still_echoes_its_id() -> None:
+    failure = decode_client_frame('{"id":"deep","type":"ping","x":' + nested(100) + "}")
+    assert isinstance(failure, DecodeFailure) and failure.request_id == "deep"
+    failure = decode_client_frame('{"type":"ping","x":' + nested(5000) + ',"id":"lost"}')
+    assert isinstance(failure, DecodeFailure) and failure.code is ErrorCode.INVALID_JSON
