@@ -266,8 +266,12 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 huge = st.sampled_from([2**53, 2**63, 2**64, -(2**63) - 1, 10**30, -(10**30)])
 surrogates = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)
 controls = st.text(st.characters(categories=["Cc"]), min_size=1, max_size=5)
-odd_text = (
-    st.text(max_size=30)
+plain_text = st.text(max_size=30)
+odd_text = (  # one_of picks its branches evenly: plain text most of the time
+    plain_text
+    | plain_text
+    | plain_text
+    | plain_text
     | surrogates
     | controls
     | st.sampled_from(["", " ", "²", "٣", "../..", "a/../b", "\x00", "ses_%2F..", "😀" * 70])
@@ -283,16 +287,14 @@ def _nest(depth: int) -> Any:
 
 
 deep = st.integers(60, 70).map(_nest)  # around the 64-level limit (the frame adds levels)
-junk = (
-    st.recursive(
-        scalars,
-        lambda inner: (
-            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-        ),
-        max_leaves=8,
-    )
-    | deep
+shallow_junk = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=8,
 )
+junk = shallow_junk | shallow_junk | shallow_junk | deep
 paths = st.sampled_from(["", "README.md", "src/app.py", "../etc/passwd", "/etc/passwd", "a\x00b"])
 
 
@@ -300,7 +302,7 @@ def plausible(name: str, sessions: list[str]) -> st.SearchStrategy[Any]:
     small = st.integers(-2, 600)
     ids = st.sampled_from([*sessions, *sessions, *sessions, "ses_missing", "", "x" * 129])
     return {
-        "sessionId": ids | odd_text,
+        "sessionId": ids | ids | ids | odd_text,
         "agentType": st.sampled_from(["echo", "demo", "no-such-agent", "", "x" * 70]),
         "name": st.text(max_size=220) | st.sampled_from(["", "n" * 200, "n" * 201]),
         "projectId": st.none() | st.text(max_size=140),
