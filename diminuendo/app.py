@@ -118,6 +118,10 @@ def create_app(settings: Settings) -> Sanic:
         context.request_id.set(context.incoming_request_id(request.headers.get("x-request-id")))
         if request.path.startswith(("/api/", "/rpc")):
             rest_auth.check_csrf(request)
+        if request.stream is not None and request.stream.request_body:
+            # A body on a route that ignores it (GET, DELETE): read and drop it here, or Sanic
+            # logs the client's mistake as a server error ("body not consumed").
+            await request.receive_body()
 
     headers = security_headers(settings.dev_mode)
 

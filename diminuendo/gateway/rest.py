@@ -41,19 +41,6 @@ async def authorize(request: Request, operation: type[m.ClientMessage]) -> Ident
     return identity
 
 
-def _int_arg(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"`{name}` must be a whole number") from None
-    if not low <= value <= high:
-        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"`{name}` must be between {low} and {high}")
-    return value
-
-
 def _flag(request: Request, name: str) -> bool:
     return request.args.get(name, "false").lower() in ("1", "true", "yes")
 
@@ -71,7 +58,7 @@ async def list_threads(request: Request) -> HTTPResponse:
 @documented("Create a session", body=rest.CreateThread, ok=(201, SessionRecord))
 async def create_thread(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.CreateSession)
-    body = rest.decode_body(request.body, rest.CreateThread)
+    body = rest.decode_body(request.body, m.CreateSession)
     gateway: Gateway = request.app.ctx.gateway
     session = await gateway.sessions.create_session(
         identity,
@@ -87,14 +74,16 @@ async def create_thread(request: Request) -> HTTPResponse:
 @documented("One session", ok=(200, SessionRecord))
 async def get_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.JoinSession)
+    target = rest.message(m.JoinSession, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    return json(await gateway.sessions.get_session(identity, session_id))
+    return json(await gateway.sessions.get_session(identity, target.session_id))
 
 
 @bp.patch("/api/threads/<session_id>")
 @documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, SessionRecord))
 async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RenameSession)
+    session_id = rest.message(m.ArchiveSession, sessionId=session_id).session_id
     body = rest.decode_body(request.body, rest.PatchThread)
     gateway: Gateway = request.app.ctx.gateway
     session = await gateway.sessions.get_session(identity, session_id)
@@ -109,8 +98,9 @@ async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
 @documented("Delete a session and stop its agent instance", ok=(204, None))
 async def delete_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.DeleteSession)
+    target = rest.message(m.DeleteSession, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    await gateway.sessions.delete_session(identity, session_id)
+    await gateway.sessions.delete_session(identity, target.session_id)
     return empty(status=204)
 
 
@@ -118,10 +108,15 @@ async def delete_thread(request: Request, session_id: str) -> HTTPResponse:
 @documented("The durable transcript", ok=(200, rest.History))
 async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.GetHistory)
-    limit = _int_arg(request, "limit", 50, 1, 500)
+    query = rest.message(
+        m.GetHistory,
+        sessionId=session_id,
+        limit=rest.count_param("limit", request.args.get("limit")),
+        before=request.args.get("before"),
+    )
     gateway: Gateway = request.app.ctx.gateway
     history = await gateway.sessions.history(
-        identity, session_id, limit=limit or 50, before=request.args.get("before")
+        identity, query.session_id, limit=query.limit, before=query.before
     )
     return json(history)
 
@@ -135,9 +130,11 @@ async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
 )
 async def post_message(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RunTurn)
-    body = rest.decode_body(request.body, rest.PostMessage)
+    body = rest.decode_body(request.body, m.RunTurn, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    turn = await gateway.sessions.run_turn(identity, session_id, body.text, body.client_turn_id)
+    turn = await gateway.sessions.run_turn(
+        identity, body.session_id, body.text, body.client_turn_id
+    )
     return json({"turnId": turn.turn_id}, status=202)
 
 
@@ -145,8 +142,9 @@ async def post_message(request: Request, session_id: str) -> HTTPResponse:
 @documented("Stop the running turn", ok=(202, None))
 async def stop(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.StopTurn)
+    target = rest.message(m.StopTurn, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    await gateway.sessions.stop_turn(identity, session_id)
+    await gateway.sessions.stop_turn(identity, target.session_id)
     return json({}, status=202)
 
 
@@ -159,9 +157,9 @@ async def stop(request: Request, session_id: str) -> HTTPResponse:
 )
 async def steer(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.Steer)
-    body = rest.decode_body(request.body, rest.SteerBody)
+    body = rest.decode_body(request.body, m.Steer, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    await gateway.sessions.steer(identity, session_id, body.content)
+    await gateway.sessions.steer(identity, body.session_id, body.content)
     return json({}, status=202)
 
 
@@ -174,11 +172,11 @@ async def steer(request: Request, session_id: str) -> HTTPResponse:
 )
 async def answer(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.AnswerQuestion)
-    body = rest.decode_body(request.body, rest.AnswerBody)
+    body = rest.decode_body(request.body, m.AnswerQuestion, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
     await gateway.sessions.answer(
         identity,
-        session_id,
+        body.session_id,
         body.request_id,
         answers=body.answers,
         approved=body.approved,
@@ -222,11 +220,17 @@ class SseSubscriber:
         self.ready.set()
 
 
-def _resume_point(request: Request) -> int | None:
+def _stream_request(request: Request, session_id: str) -> m.JoinSession:
+    """What an SSE request asks for, as the `join_session` it amounts to: `Last-Event-ID`
+    (surrounding blanks are HTTP's, not the value's) or else `afterSeq`, and `epoch`."""
     header = request.headers.get("last-event-id")
-    if header is not None and header.strip().isdigit():
-        return int(header.strip())
-    return _int_arg(request, "afterSeq", None, 0, 2**53)
+    if header is not None:
+        after_seq = rest.count_param("Last-Event-ID", header.strip(" \t"))
+    else:
+        after_seq = rest.count_param("afterSeq", request.args.get("afterSeq"))
+    return rest.message(
+        m.JoinSession, sessionId=session_id, afterSeq=after_seq, epoch=request.args.get("epoch")
+    )
 
 
 @bp.get("/api/threads/<session_id>/events")
@@ -234,8 +238,8 @@ def _resume_point(request: Request) -> int | None:
 async def thread_events(request: Request, session_id: str) -> HTTPResponse | None:
     identity = await authorize(request, m.JoinSession)
     gateway: Gateway = request.app.ctx.gateway
-    after_seq = _resume_point(request)
-    epoch = request.args.get("epoch")
+    stream = _stream_request(request, session_id)
+    session_id, after_seq, epoch = stream.session_id, stream.after_seq, stream.epoch
     await gateway.sessions.get_session(identity, session_id)  # 404 before the stream opens
     subscriber = SseSubscriber(gateway.settings.ws_send_queue_max)
     if after_seq is not None:

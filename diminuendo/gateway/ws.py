@@ -34,6 +34,7 @@ from diminuendo.protocol.codec import DecodeFailure, decode_client_frame, peek_r
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.ratelimit import SlidingWindow
 from diminuendo.redaction import safe_message
+from diminuendo.sanic_ws import close_on_invalid_utf8
 from diminuendo.sessions.stream import Replay
 
 SUBPROTOCOL = "diminuendo.v1"
@@ -54,7 +55,7 @@ bp = Blueprint("ws")
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
-    """Sanic's connection protocol with four changes.
+    """Sanic's connection protocol with five changes.
 
     Subprotocols: Sanic refuses a client that offers no subprotocol when the route lists some;
     ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
@@ -68,6 +69,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 
     Health probes: a plain `GET /health` is answered from the cached bytes (see
     `_answer_health_probe`).
+
+    Invalid UTF-8: a text message that does not decode closes the socket with 1007
+    (`sanic_ws.close_on_invalid_utf8`).
 
     `last_heard`: when the client last sent anything, for the Hub's process-wide keepalive
     (Sanic's per-socket keepalive task is switched off).
@@ -83,7 +87,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     async def websocket_handshake(self, request: Request, subprotocols: Any = None) -> Any:
         if not request.headers.get("sec-websocket-protocol"):
             subprotocols = None
-        return await super().websocket_handshake(request, subprotocols)
+        ws = await super().websocket_handshake(request, subprotocols)
+        close_on_invalid_utf8(ws)
+        return ws
 
     def close(self, timeout: float | None = None) -> None:
         transport = self.transport

@@ -720,8 +720,8 @@ class SessionService:
         request_id: str,
         *,
         answers: dict[str, Any] | None,
-        approved: bool | None,
-        dismissed: bool | None,
+        approved: bool,
+        dismissed: bool,
     ) -> None:
         active = await self._running(identity, session_id)
         if request_id not in active.pending:
@@ -737,8 +737,8 @@ class SessionService:
                 "content": {
                     "request_id": request_id,
                     "answers": answers or {},
-                    "approved": approved if approved is not None else True,
-                    "dismissed": bool(dismissed),
+                    "approved": approved,
+                    "dismissed": dismissed,
                 },
             }
         )
