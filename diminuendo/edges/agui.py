@@ -31,6 +31,7 @@ from sanic.response import HTTPResponse
 
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
+from diminuendo.edges.abandoned import stop_abandoned_turn
 from diminuendo.edges.agui_projection import RunProjection
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import SSE_KEEPALIVE_S, SSE_POLL_S, SseSubscriber, authorize
@@ -45,8 +46,6 @@ THREAD_METADATA_KEY = "aguiThreadId"
 _MAX_THREAD_ID = 128
 _encoder = EventEncoder()
 _decode_event = msgspec.json.Decoder().decode
-# Turns stopped because their client went away: kept referenced until they finish.
-_stopping: set[asyncio.Task[None]] = set()
 
 
 def mount(app: Sanic) -> None:
@@ -270,9 +269,7 @@ async def _stream(
         await response.eof()
     except asyncio.CancelledError:
         if not projection.finished and projection.turn_id is not None:
-            task = asyncio.create_task(_stop(gateway, identity, session_id))
-            _stopping.add(task)
-            task.add_done_callback(_stopping.discard)
+            stop_abandoned_turn(gateway, identity, session_id)
         raise
     finally:
         gateway.sessions.leave(session_id, subscriber)
@@ -284,10 +281,3 @@ async def _history(gateway: Gateway, identity: Identity, session_id: str) -> dic
     except GatewayError as exc:
         logger.warning("AG-UI run of {}: no messages snapshot: {}", session_id, exc.code)
         return None
-
-
-async def _stop(gateway: Gateway, identity: Identity, session_id: str) -> None:
-    try:
-        await gateway.sessions.stop_turn(identity, session_id)
-    except GatewayError as exc:
-        logger.info("AG-UI client left; could not stop the turn of {}: {}", session_id, exc.code)
