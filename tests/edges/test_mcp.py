@@ -264,3 +264,25 @@ async def test_stdio_forwards_to_the_gateway(edge_gateway: Gateway) -> None:
         assert "you answered keep" in done.content[0].text
         transcript = await stdio.read_resource(f"diminuendo://sessions/{sid}/transcript")
         assert "via stdio" in transcript.contents[0].text
+
+
+async def test_stdio_takes_its_token_from_a_command_and_fails_in_one_line(prod) -> None:  # noqa: F811
+    p = prod(EDGE_ADAPTERS="mcp")
+    token = p.token(tenant="acme")
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "diminuendo", "mcp", "--url", p.gw.url, "--token-command", f"echo {token}"],
+    )
+    async with Client(server) as stdio:
+        listed = await stdio.call_tool("list_sessions", {})
+        assert not listed.is_error
+
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "diminuendo", "mcp", "--url", p.gw.url, "--token", "not-a-jwt",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(refused.communicate(b""), 30)
+    assert refused.returncode == 1
+    assert len(stderr.decode().strip().splitlines()) == 1 and "refused the token" in stderr.decode()
+    assert "not-a-jwt" not in stderr.decode() and "Traceback" not in stderr.decode()
