@@ -286,3 +286,21 @@ async def test_stdio_takes_its_token_from_a_command_and_fails_in_one_line(prod) 
     assert refused.returncode == 1
     assert len(stderr.decode().strip().splitlines()) == 1 and "refused the token" in stderr.decode()
     assert "not-a-jwt" not in stderr.decode() and "Traceback" not in stderr.decode()
+
+
+async def test_cancelling_the_tool_call_stops_the_turn(edge_gateway: Gateway) -> None:
+    """MCP's own cancel: the host abandons the `tools/call` (notifications/cancelled, and the
+    request's stream closes); the turn stops, as a /ws client joined to the session sees."""
+    async with mcp_client(edge_gateway.url) as mcp:
+        sid = await start(mcp, "slow")
+        async with client(edge_gateway.ws_url) as ws:
+            await ws.request({"type": "join_session", "sessionId": sid})
+            call = asyncio.create_task(
+                mcp.call_tool(
+                    "run_turn", {"session_id": sid, "text": '{"deltas": 500, "interval_ms": 20}'}
+                )
+            )
+            await ws.recv_until("text_delta")
+            call.cancel()
+            end = (await ws.recv_until("turn_complete"))[-1]
+    assert end["stopReason"] == "cancelled"
