@@ -91,7 +91,11 @@ def _user_text(body: RunAgentInput) -> str:
             content = message.content
             if isinstance(content, str):
                 return content
-            return "".join(getattr(part, "text", "") for part in content)
+            if any(part.type != "text" for part in content):
+                raise GatewayError(
+                    ErrorCode.INVALID_MESSAGE, "Only text content parts are supported"
+                )
+            return "".join(part.text for part in content)
     return ""
 
 

@@ -14,7 +14,7 @@ import asyncio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from sanic import Blueprint, Request, Sanic
-from sanic.response import HTTPResponse
+from sanic.response import HTTPResponse, json
 
 from diminuendo.edges.mcp_asgi import serve_asgi
 from diminuendo.edges.mcp_tools import SCOPE_GATEWAY, SCOPE_IDENTITY, build_server
@@ -56,9 +56,19 @@ def mount(app: Sanic) -> None:
     app.register_listener(start_manager, "before_server_start")
     app.register_listener(stop_manager, "after_server_stop")
 
-    @bp.route(PATH, methods=["GET", "POST", "DELETE"], name="mcp")
+    @bp.post(PATH, name="mcp")
     async def mcp_endpoint(request: Request) -> HTTPResponse | None:
         return await _serve(request, server)
+
+    @bp.route(PATH, methods=["GET", "DELETE"], name="mcp_stateless")
+    async def no_stream_no_session(request: Request) -> HTTPResponse:
+        """Stateless: no standalone SSE stream to open (nothing would ever be sent on it) and
+        no session to end; the spec's answer to both is 405."""
+        return json(
+            {"error": {"code": "METHOD_NOT_ALLOWED", "message": "POST JSON-RPC messages to /mcp"}},
+            status=405,
+            headers={"Allow": "POST"},
+        )
 
     app.blueprint(bp)
 

@@ -161,6 +161,11 @@ async def test_ws_and_agui_share_one_seq_stream(
 
 
 async def test_bad_input_gets_a_documented_error(http: httpx.AsyncClient) -> None:
+    image = run_input("t", "r", None)
+    image["messages"] = [
+        {"id": "m", "role": "user",
+         "content": [{"type": "image", "source": {"type": "url", "value": "https://x/y.png"}}]}
+    ]  # fmt: skip
     cases = [
         ("/agui/echo", b"{not json", 400, "INVALID_MESSAGE"),
         ("/agui/echo", b'{"threadId": "t"}', 400, "INVALID_MESSAGE"),
@@ -168,6 +173,7 @@ async def test_bad_input_gets_a_documented_error(http: httpx.AsyncClient) -> Non
         ("/agui/nosuchagent", httpx_json(run_input(thread(), "r", "x")), 400, "INVALID_MESSAGE"),
         ("/agui/threads/ses_nope", httpx_json(run_input("t", "r", "x")), 404, "SESSION_NOT_FOUND"),
         ("/agui/echo", httpx_json(run_input("t" * 200, "r", "x")), 400, "INVALID_MESSAGE"),
+        ("/agui/echo", httpx_json(image), 400, "INVALID_MESSAGE"),
     ]
     for path, body, status, code in cases:
         response = await http.post(path, content=body, headers={"content-type": "application/json"})

@@ -185,6 +185,10 @@ async def test_bad_arguments_are_tool_errors(edge_gateway: Gateway) -> None:
             assert result.is_error and result.content[0].text.startswith(code), (tool, result)
         with pytest.raises(Exception, match="SESSION_NOT_FOUND"):
             await mcp.read_resource("diminuendo://sessions/ses_nope/transcript")
+    async with httpx.AsyncClient(base_url=edge_gateway.url) as http:
+        for method in ("GET", "DELETE"):  # stateless: no standalone stream, no session
+            response = await http.request(method, "/mcp")
+            assert response.status_code == 405 and response.headers["allow"] == "POST"
 
 
 async def test_identity_and_isolation(prod) -> None:  # noqa: F811
