@@ -151,6 +151,8 @@ def build_server() -> MCPServer:
     server: MCPServer = MCPServer(
         "diminuendo",
         version=__version__,
+        # Nothing would ever publish to a subscription: the gateway keeps no MCP session.
+        subscriptions=False,
         instructions=(
             "Agent sessions of the Diminuendo gateway. list_agent_types, then start_session, "
             "then run_turn; when a turn returns status input_required, answer_question "
