@@ -34,7 +34,7 @@ from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.abandoned import stop_abandoned_turn
 from diminuendo.edges.agui_projection import RunProjection
 from diminuendo.gateway.context import Gateway
-from diminuendo.gateway.rest import SSE_KEEPALIVE_S, SSE_POLL_S, SseSubscriber, authorize
+from diminuendo.gateway.rest import SseSubscriber, authorize
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -240,12 +240,10 @@ async def _stream(
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
     try:
-        idle = 0.0
         while True:
             if projection.pending_end is not None:
-                subscriber.push_events(
-                    projection.finish(await _history(gateway, identity, session_id))
-                )
+                history = await _history(gateway, identity, session_id)
+                subscriber.push_events(projection.finish(history))
             elif gateway.draining and not projection.finished:
                 subscriber.push_events(
                     projection.error(ErrorCode.DRAINING, "Server is shutting down")
@@ -257,19 +255,10 @@ async def _stream(
                 subscriber.push_events(
                     projection.error("SLOW_CONSUMER", "The client did not keep up with the run")
                 )
-            while subscriber.items:
-                await response.send(subscriber.items.popleft())
             if projection.finished:
                 break
-            subscriber.ready.clear()
-            try:
-                await asyncio.wait_for(subscriber.ready.wait(), SSE_POLL_S)
-                idle = 0.0
-            except TimeoutError:
-                idle += SSE_POLL_S
-                if idle >= SSE_KEEPALIVE_S:
-                    await response.send(b": keep-alive\n\n")
-                    idle = 0.0
+            await subscriber.drain(response)
+        await subscriber.flush(response)
         await response.eof()
     except asyncio.CancelledError:
         if not projection.finished and projection.turn_id is not None:
