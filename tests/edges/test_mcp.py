@@ -189,6 +189,17 @@ async def test_bad_arguments_are_tool_errors(edge_gateway: Gateway) -> None:
         for method in ("GET", "DELETE"):  # stateless: no standalone stream, no session
             response = await http.request(method, "/mcp")
             assert response.status_code == 405 and response.headers["allow"] == "POST"
+        # A browser host (the MCP Inspector) may send the protocol-version header cross-origin.
+        preflight = await http.options(
+            "/mcp",
+            headers={
+                "Origin": "http://localhost:6274",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,mcp-protocol-version",
+            },
+        )
+        allowed = preflight.headers.get("access-control-allow-headers", "")
+        assert preflight.status_code == 204 and "mcp-protocol-version" in allowed
 
 
 async def test_identity_and_isolation(prod) -> None:  # noqa: F811
