@@ -50,7 +50,10 @@ def create_app(settings: Settings) -> Sanic:
             "OAS_URI_TO_JSON": "/openapi.json",
             "HEALTH": False,
             "CORS_ORIGINS": "*" if settings.dev_mode else ",".join(settings.allowed_origins),
-            "CORS_ALLOW_HEADERS": "authorization,content-type,x-csrf-token,last-event-id",
+            # mcp-protocol-version: MCP hosts running in a browser send it to /mcp.
+            "CORS_ALLOW_HEADERS": (
+                "authorization,content-type,x-csrf-token,last-event-id,mcp-protocol-version"
+            ),
             "CORS_MAX_AGE": 600,
             "CORS_SUPPORTS_CREDENTIALS": not settings.dev_mode,
         }

@@ -202,6 +202,7 @@ class SseSubscriber:
         self.items: deque[bytes] = deque()
         self.overflowed = False
         self.ready = asyncio.Event()
+        self.idle_s = 0.0
 
     def deliver(self, frame: Frame) -> None:
         self.push(b"id: %d\nevent: %s\ndata: %s\n\n" % (frame.seq, frame.type.encode(), frame.data))
@@ -218,6 +219,24 @@ class SseSubscriber:
         else:
             self.items.append(chunk)
         self.ready.set()
+
+    async def flush(self, response: Any) -> None:
+        while self.items:
+            await response.send(self.items.popleft())
+
+    async def drain(self, response: Any) -> None:
+        """Send what is buffered, then wait up to SSE_POLL_S for more; after SSE_KEEPALIVE_S
+        with nothing to send, a comment line keeps proxies from closing the stream."""
+        await self.flush(response)
+        self.ready.clear()
+        try:
+            await asyncio.wait_for(self.ready.wait(), SSE_POLL_S)
+            self.idle_s = 0.0
+        except TimeoutError:
+            self.idle_s += SSE_POLL_S
+            if self.idle_s >= SSE_KEEPALIVE_S:
+                await response.send(b": keep-alive\n\n")
+                self.idle_s = 0.0
 
 
 def _stream_request(request: Request, session_id: str) -> m.JoinSession:
@@ -265,19 +284,8 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
             )
         except GatewayError as exc:
             subscriber.push_event("error", exc.to_frame())
-        idle = 0.0
         while not gateway.draining and not subscriber.overflowed:
-            while subscriber.items:
-                await response.send(subscriber.items.popleft())
-            subscriber.ready.clear()
-            try:
-                await asyncio.wait_for(subscriber.ready.wait(), SSE_POLL_S)
-                idle = 0.0
-            except TimeoutError:
-                idle += SSE_POLL_S
-                if idle >= SSE_KEEPALIVE_S:
-                    await response.send(b": keep-alive\n\n")
-                    idle = 0.0
+            await subscriber.drain(response)
         await response.eof()
     finally:
         gateway.sessions.leave(session_id, subscriber)

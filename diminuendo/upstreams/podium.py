@@ -76,6 +76,11 @@ class PodiumClient:
             "unknown_agent_types": len(self._unknown_agent_types),
         }
 
+    async def agent_types(self) -> list[str]:
+        """Every agent type with a deployment, sorted (what the edge adapters list)."""
+        body = await self.http.get_json("/api/v1/deployments")
+        return sorted({d["agent_type"] for d in body.get("deployments") or []})
+
     async def create_instance(
         self, deployment_id: str, *, metadata: dict[str, str], secrets: dict[str, str]
     ) -> str:
