@@ -55,6 +55,11 @@ class PodiumClient:
         self._deployments[agent_type] = (now, deployment_id)
         return deployment_id
 
+    async def agent_types(self) -> list[str]:
+        """Every agent type with a deployment, sorted (what the edge adapters list)."""
+        body = await self.http.get_json("/api/v1/deployments")
+        return sorted({d["agent_type"] for d in body.get("deployments") or []})
+
     async def create_instance(
         self, deployment_id: str, *, metadata: dict[str, str], secrets: dict[str, str]
     ) -> str:
