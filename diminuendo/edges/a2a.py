@@ -234,6 +234,8 @@ class GatewayExecutor(AgentExecutor):
 
         after_seq = resume.get("lastSeq")
         projection = TaskProjection(context.task_id or "", session_id, "")
+        if task is None:  # the SDK wants the task before any event about it, a failure too
+            await event_queue.enqueue_event(new_task(context))
         try:
             await gateway.sessions.join(
                 identity,
@@ -249,8 +251,6 @@ class GatewayExecutor(AgentExecutor):
                 if not await self._answer(context, event_queue, projection, joined, resume):
                     return
             else:
-                if task is None:  # the SDK wants the task before any event about it
-                    await event_queue.enqueue_event(new_task(context))
                 text = context.get_user_input()
                 if not text.strip():
                     raise GatewayError(ErrorCode.INVALID_MESSAGE, "The message has no text part")

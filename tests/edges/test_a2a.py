@@ -285,6 +285,15 @@ async def test_bad_input_gets_a_clear_error(a2a):
         await run(client, message("no agent named"))
     with pytest.raises(InvalidParamsError, match="Unknown agent type"):
         await run(client, message("hi", agent="no-such-agent"))
+    async with DiminuendoClient.connect(gw.ws_url) as ws:  # a turn running elsewhere
+        session = await ws.create_session("slow")
+        await ws.run_turn(session.id, '{"deltas": 100, "interval_ms": 50}')
+        busy = message("me too")
+        busy.message.context_id = session.id
+        _events, refused = await run(client, busy)
+        assert refused.status.state == TaskState.TASK_STATE_FAILED
+        assert MessageToDict(refused.status.message.parts[1].data)["code"] == "SESSION_BUSY"
+        await ws.stop_turn(session.id)
     async with httpx.AsyncClient(base_url=gw.url) as http:
         garbage = await http.post("/a2a", content=b"{not json", headers={"A2A-Version": "1.0"})
         assert garbage.status_code == 200 and garbage.json()["error"]["code"] == -32700
