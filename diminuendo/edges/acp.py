@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -338,6 +339,12 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     args = make_parser().parse_args(list(argv))
+    if any(stat.S_ISREG(os.fstat(fd).st_mode) for fd in (0, 1)):
+        # The SDK's stdio streams need pipes (or a terminal): an editor launches this command.
+        print(
+            "error: diminuendo acp speaks ACP over pipes; stdin/stdout is a file", file=sys.stderr
+        )
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args))
     sys.stderr.flush()
