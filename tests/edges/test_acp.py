@@ -238,3 +238,16 @@ async def test_a_bad_token_is_an_auth_error_not_a_crash(prod, tmp_path):  # noqa
             await conn.new_session(cwd="/src", mcp_servers=[])
         assert refused.value.code == -32000
         assert "not-a-jwt" not in str(refused.value.to_error_obj())
+
+
+async def test_the_agent_resumes_across_a_gateway_restart(start_gateway, tmp_path):
+    """The client library reconnects by itself: the editor never notices the drop."""
+    gw = start_gateway()
+    editor = Editor()
+    async with acp_agent(gw, "echo", editor, tmp_path / "acp.log") as conn:
+        session_id = (await conn.new_session(cwd=str(tmp_path), mcp_servers=[])).session_id
+        assert (await prompt(conn, session_id, "before")).stop_reason == "end_turn"
+        gw.stop()
+        gw.start()  # same port, a new process: the agent's socket dropped meanwhile
+        assert (await prompt(conn, session_id, "after")).stop_reason == "end_turn"
+    assert editor.text() == "beforeafter"
