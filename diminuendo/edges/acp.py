@@ -220,6 +220,8 @@ class GatewayAgent:
                 for item in projection.project(event):
                     if isinstance(item, FileDiff):
                         item = await self._diff(client, session_id, item)
+                        if item is None:
+                            continue
                     await self._notify(session_id, item)
         except ClientError as exc:
             raise request_error(exc) from None
@@ -269,16 +271,25 @@ class GatewayAgent:
         await self._notify(session_id, answer.update)
 
     async def _diff(self, client: DiminuendoClient, session_id: str, change: FileDiff) -> Any:
-        """The diff of a file change: the iteration before it (if any) against it."""
+        """The diff of a file change: the iteration before it (if any) against it; None when
+        the file cannot be read (gone again, or binary): the turn goes on without it."""
+        try:
+            return await self._read_diff(client, session_id, change)
+        except ServerError:
+            return None
+
+    async def _read_diff(self, client: DiminuendoClient, session_id: str, change: FileDiff) -> Any:
         if change.iteration is None:
-            new = await client.read_file(session_id, change.path)
+            new = _text(await client.read_file(session_id, change.path))
         else:
-            new = await client.file_at_iteration(session_id, change.path, change.iteration)
+            new = _text(await client.file_at_iteration(session_id, change.path, change.iteration))
+        if new is None:
+            return None
         old_text = None
         if change.iteration is not None and change.iteration > 1:
             old = await client.file_at_iteration(session_id, change.path, change.iteration - 1)
             old_text = _text(old)
-        return diff_update(change.tool_call_id, change.path, old_text, _text(new) or "")
+        return diff_update(change.tool_call_id, change.path, old_text, new)
 
 
 def _text(content: ev.FileContent) -> str | None:
