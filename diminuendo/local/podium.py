@@ -184,11 +184,10 @@ class PodiumStandIn:
         if sealed is not None:
             # Opened once to refuse what can never be opened; kept sealed (podium_store.py).
             try:
-                names = sorted(open_sealed(sealed, self._secrets_key, aad=_aad(metadata)))
+                open_sealed(sealed, self._secrets_key, aad=_aad(metadata))
             except SealError as exc:
                 logger.warning("podium: refused an instance: {}", exc)
                 return error_response(422, "SECRETS_UNREADABLE", str(exc))
-            logger.debug("podium: instance secrets {}", names)  # names only, never values
         record = self.store.create_instance(
             deployment["deployment_id"], deployment["agent_type"], config, metadata, sealed
         )

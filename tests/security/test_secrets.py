@@ -1,0 +1,60 @@
+"""PODIUM_SECRETS_KEY (UPSTREAMS.md §1): the instance secrets the gateway forwards are sealed
+with it, and Podium opens them with the same key; a gateway whose key differs cannot activate a
+session, and says so, instead of running agents without their secrets."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import LOCAL_KEY, Stack
+
+# Not the local stack's key (settings.LOCAL_STACK_SECRETS_KEY): 32 bytes, base64url.
+OTHER_KEY = base64.urlsafe_b64encode(b"a-key-that-is-not-the-stacks-key").decode()
+
+
+def stack_log(stack: Stack) -> str:
+    return "".join(path.read_text() for path in Path(stack.data_dir).glob("local-stack-*.log"))
+
+
+async def test_a_gateway_whose_key_differs_from_podiums_cannot_activate(
+    prod: Any, stack: Stack
+) -> None:
+    """Before the fix: PODIUM_SECRETS_KEY was required but never used (instances got
+    `secrets={}`), so this gateway's `join_session` succeeded and every agent ran without the
+    `ensemble_api_key` it needs — a silent empty secret instead of an error."""
+    p = prod(PODIUM_SECRETS_KEY=OTHER_KEY)
+    async with p.client(p.token(tenant="sealing")) as c:
+        created = await c.request({"type": "create_session", "agentType": "echo"})
+        await c.send({"type": "join_session", "sessionId": created["session"]["id"]})
+        frames = await c.recv_until("error")
+    state, error = frames[-2:]
+    assert error["code"] == "UPSTREAM_ERROR"
+    assert "PODIUM_SECRETS_KEY differs" in error["message"]
+    assert state["state"] == "error" and state["reason"] == error["message"]
+
+    gateway_log = p.gw.output()
+    assert gateway_log.count("podium cannot open the instance secrets") == 1, gateway_log
+    assert "SECRETS_KEY differs" in gateway_log
+    for log in (gateway_log, stack_log(stack)):
+        assert OTHER_KEY.rstrip("=") not in log and LOCAL_KEY not in log
+
+
+async def test_with_the_same_key_the_agent_reaches_ensemble_with_the_forwarded_key(
+    prod: Any, stack: Stack
+) -> None:
+    """The chat agent calls Ensemble with the `ensemble_api_key` opened from its instance's
+    secrets (the stand-in has no key of its own for it), so a finished turn proves the key made
+    the trip sealed and came out whole."""
+    p = prod()
+    async with p.client(p.token(tenant="sealing")) as c:
+        created = await c.request({"type": "create_session", "agentType": "chat"})
+        session_id = created["session"]["id"]
+        joined = await c.request({"type": "join_session", "sessionId": session_id})
+        assert joined["type"] != "error", joined
+        await c.send({"type": "run_turn", "sessionId": session_id, "text": "hello"})
+        frames = await c.recv_until("turn_complete")
+    assert frames[-1]["finalText"] == "You said: hello. This is the mock model."
+    for log in (p.gw.output(), stack_log(stack)):
+        assert LOCAL_KEY not in log
