@@ -22,7 +22,8 @@ async def test_a_gateway_whose_key_differs_from_podiums_cannot_activate(
     prod: Any, stack: Stack
 ) -> None:
     """Before the fix: PODIUM_SECRETS_KEY was required but never used (instances got
-    `secrets={}`), so this gateway's `join_session` succeeded and every agent ran without the
+    `secrets={}`), so this gateway's `join_session` activated the session (no error frame came;
+    the test timed out waiting, run against main) and every agent ran without the
     `ensemble_api_key` it needs — a silent empty secret instead of an error."""
     p = prod(PODIUM_SECRETS_KEY=OTHER_KEY)
     async with p.client(p.token(tenant="sealing")) as c:
