@@ -5,10 +5,16 @@ session, and says so, instead of running agents without their secrets."""
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import LOCAL_KEY, Stack
+import pytest
+
+from tests.conftest import LOCAL_KEY, Stack, free_port
+from tests.unit.test_settings import PROD
 
 # Not the local stack's key (settings.LOCAL_STACK_SECRETS_KEY): 32 bytes, base64url.
 OTHER_KEY = base64.urlsafe_b64encode(b"a-key-that-is-not-the-stacks-key").decode()
@@ -59,3 +65,40 @@ async def test_with_the_same_key_the_agent_reaches_ensemble_with_the_forwarded_k
     assert frames[-1]["finalText"] == "You said: hello. This is the mock model."
     for log in (p.gw.output(), stack_log(stack)):
         assert LOCAL_KEY not in log
+
+
+# Malformed keys an operator might paste: a password, a hex key, a key cut short.
+BAD_KEYS = ["hunter2-is-my-key", "ab" * 32, OTHER_KEY[:30]]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [
+        (["check-config"], PROD),
+        (["serve"], {**PROD, "HOST": "127.0.0.1"}),
+        (["dev", "--no-reload"], {"DEV_MODE": "true"}),
+        (["local-stack"], {}),
+    ],
+)
+def test_a_malformed_key_stops_every_command_with_one_line(
+    command: list[str], env: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """Exit 2 before anything starts, one line naming the variable and the expected format,
+    never the value (the gateway's and the local stack's commands alike)."""
+    ports = {"PORT": str(free_port()), "DATA_DIR": str(tmp_path)}
+    if command == ["local-stack"]:  # should it start after all, never on the default ports
+        command = [*command, "--podium-port", str(free_port())]
+        command += ["--ensemble-port", str(free_port()), "--unison-port", str(free_port())]
+    done = subprocess.run(
+        [sys.executable, "-m", "diminuendo", *command],
+        env={"PATH": os.environ["PATH"], **env, **ports, "PODIUM_SECRETS_KEY": key},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("config error: PODIUM_SECRETS_KEY: must be 32 random bytes, base64url")
+    assert key not in done.stderr + done.stdout
