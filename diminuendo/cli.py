@@ -163,13 +163,14 @@ def cmd_local_stack(args: argparse.Namespace) -> int:
 
 
 def _stack_secrets_key() -> object:
-    """The Podium stand-in's PODIUM_SECRETS_KEY: the environment's, else the dev stack's (what a
-    gateway in dev mode seals with)."""
-    from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
+    """The Podium stand-in's PODIUM_SECRETS_KEY, read as the gateway reads it (environment over
+    `.env`), else the dev stack's: what a gateway in dev mode seals with."""
+    from diminuendo.settings import LOCAL_STACK_SECRETS_KEY, read_environment
     from diminuendo.upstreams.sealing import SealingKey
 
+    configured = (read_environment().get("PODIUM_SECRETS_KEY") or "").strip()
     try:
-        return SealingKey.parse(os.environ.get("PODIUM_SECRETS_KEY") or LOCAL_STACK_SECRETS_KEY)
+        return SealingKey.parse(configured or LOCAL_STACK_SECRETS_KEY)
     except ValueError as exc:
         print(f"config error: PODIUM_SECRETS_KEY: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
