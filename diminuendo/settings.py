@@ -19,8 +19,12 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from diminuendo.auth.endpoints import resolve_auth0
+from diminuendo.upstreams.sealing import SealingKey
 
 LOCAL_STACK_API_KEY = "local-dev-key"
+# The dev stack's PODIUM_SECRETS_KEY, shared by the gateway in dev mode and the Podium stand-in
+# (base64url of b"diminuendo-local-stack-dev-key!!"): public, so it only ever seals dev secrets.
+LOCAL_STACK_SECRETS_KEY = "ZGltaW51ZW5kby1sb2NhbC1zdGFjay1kZXYta2V5ISE="
 DEV_UPSTREAM_URLS = {
     "podium": "http://127.0.0.1:8002",
     "ensemble": "http://127.0.0.1:8004",
@@ -65,7 +69,9 @@ class Settings:
 
     podium_url: str = ""
     podium_api_key: str = _secret()
-    podium_secrets_key: str = _secret()
+    podium_secrets_key: SealingKey | None = field(
+        default=None, repr=False, metadata={"secret": True}
+    )
     ensemble_url: str = ""
     ensemble_api_key: str = _secret()
     unison_url: str = ""
@@ -268,7 +274,7 @@ _VARS = (
     _Var("ALLOWED_ORIGINS", "allowed_origins", _parse_origins),
     _Var("PODIUM_URL", "podium_url", _parse_url),
     _Var("PODIUM_API_KEY", "podium_api_key", _parse_str),
-    _Var("PODIUM_SECRETS_KEY", "podium_secrets_key", _parse_str),
+    _Var("PODIUM_SECRETS_KEY", "podium_secrets_key", SealingKey.parse),
     _Var("ENSEMBLE_URL", "ensemble_url", _parse_url),
     _Var("ENSEMBLE_API_KEY", "ensemble_api_key", _parse_str),
     _Var("UNISON_URL", "unison_url", _parse_url),
@@ -396,6 +402,7 @@ def load_settings(
         values.setdefault("host", "127.0.0.1")
         values.setdefault("port", 8001)
         values.setdefault("log_format", "pretty")
+        values.setdefault("podium_secrets_key", SealingKey.parse(LOCAL_STACK_SECRETS_KEY))
         for prefix, url_attr, key_attr in _UPSTREAMS:
             if url_attr not in values and f"{prefix}_URL" not in env:
                 values[url_attr] = DEV_UPSTREAM_URLS[prefix.lower()]

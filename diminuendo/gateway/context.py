@@ -55,7 +55,13 @@ class Gateway:
             "ensemble": UpstreamHttp("ensemble", settings.ensemble_url, settings.ensemble_api_key),
             "unison": UpstreamHttp("unison", settings.unison_url, settings.unison_api_key),
         }
-        self.podium = PodiumClient(self._http["podium"], settings.podium_api_key)
+        self.podium = PodiumClient(
+            self._http["podium"],
+            settings.podium_api_key,
+            secrets_key=settings.podium_secrets_key,
+            # What the agent needs to reach the inference authority (UPSTREAMS.md §1).
+            instance_secrets={"ensemble_api_key": settings.ensemble_api_key},
+        )
         self.ensemble = EnsembleClient(self._http["ensemble"])
         self.unison = UnisonClient(self._http["unison"])
         self.hub = Hub(settings.ws_heartbeat_interval_s, idle_timeout_s=settings.ws_idle_timeout_s)
@@ -64,7 +70,6 @@ class Gateway:
         self.sessions = SessionService(
             podium=self.podium,
             unison=self.unison,
-            secrets_key=settings.podium_secrets_key,
             max_active_sessions=settings.max_active_sessions,
             max_active_sessions_per_tenant=settings.max_active_sessions_per_tenant,
             idle_timeout_s=settings.session_idle_timeout_s,

@@ -234,6 +234,9 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict
 async def chat(turn: Turn) -> None:
     """Answers through Ensemble (streaming) with the instance transcript as the conversation."""
     services = turn.runtime.services
+    api_key = turn.runtime.secrets.get("ensemble_api_key")
+    if not api_key:  # Podium holds no key of its own for an agent's inference
+        raise RuntimeError("the instance has no ensemble_api_key secret")
     messages = [{"role": m["role"], "content": m["text"]} for m in turn.transcript()]
     call = {
         "jsonrpc": "2.0",
@@ -241,7 +244,7 @@ async def chat(turn: Turn) -> None:
         "method": "inference/generate",
         "params": {"model": turn.config.get("model", "mock"), "messages": messages, "stream": True},
     }
-    headers = {"Authorization": f"Bearer {services.api_key}"}
+    headers = {"Authorization": f"Bearer {api_key}"}
     timeout = httpx.Timeout(60.0, connect=2.0)
     async with (
         httpx.AsyncClient(timeout=timeout) as client,

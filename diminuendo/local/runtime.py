@@ -31,10 +31,10 @@ Agent = Callable[["Turn"], Awaitable[None]]
 
 @dataclass(frozen=True)
 class AgentServices:
-    """How agents reach the other stand-ins (the chat agent calls Ensemble)."""
+    """How agents reach the other stand-ins (the chat agent calls Ensemble with the key from
+    its instance's secrets, as a real agent would)."""
 
     ensemble_url: str
-    api_key: str = field(repr=False)
     pacer: Pacer = field(default_factory=Pacer, repr=False, compare=False)
 
 
@@ -119,10 +119,17 @@ class Turn:
 
 class InstanceRuntime:
     def __init__(
-        self, instance: Record, store: PodiumStore, agent: Agent, services: AgentServices
+        self,
+        instance: Record,
+        store: PodiumStore,
+        agent: Agent,
+        services: AgentServices,
+        opened_secrets: dict[str, str] | None = None,
     ) -> None:
         self.instance_id: str = instance["instance_id"]
         self.config: dict[str, Any] = instance["config"]
+        # The instance's opened secrets (e.g. `ensemble_api_key`); only agents read them.
+        self.secrets: dict[str, str] = opened_secrets or {}
         self.store = store
         self.services = services
         self.questions: dict[str, asyncio.Future[dict[str, Any]]] = {}

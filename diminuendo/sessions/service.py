@@ -94,7 +94,6 @@ class SessionService:
         *,
         podium: PodiumClient,
         unison: UnisonClient,
-        secrets_key: str = "",
         max_active_sessions: int = 5000,
         max_active_sessions_per_tenant: int = 1000,
         idle_timeout_s: float = 900.0,
@@ -105,7 +104,6 @@ class SessionService:
     ) -> None:
         self.podium = podium
         self.unison = unison
-        self._secrets_key = secrets_key
         self.capacity = Limits(max_active_sessions, max_active_sessions_per_tenant)
         # Active sessions per tenant (only tenants holding some) and in all, kept in step by
         # _take_slot/_free_slot so admitting a session costs no walk over every session.
@@ -461,7 +459,6 @@ class SessionService:
                     "session_id": record.id,
                     "user_id": record.owner_id,
                 },
-                secrets={},
             )
             active.record = msgspec.structs.replace(
                 record, instance_id=instance_id, deployment_id=deployment_id

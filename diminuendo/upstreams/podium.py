@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.http import UpstreamHttp
 from diminuendo.upstreams.resilience import backoff_delay
 from diminuendo.upstreams.runtime_socket import ClientSocket, SocketUnavailable, open_socket
+from diminuendo.upstreams.sealing import SealingKey, instance_aad, seal
 
 DEPLOYMENT_CACHE_S = 60.0
 DEPLOYMENTS_CACHED = 1_000  # agent types with a deployment
@@ -38,12 +39,34 @@ PING_TIMEOUT_S = 20.0
 ATTACHED = "runtime.attached"
 _frame_decoder = msgspec.json.Decoder()
 _frame_encoder = msgspec.json.Encoder()
+# Podium's answer to sealed secrets it cannot open (the local stand-in's; see DECISIONS.md).
+SECRETS_UNREADABLE = "SECRETS_UNREADABLE"
+
+
+def _error_of(content: bytes) -> dict[str, Any]:
+    """The `error` object of a Podium error body (UPSTREAMS.md), `{}` when there is none."""
+    try:
+        error = msgspec.json.decode(content).get("error")
+    except (msgspec.DecodeError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
 
 
 class PodiumClient:
-    def __init__(self, http: UpstreamHttp, api_key: str) -> None:
+    def __init__(
+        self,
+        http: UpstreamHttp,
+        api_key: str,
+        *,
+        secrets_key: SealingKey,
+        instance_secrets: Mapping[str, str],
+    ) -> None:
+        """`instance_secrets` go to every instance, sealed with `secrets_key` (PODIUM_SECRETS_KEY)
+        for that instance's tenant and session."""
         self.http = http
         self._api_key = api_key
+        self._secrets_key = secrets_key
+        self._instance_secrets = dict(instance_secrets)
         self._deployments: BoundedCache[str, str] = BoundedCache(
             DEPLOYMENTS_CACHED, DEPLOYMENT_CACHE_S
         )
@@ -81,17 +104,35 @@ class PodiumClient:
         body = await self.http.get_json("/api/v1/deployments")
         return sorted({d["agent_type"] for d in body.get("deployments") or []})
 
-    async def create_instance(
-        self, deployment_id: str, *, metadata: dict[str, str], secrets: dict[str, str]
-    ) -> str:
+    async def create_instance(self, deployment_id: str, *, metadata: dict[str, str]) -> str:
+        """A new instance for `metadata`'s tenant and session, its secrets sealed for exactly
+        that pair. Podium refusing them (a different PODIUM_SECRETS_KEY) is an activation error
+        naming the cause, never an instance without its secrets."""
+        aad = instance_aad(metadata["tenant_id"], metadata["session_id"])
         body = {
             "deployment_id": deployment_id,
             "config": {},
-            "secrets": secrets,
+            "secrets": {"sealed": seal(self._instance_secrets, self._secrets_key, aad=aad)},
             "metadata": metadata,
         }
-        response = await self.http.request("POST", "/api/v1/instances", json=body, ok=(200, 201))
-        return response.json()["instance_id"]
+        response = await self.http.request(
+            "POST", "/api/v1/instances", json=body, ok=(200, 201), passthrough=(422,)
+        )
+        if response.status_code in (200, 201):
+            return response.json()["instance_id"]
+        error = _error_of(response.content)
+        if error.get("code") == SECRETS_UNREADABLE:
+            reason = str(error.get("message"))[:200]
+            logger.error("podium cannot open the instance secrets: {}", reason)
+            raise GatewayError(
+                ErrorCode.UPSTREAM_ERROR,
+                "Podium cannot open the session's secrets (PODIUM_SECRETS_KEY differs from "
+                "Podium's)",
+            )
+        logger.warning("podium POST /api/v1/instances answered {}", response.status_code)
+        raise GatewayError(
+            ErrorCode.UPSTREAM_ERROR, f"Podium rejected the request ({response.status_code})"
+        )
 
     async def instance_exists(self, instance_id: str) -> bool:
         response = await self.http.request(

@@ -364,3 +364,18 @@ async def test_demo_triggers_a_runtime_error_and_a_permission_request(podium) ->
             resolved = next(e for e in events if e["event_type"] == "tool.approval_resolved")
             assert resolved["content"]["approved"] is approved
             assert f"Permission {outcome}" in events[-1]["content"]["final_text"]
+
+
+@pytest.mark.parametrize(
+    ("secrets", "cause"),
+    [({"ensemble_api_key": "not-the-key"}, "HTTP 401"), ({}, "no ensemble_api_key")],
+)
+async def test_chat_agent_calls_ensemble_with_its_instance_secret(
+    podium, secrets: dict[str, str], cause: str
+) -> None:
+    """The key comes from the secrets the instance was created with, not from the stand-in."""
+    instance_id = await podium.create_instance("chat", secrets=secrets)
+    async with podium.runtime(instance_id) as runtime:
+        await runtime.send("process_message", text="hello", turn_id="trn_1")
+        error = (await runtime.until("error"))[-1]["content"]
+    assert error["code"] == "AGENT_ERROR" and cause in error["message"]

@@ -255,11 +255,14 @@ async def test_podium_client_keeps_its_deployment_caches_bounded(stack: Stack) -
 
     Before the fix: `PodiumClient` held one entry per unknown type, for good (2,500 after
     2,500 of them, measured with the code of main)."""
+    from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
     from diminuendo.upstreams.http import UpstreamHttp
     from diminuendo.upstreams.podium import UNKNOWN_AGENT_TYPES_CACHED, PodiumClient
+    from diminuendo.upstreams.sealing import SealingKey
 
     http = UpstreamHttp("podium", stack.podium_url, LOCAL_KEY)
-    podium = PodiumClient(http, LOCAL_KEY)
+    key = SealingKey.parse(LOCAL_STACK_SECRETS_KEY)
+    podium = PodiumClient(http, LOCAL_KEY, secrets_key=key, instance_secrets={})
     try:
         for _ in range(1_500):
             assert await podium.resolve_deployment(f"nope-{uuid.uuid4().hex}") is None

@@ -13,7 +13,8 @@ PROD = {
     "AUTH0_AUDIENCE": "https://api.acme.test",
     "PODIUM_URL": "https://podium.internal",
     "PODIUM_API_KEY": "pk-secret-value",
-    "PODIUM_SECRETS_KEY": "sk-secret-value",
+    # 32 bytes, base64url: b"sk-secret-value-for-these-tests!"
+    "PODIUM_SECRETS_KEY": "c2stc2VjcmV0LXZhbHVlLWZvci10aGVzZS10ZXN0cyE=",
     "ENSEMBLE_URL": "https://ensemble.internal",
     "ENSEMBLE_API_KEY": "ek-secret-value",
     "UNISON_URL": "https://unison.internal",
@@ -97,8 +98,26 @@ def test_sizes_rates_and_durations() -> None:
 def test_secrets_stay_out_of_repr_and_describe() -> None:
     s = load(PROD)
     text = repr(s) + str(s.describe())
-    assert "secret-value" not in text
-    assert s.describe()["PODIUM_API_KEY"] == "<set>"
+    assert "secret-value" not in text and PROD["PODIUM_SECRETS_KEY"] not in text
+    assert s.describe()["PODIUM_API_KEY"] == s.describe()["PODIUM_SECRETS_KEY"] == "<set>"
+
+
+@pytest.mark.parametrize("key", ["sk-secret-value", "c2stc2VjcmV0LXZhbHVl", "ab" * 32])
+def test_a_malformed_secrets_key_is_one_problem_that_does_not_echo_it(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load({**PROD, "PODIUM_SECRETS_KEY": key})
+    (problem,) = caught.value.problems
+    assert problem.startswith("PODIUM_SECRETS_KEY: must be 32 random bytes, base64url")
+    assert key not in problem
+
+
+def test_dev_mode_seals_with_the_local_stack_key() -> None:
+    from diminuendo.local.stack import LocalStackConfig
+    from diminuendo.upstreams.sealing import instance_aad, open_sealed, seal
+
+    aad = instance_aad("t", "s")
+    sealed = seal({"k": "v"}, load({"DEV_MODE": "true"}).podium_secrets_key, aad=aad)
+    assert open_sealed(sealed, LocalStackConfig(Path(".")).secrets_key, aad=aad) == {"k": "v"}
 
 
 def test_dotenv_is_read_and_real_environment_wins(tmp_path: Path) -> None:
