@@ -124,10 +124,10 @@ class Gateway:
             await self._jwks_client.aclose()
         upstream_http.call_observers.remove(self.metrics.upstream_call)
 
-    async def authenticate(self, token: str, client_ip: str) -> Identity:
+    async def authenticate(self, token: str, client_address: str) -> Identity:
         if self._authenticator is None:
             return self.dev_identity
-        return await self._authenticator.authenticate(token, client_ip)
+        return await self._authenticator.authenticate(token, client_address)
 
     def origin_allowed(self, origin: str) -> bool:
         if self.settings.dev_mode:

@@ -26,6 +26,7 @@ from diminuendo import __version__
 from diminuendo.auth.policy import permission_for, require
 from diminuendo.gateway.connection import Connection
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.rest_auth import client_address
 from diminuendo.observability import context
 from diminuendo.observability.tracing import span
 from diminuendo.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS
@@ -160,7 +161,7 @@ async def guard_upgrade(request: Request) -> Any:
         request.ctx.identity = gateway.dev_identity
     elif token is not None:
         try:
-            request.ctx.identity = await gateway.authenticate(token, request.client_ip)
+            request.ctx.identity = await gateway.authenticate(token, client_address(request))
         except GatewayError as exc:
             return _refuse(
                 exc.http_status, exc.code, exc.message, retry_after_ms=exc.retry_after_ms
@@ -203,7 +204,7 @@ async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
     connection = Connection(
         ws,
         send_queue_max=gateway.settings.ws_send_queue_max,
-        ip=request.client_ip,
+        ip=client_address(request),
         on_slow=gateway.metrics.slow_consumers.inc,
     )
     context.client_id.set(connection.client_id)
