@@ -75,12 +75,18 @@ def sees_only_own_sessions(role: Role) -> bool:
 
 
 class Identity(msgspec.Struct, frozen=True):
-    """A verified caller: the subject, their tenant and their effective role in it."""
+    """A verified caller: the subject, their tenant and their effective role in it.
+
+    ``expires_at`` is the token's ``exp`` (epoch seconds): an open connection keeps the identity
+    until then plus the clock leeway, unless it presents a fresh token (PROTOCOL §3). None for
+    the dev identity, which does not expire.
+    """
 
     user_id: str
     email: str | None
     tenant_id: str
     role: Role
+    expires_at: float | None = None
 
     def permissions(self) -> frozenset[Permission]:
         """Everything this identity's role grants."""
@@ -131,11 +137,15 @@ def identity_from_claims(
     tenant_id = _tenant(claims, tenant_claim)
     role = member_role if member_role is not None else _claimed_role(claims.get(role_claim))
     email = claims.get("email")
+    exp = claims.get("exp")
     return Identity(
         user_id=user_id,
         email=email if isinstance(email, str) and email else None,
         tenant_id=tenant_id,
         role=role if role is not None else default_role,
+        expires_at=float(exp)
+        if isinstance(exp, int | float) and not isinstance(exp, bool)
+        else None,
     )
 
 
