@@ -138,16 +138,18 @@ async def test_auth_failed_does_not_name_the_reason(prod: Any) -> None:
 @contextlib.asynccontextmanager
 async def sse_stream(http: httpx.AsyncClient, url: str) -> AsyncIterator[httpx.Response]:
     """An open SSE response; when it is a 200, its first event (`state_snapshot`) was read, so
-    the stream is established on the server."""
+    the stream is established on the server. The line iterator stays referenced until the
+    context exits: a finalised one closes the response (and the stream) behind our back."""
     async with http.stream("GET", url) as response:
+        lines = response.aiter_lines()
         if response.status_code == 200:
             async with asyncio.timeout(STEP_S):
-                async for line in response.aiter_lines():
-                    if line == "event: state_snapshot":
-                        break
+                while await anext(lines) != "event: state_snapshot":
+                    pass
         else:
             await response.aread()
         yield response
+        await lines.aclose()
 
 
 async def create_thread(p: Any, token: str) -> str:
