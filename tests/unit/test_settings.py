@@ -126,3 +126,12 @@ def test_the_security_limits_have_the_documented_defaults() -> None:
     assert (s.auth_clock_leeway_s, s.auth_refresh_window_s) == (30.0, 60.0)
     assert s.metrics_token == "" and not s.allow_insecure_upstreams
     assert "sk-metrics" not in repr(load({**PROD, "METRICS_TOKEN": "sk-metrics"}))
+
+
+def test_clock_leeway_is_at_most_a_minute() -> None:
+    """The token verifier refuses more (a longer leeway lets expired tokens work that much
+    longer), so the gateway would otherwise fail only when it starts."""
+    assert load({**PROD, "AUTH_CLOCK_LEEWAY": "0"}).auth_clock_leeway_s == 0.0
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "AUTH_CLOCK_LEEWAY": "61s"})
+    assert err.value.problems == ["AUTH_CLOCK_LEEWAY: must be at most 60 seconds"]
