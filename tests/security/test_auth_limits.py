@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -256,3 +257,60 @@ async def test_unauthenticated_connections_per_address_are_capped(prod: Any) -> 
         assert reply["type"] == "authenticated", reply
         async with unauthenticated(p.gw.ws_url, additional_headers=attacker) as c:
             assert (await c.request({"type": "ping"}))["type"] == "pong"
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unfragmented server frame (unmasked): its opcode and payload."""
+    head = await reader.readexactly(2)
+    length = head[1] & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    return head[0] & 0x0F, await reader.readexactly(length)
+
+
+async def test_concurrent_upgrades_cannot_overshoot_a_limit(prod: Any) -> None:
+    """Upgrades arriving in one burst can all pass the check before the 101, because each socket
+    opens later, in a task of its own. They are counted again as they open, and the ones over
+    the limit get `error QUOTA_EXCEEDED` and close 1008: an address never holds more than
+    `MAX_PENDING_PER_IP` pending sockets (the per-user cap is counted the same way).
+
+    Before the counting on open (the check before the 101 alone): this test failed in four of
+    five runs, a burst of twenty opening up to twenty pending sockets at one address (a race,
+    so ten bursts from ten addresses)."""
+    p = prod(MAX_PENDING_PER_IP="1", PROXIES_COUNT="1")
+
+    async def burst(address: str) -> list[str]:
+        request = (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{p.gw.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nX-Forwarded-For: {address}\r\n\r\n"
+        ).encode()
+        streams = [await asyncio.open_connection("127.0.0.1", p.gw.port) for _ in range(20)]
+        for _, writer in streams:  # every request is on the wire before any answer
+            writer.write(request)
+        try:
+            async with asyncio.timeout(STEP_S):
+                return await asyncio.gather(*(outcome(reader) for reader, _ in streams))
+        finally:
+            for _, writer in streams:
+                writer.close()
+
+    async def outcome(reader: asyncio.StreamReader) -> str:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status != 101:
+            assert status == 429, head
+            return "refused"
+        opcode, payload = await read_frame(reader)
+        frame = json.loads(payload)
+        if frame["type"] == "error":
+            assert frame["code"] == "QUOTA_EXCEEDED", frame
+            opcode, payload = await read_frame(reader)
+            assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1008
+            return "closed"
+        assert frame["type"] == "welcome", frame
+        return "open"
+
+    for round_ in range(10):
+        outcomes = await burst(f"203.0.113.{10 + round_}")
+        assert outcomes.count("open") == 1, outcomes
