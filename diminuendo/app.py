@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from loguru import logger
@@ -15,7 +14,7 @@ from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from diminuendo import __version__
-from diminuendo.gateway import console, health, rest, rest_auth, rpc, ws
+from diminuendo.gateway import console, health, host_guard, rest, rest_auth, rpc, ws
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.headers import security_headers
 from diminuendo.gateway.openapi import register_components
@@ -28,7 +27,6 @@ from diminuendo.settings import Settings
 
 APP_NAME = "diminuendo"
 IDLE_SWEEP_INTERVAL_S = 30.0
-SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def create_app(settings: Settings) -> Sanic:
@@ -52,7 +50,10 @@ def create_app(settings: Settings) -> Sanic:
             "OAS_URI_TO_JSON": "/openapi.json",
             "HEALTH": False,
             "CORS_ORIGINS": "*" if settings.dev_mode else ",".join(settings.allowed_origins),
-            "CORS_ALLOW_HEADERS": "authorization,content-type,x-csrf-token,last-event-id",
+            # mcp-protocol-version: MCP hosts running in a browser send it to /mcp.
+            "CORS_ALLOW_HEADERS": (
+                "authorization,content-type,x-csrf-token,last-event-id,mcp-protocol-version"
+            ),
             "CORS_MAX_AGE": 600,
             "CORS_SUPPORTS_CREDENTIALS": not settings.dev_mode,
             # Which forwarded client address to trust (PROTOCOL.md §13): `request.remote_addr`
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> Sanic:
         }
     )
     app.ctx.settings = settings
+    host_guard.install(app, settings)
     # After the config (sanic-ext reads CORS_* and OAS_* from it now). Only the extensions the
     # gateway uses: the built-in dependency injection alone would add an `http.routing.after`
     # signal dispatch to every request, which TOUCHUP cannot remove.
@@ -121,12 +123,13 @@ def create_app(settings: Settings) -> Sanic:
     @app.on_request
     async def request_context(request: Request) -> None:
         """Propagate a caller's X-Request-ID to upstream calls, if it is a safe token."""
-        incoming = request.headers.get("x-request-id", "")
-        context.request_id.set(
-            incoming if incoming and SAFE_REQUEST_ID.match(incoming) else context.new_request_id()
-        )
+        context.request_id.set(context.incoming_request_id(request.headers.get("x-request-id")))
         if request.path.startswith(("/api/", "/rpc")):
             rest_auth.check_csrf(request)
+        if request.stream is not None and request.stream.request_body:
+            # A body on a route that ignores it (GET, DELETE): read and drop it here, or Sanic
+            # logs the client's mistake as a server error ("body not consumed").
+            await request.receive_body()
 
     headers = security_headers(settings.dev_mode)
 

@@ -114,7 +114,8 @@ class Settings:
     edge_adapters: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        """The effective configuration for `check-config`, with every secret replaced."""
+        """The effective configuration for `check-config`, with every secret replaced, keyed by
+        the variable an operator sets (`AUTH_CLOCK_LEEWAY`, not the field `auth_clock_leeway_s`)."""
         described: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -124,7 +125,7 @@ class Settings:
                 value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
-            described[f.name.upper()] = value
+            described[_VAR_NAMES[f.name]] = value
         return described
 
 
@@ -312,11 +313,41 @@ _VARS = (
     _Var("EDGE_ADAPTERS", "edge_adapters", _parse_edges),
 )
 
+# Every variable the gateway reads: `ssm-env` exports no other name (besides AWS_*, OTEL_*).
+SETTING_NAMES = frozenset(var.name for var in _VARS)
+_VAR_NAMES = {var.attr: var.name for var in _VARS}
+
 _UPSTREAMS = (
     ("PODIUM", "podium_url", "podium_api_key"),
     ("ENSEMBLE", "ensemble_url", "ensemble_api_key"),
     ("UNISON", "unison_url", "unison_api_key"),
 )
+
+
+# The OTLP exporter reads its request headers from these; they are how a hosted collector is
+# given its key, so with either set the endpoint carries a credential like an upstream URL.
+_OTLP_HEADER_VARS = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+
+
+def _insecure_upstreams(values: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """One problem per URL that would send a credential in clear: plain `http://` to a host
+    that is not loopback. Upstream URLs always carry their API key; the OTLP endpoint only when
+    exporter headers are configured (spans themselves hold no key)."""
+    carriers = [
+        (f"{prefix}_URL", url_attr, f"{prefix}_API_KEY") for prefix, url_attr, _ in _UPSTREAMS
+    ]
+    headers = [name for name in _OTLP_HEADER_VARS if (env.get(name) or "").strip()]
+    if headers:
+        carriers.append(("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint", headers[0]))
+    problems = []
+    for name, attr, secret in carriers:
+        parts = urlsplit(values.get(attr) or "")
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            problems.append(
+                f"{name}: plain http:// to {parts.hostname} would send {secret} in clear; "
+                "use https:// (or set ALLOW_INSECURE_UPSTREAMS=true on a trusted network)"
+            )
+    return problems
 
 
 def is_loopback(host: str) -> bool:
@@ -394,6 +425,8 @@ def load_settings(
             resolve_auth0(values["auth0_domain"])
         except ValueError as exc:
             problems.append(f"AUTH0_DOMAIN: {exc}")
+    if not values.get("allow_insecure_upstreams", False):
+        problems += _insecure_upstreams(values, env)
     max_message = values.get("ws_max_message_bytes", Settings.ws_max_message_bytes)
     if values.get("ws_hard_cap_bytes", Settings.ws_hard_cap_bytes) < max_message:
         problems.append("WS_HARD_CAP_BYTES: must not be smaller than WS_MAX_MESSAGE_BYTES")

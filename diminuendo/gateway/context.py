@@ -60,7 +60,6 @@ class Gateway:
         self.podium = PodiumClient(self._http["podium"], settings.podium_api_key)
         self.ensemble = EnsembleClient(self._http["ensemble"])
         self.unison = UnisonClient(self._http["unison"])
-        self.members = MemberService(self.unison)
         self.hub = Hub(
             settings.ws_heartbeat_interval_s,
             idle_timeout_s=settings.ws_idle_timeout_s,
@@ -72,12 +71,14 @@ class Gateway:
             ),
             expiry=ExpirySchedule(settings.auth_refresh_window_s, settings.auth_clock_leeway_s),
         )
+        self.members = MemberService(self.unison, on_role_change=self._member_changed)
         self.rest_limits = KeyedWindows(*settings.ws_rate_limit)
         self.sessions = SessionService(
             podium=self.podium,
             unison=self.unison,
             secrets_key=settings.podium_secrets_key,
             max_active_sessions=settings.max_active_sessions,
+            max_active_sessions_per_tenant=settings.max_active_sessions_per_tenant,
             idle_timeout_s=settings.session_idle_timeout_s,
             replay_max_events=settings.replay_max_events,
             replay_max_bytes=settings.replay_max_bytes,
@@ -117,9 +118,27 @@ class Gateway:
             sessions_by_state=self.sessions_by_state,
             events_published=lambda: self.sessions.events_published,
         )
+        self.metrics.cache_gauges(
+            {
+                "deployments": lambda: self.podium.cache_sizes()["deployments"],
+                "unknown_agent_types": lambda: self.podium.cache_sizes()["unknown_agent_types"],
+                "member_roles": lambda: self.members.cached_roles,
+                "session_records": lambda: self.sessions.cached_records,
+            }
+        )
 
     def __repr__(self) -> str:
         return f"Gateway(dev_mode={self.settings.dev_mode})"
+
+    def _member_changed(self, tenant_id: str, user_id: str, role: Role | None) -> None:
+        """A member record changed: the user's open connections take the new role at once and
+        leave the sessions it no longer lets them read (PROTOCOL.md §5)."""
+        for connection in self.hub.update_role(tenant_id, user_id, role):
+            assert connection.identity is not None
+            for session_id in self.sessions.unreadable(connection.identity, connection.joined):
+                self.sessions.leave(session_id, connection)
+                connection.joined.discard(session_id)
+                connection.send({"type": "session_left", "sessionId": session_id})
 
     async def start(self) -> None:
         self.hub.start()

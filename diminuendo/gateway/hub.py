@@ -28,7 +28,8 @@ from typing import Any
 
 from diminuendo.auth.admission import Admission
 from diminuendo.auth.expiry import RESOLUTION_S, ExpirySchedule
-from diminuendo.auth.identity import Identity
+from diminuendo.auth.identity import Identity, Role, sees_only_own_sessions
+from diminuendo.auth.policy import may_read_session
 from diminuendo.gateway.connection import Connection
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.sessions.stream import Subscriber
@@ -55,6 +56,10 @@ class Hub:
         self._expiry = expiry
         self.connections: set[Connection] = set()
         self._by_tenant: dict[str, set[Connection]] = defaultdict(set)
+        # Per tenant, the connections that may read every session of it, and the few whose role
+        # reads only their own (guests): a lifecycle broadcast checks only the latter.
+        self._readers: dict[str, set[Connection]] = {}
+        self._own_only: dict[str, set[Connection]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Kept in step rather than counted, so /health and /metrics cost O(1) per scrape.
         self.authenticated_count = 0
@@ -83,12 +88,14 @@ class Hub:
             connection.identity = identity
             self._authenticated(connection, identity)
         else:
-            connection.identity = identity
+            connection.identity = identity  # maybe with another role
+            self._track_read_scope(connection)
             self._track_expiry(connection, identity)
 
     def _authenticated(self, connection: Connection, identity: Identity) -> None:
         self._by_tenant[identity.tenant_id].add(connection)
         self.authenticated_count += 1
+        self._track_read_scope(connection)
         self._track_expiry(connection, identity)
 
     def _track_expiry(self, connection: Connection, identity: Identity) -> None:
@@ -109,6 +116,7 @@ class Hub:
                 tenant.discard(connection)
                 if not tenant:
                     del self._by_tenant[identity.tenant_id]
+            self._track_read_scope(connection, gone=True)
 
     def open_stream(self, identity: Identity) -> None:
         """Count an SSE stream of `identity`, or raise the §13 refusal (503 / 429)."""
@@ -117,18 +125,58 @@ class Hub:
     def close_stream(self, identity: Identity) -> None:
         self.admission.release_stream(identity.user_id)
 
-    def broadcast(self, tenant_id: str, event: dict[str, Any], exclude: Subscriber | None) -> None:
-        """Send a lifecycle event to the tenant's connections (never another tenant's)."""
-        targets = self._by_tenant.get(tenant_id)
-        if not targets:
+    def update_role(self, tenant_id: str, user_id: str, role: Role | None) -> list[Connection]:
+        """A member record changed (`role` None: removed): that user's open connections here
+        take the role at once, so their next permission check and broadcast use it. Returns
+        those connections."""
+        changed = []
+        for connection in self._by_tenant.get(tenant_id, ()):
+            identity = connection.identity
+            if identity is not None and identity.user_id == user_id:
+                connection.identity = identity.with_member_role(role)
+                self._track_read_scope(connection)
+                changed.append(connection)
+        return changed
+
+    def _track_read_scope(self, connection: Connection, gone: bool = False) -> None:
+        """File the connection under its tenant's readers or own-only connections (or neither,
+        once `gone`)."""
+        assert connection.identity is not None
+        tenant = connection.identity.tenant_id
+        own_only = sees_only_own_sessions(connection.identity.role)
+        for index, member in (
+            (self._readers, not gone and not own_only),
+            (self._own_only, not gone and own_only),
+        ):
+            connections = index.get(tenant)
+            if member:
+                if connections is None:
+                    connections = index[tenant] = set()
+                connections.add(connection)
+            elif connections is not None:
+                connections.discard(connection)
+                if not connections:
+                    del index[tenant]
+
+    def broadcast(
+        self, tenant_id: str, owner_id: str, event: dict[str, Any], exclude: Subscriber | None
+    ) -> None:
+        """Send a lifecycle event about a session of `owner_id` to the tenant's connections that
+        may read it (`auth.policy.may_read_session`), never another tenant's. Only the tenant's
+        own-only (guest) connections are checked one by one."""
+        readers = self._readers.get(tenant_id, ())
+        own_only = self._own_only.get(tenant_id, ())
+        if not readers and not own_only:
             return
-        data = None
-        for connection in targets:
-            if connection is exclude:
-                continue
-            if data is None:
-                data = encode_frame(event)
-            connection.send_encoded(data)
+        data = encode_frame(event)
+        for connection in readers:
+            if connection is not exclude:
+                connection.send_encoded(data)
+        for connection in own_only:
+            if connection is not exclude and may_read_session(
+                connection.identity, tenant_id, owner_id
+            ):
+                connection.send_encoded(data)
 
     def start(self) -> None:
         self._tasks = [

@@ -36,6 +36,7 @@ from diminuendo.protocol.codec import DecodeFailure, decode_client_frame, peek_r
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.ratelimit import SlidingWindow
 from diminuendo.redaction import safe_message
+from diminuendo.sanic_ws import close_on_invalid_utf8
 from diminuendo.sessions.stream import Replay
 
 SUBPROTOCOL = "diminuendo.v1"
@@ -57,7 +58,7 @@ bp = Blueprint("ws")
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
-    """Sanic's connection protocol with four changes.
+    """Sanic's connection protocol with five changes.
 
     Subprotocols: Sanic refuses a client that offers no subprotocol when the route lists some;
     ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
@@ -71,6 +72,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 
     Health probes: a plain `GET /health` is answered from the cached bytes (see
     `_answer_health_probe`).
+
+    Invalid UTF-8: a text message that does not decode closes the socket with 1007
+    (`sanic_ws.close_on_invalid_utf8`).
 
     `last_heard`: when the client last sent anything, for the Hub's process-wide keepalive
     (Sanic's per-socket keepalive task is switched off).
@@ -86,7 +90,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     async def websocket_handshake(self, request: Request, subprotocols: Any = None) -> Any:
         if not request.headers.get("sec-websocket-protocol"):
             subprotocols = None
-        return await super().websocket_handshake(request, subprotocols)
+        ws = await super().websocket_handshake(request, subprotocols)
+        close_on_invalid_utf8(ws)
+        return ws
 
     def close(self, timeout: float | None = None) -> None:
         transport = self.transport
@@ -122,8 +128,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         the cached body. Only the exact, common shape takes this path: one complete
         `GET /health` or `GET /api/health` over HTTP/1.1 with no body, no query, no Origin
         (so no CORS answer is due) and no `Connection: close`, arriving while no other request
-        is in progress on the connection, so responses cannot be reordered. Anything else
-        goes through Sanic unchanged.
+        is in progress on the connection, so responses cannot be reordered. In dev mode the
+        `Host` must also be one of the plain loopback names of `host_guard.probe_hosts`.
+        Anything else goes through Sanic unchanged (and there meets the dev-mode Host guard).
         """
         line_end = data.find(b"\r\n")
         if data[:line_end] not in HEALTH_REQUEST_LINES or self.recv_buffer:
@@ -136,9 +143,20 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         http = getattr(self, "_http", None)
         if http is not None and http.stage is not Stage.IDLE:
             return False
+        hosts = self.app.ctx.probe_hosts  # dev mode only: the DNS-rebinding guard
+        if hosts is not None and _first_host(lowered) not in hosts:
+            return False
         self.transport.write(self.app.ctx.gateway.health_probe_response())
         self._time = time.monotonic()  # Sanic's keep-alive timeout counts from here
         return True
+
+
+def _first_host(head: bytes) -> bytes:
+    """The first `Host` value of a lower-cased header block that starts with CRLF."""
+    start = head.find(b"\r\nhost:")
+    if start < 0:
+        return b""
+    return head[start + 7 : head.find(b"\r\n", start + 2)].strip()
 
 
 @bp.on_request
@@ -456,20 +474,36 @@ class ClientSession:
         if message.after_seq is not None:
             self.gateway.metrics.replays.inc()
 
+        # MAX_JOINED_PER_CONNECTION: the slot is taken before the first await (joins of other
+        # sessions run concurrently) and given back if the join never subscribed.
+        joined, limit = self.conn.joined, self.settings.max_joined_per_connection
+        new = message.session_id not in joined
+        if new and len(joined) >= limit:
+            raise GatewayError(
+                ErrorCode.QUOTA_EXCEEDED, f"At most {limit} sessions joined at once; leave one"
+            )
+        joined.add(message.session_id)
+        subscribed = False
+
         def send(snapshot: dict[str, Any], replay: Replay) -> None:
+            nonlocal subscribed
+            subscribed = True
             self._reply(snapshot, message.id)
             for frame in replay.frames:
                 self.conn.deliver(frame)
 
-        self.conn.joined.add(message.session_id)
-        await self.gateway.sessions.join(
-            self.conn.identity,
-            self.conn,
-            message.session_id,
-            after_seq=message.after_seq,
-            epoch=message.epoch,
-            send=send,
-        )
+        try:
+            await self.gateway.sessions.join(
+                self.conn.identity,
+                self.conn,
+                message.session_id,
+                after_seq=message.after_seq,
+                epoch=message.epoch,
+                send=send,
+            )
+        finally:
+            if new and not subscribed:
+                joined.discard(message.session_id)
 
     async def leave_session(self, message: m.LeaveSession) -> None:
         await self.gateway.sessions.get_session(self.conn.identity, message.session_id)

@@ -82,10 +82,20 @@ class Turn:
 
     async def ask(self, questions: list[dict[str, Any]]) -> dict[str, Any]:
         """Ask the user and wait, however long, for the gateway's `answer` frame."""
+        return await self._await_answer("tool.question_requested", questions=questions)
+
+    async def request_permission(self, tool_name: str, description: str) -> dict[str, Any]:
+        """Ask the user to allow a tool call and wait for the gateway's `answer` frame; the
+        resolution's `approved` says whether it was allowed."""
+        return await self._await_answer(
+            "tool.permission_requested", tool_name=tool_name, description=description
+        )
+
+    async def _await_answer(self, event_type: str, **content: Any) -> dict[str, Any]:
         request_id = f"req_{secrets.token_hex(6)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.runtime.questions[request_id] = future
-        self.emit("tool.question_requested", request_id=request_id, questions=questions)
+        self.emit(event_type, request_id=request_id, **content)
         try:
             resolution = await future
         finally:

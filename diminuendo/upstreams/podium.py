@@ -17,12 +17,18 @@ from urllib.parse import quote
 import msgspec
 from loguru import logger
 
+from diminuendo.cache import BoundedCache
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.http import UpstreamHttp
 from diminuendo.upstreams.resilience import backoff_delay
 from diminuendo.upstreams.runtime_socket import ClientSocket, SocketUnavailable, open_socket
 
 DEPLOYMENT_CACHE_S = 60.0
+DEPLOYMENTS_CACHED = 1_000  # agent types with a deployment
+# Unknown agent types are cached briefly and apart, so a flood of random ones neither reaches
+# Podium once each nor pushes the known types out.
+UNKNOWN_AGENT_TYPE_CACHE_S = 10.0
+UNKNOWN_AGENT_TYPES_CACHED = 512
 OPEN_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # A runtime socket that leaves a ping unanswered this long is dead (half-open TCP, hung Podium).
@@ -38,22 +44,42 @@ class PodiumClient:
     def __init__(self, http: UpstreamHttp, api_key: str) -> None:
         self.http = http
         self._api_key = api_key
-        self._deployments: dict[str, tuple[float, str | None]] = {}
+        self._deployments: BoundedCache[str, str] = BoundedCache(
+            DEPLOYMENTS_CACHED, DEPLOYMENT_CACHE_S
+        )
+        self._unknown_agent_types: BoundedCache[str, bool] = BoundedCache(
+            UNKNOWN_AGENT_TYPES_CACHED, UNKNOWN_AGENT_TYPE_CACHE_S
+        )
 
     def __repr__(self) -> str:
         return f"PodiumClient({self.http.base_url!r})"
 
     async def resolve_deployment(self, agent_type: str) -> str | None:
-        """The newest deployment id for an agent type (cached 60 s), None when there is none."""
-        cached = self._deployments.get(agent_type)
-        now = time.monotonic()
-        if cached and now - cached[0] < DEPLOYMENT_CACHE_S:
-            return cached[1]
+        """The newest deployment id for an agent type (cached 60 s), None when there is none
+        (cached 10 s)."""
+        deployment_id = self._deployments.get(agent_type)
+        if deployment_id is not None or agent_type in self._unknown_agent_types:
+            return deployment_id
         body = await self.http.get_json("/api/v1/deployments", params={"agent_type": agent_type})
         deployments = body.get("deployments") or []
-        deployment_id = deployments[0]["deployment_id"] if deployments else None
-        self._deployments[agent_type] = (now, deployment_id)
+        if not deployments:
+            self._unknown_agent_types.put(agent_type, True)
+            return None
+        deployment_id = deployments[0]["deployment_id"]
+        self._deployments.put(agent_type, deployment_id)
         return deployment_id
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries in the agent-type caches, for the `diminuendo_cache_entries` gauge."""
+        return {
+            "deployments": len(self._deployments),
+            "unknown_agent_types": len(self._unknown_agent_types),
+        }
+
+    async def agent_types(self) -> list[str]:
+        """Every agent type with a deployment, sorted (what the edge adapters list)."""
+        body = await self.http.get_json("/api/v1/deployments")
+        return sorted({d["agent_type"] for d in body.get("deployments") or []})
 
     async def create_instance(
         self, deployment_id: str, *, metadata: dict[str, str], secrets: dict[str, str]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from diminuendo.settings import ConfigError, load_settings
+from diminuendo.settings import _VARS, ConfigError, load_settings
 
 PROD = {
     "AUTH0_DOMAIN": "acme.eu.auth0.com",
@@ -126,6 +126,40 @@ def test_the_security_limits_have_the_documented_defaults() -> None:
     assert (s.auth_clock_leeway_s, s.auth_refresh_window_s) == (30.0, 60.0)
     assert s.metrics_token == "" and not s.allow_insecure_upstreams
     assert "sk-metrics" not in repr(load({**PROD, "METRICS_TOKEN": "sk-metrics"}))
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://podium.internal", "podium.internal"),
+        ("http://10.0.0.7:8002", "10.0.0.7"),
+        ("http://[fd00::5]", "fd00::5"),
+        ("http://0.0.0.0", "0.0.0.0"),
+    ],
+)
+def test_plain_http_upstreams_need_a_loopback_host(url: str, host: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "PODIUM_URL": url})
+    assert err.value.problems == [
+        f"PODIUM_URL: plain http:// to {host} would send PODIUM_API_KEY in clear; use https:// "
+        "(or set ALLOW_INSECURE_UPSTREAMS=true on a trusted network)"
+    ]
+    assert load({**PROD, "PODIUM_URL": url, "ALLOW_INSECURE_UPSTREAMS": "true"}).podium_url == url
+    for local in ("http://127.0.0.1:8002", "http://localhost", "http://[::1]:1", "https://x.y"):
+        assert load({**PROD, "PODIUM_URL": local}).podium_url == local
+
+
+def test_dev_mode_keeps_the_upstream_rule() -> None:
+    with pytest.raises(ConfigError) as err:
+        load({"DEV_MODE": "true", "UNISON_URL": "http://unison.lan:8005"})
+    assert [p.split(":")[0] for p in err.value.problems] == ["UNISON_URL"]
+    assert load({"DEV_MODE": "true"}).unison_url == "http://127.0.0.1:8005"
+
+
+def test_check_config_names_each_setting_by_its_variable() -> None:
+    described = load(PROD).describe()
+    assert set(described) == {var.name for var in _VARS}  # every field has its variable
+    assert described["AUTH_CLOCK_LEEWAY"] == 30.0 and described["SESSION_IDLE_TIMEOUT"] == 900.0
 
 
 def test_clock_leeway_is_at_most_a_minute() -> None:
