@@ -15,6 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json
+from sanic_ext.extensions.openapi import openapi
 
 from diminuendo.edges.mcp_asgi import serve_asgi
 from diminuendo.edges.mcp_tools import SCOPE_GATEWAY, SCOPE_IDENTITY, build_server
@@ -71,6 +72,8 @@ def mount(app: Sanic) -> None:
         )
 
     app.blueprint(bp)
+    # MCP's own transport, described by the MCP spec; not a REST operation of this document.
+    openapi.exclude(bp=bp)
 
 
 async def _serve(request: Request, server: MCPServer) -> HTTPResponse | None:

@@ -110,7 +110,7 @@ async def test_a_runtime_error_ends_the_run_with_run_error(http: httpx.AsyncClie
     failed = await run(http, "/agui/demo", run_input(thread(), "run-f", DEMO_FAIL))
     verify_run(failed)
     assert failed.last.type.value == "RUN_ERROR"
-    assert failed.last.code == "AGENT_ERROR" and "failed on request" in failed.last.message
+    assert failed.last.code == "UPSTREAM_ERROR" and "failed on request" in failed.last.message
 
 
 async def test_dropping_the_request_cancels_the_turn_seen_on_ws(

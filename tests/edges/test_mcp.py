@@ -129,7 +129,7 @@ async def test_permission_refused_and_runtime_error(edge_gateway: Gateway) -> No
 
         failed = await mcp.call_tool("run_turn", {"session_id": sid, "text": DEMO_FAIL})
         assert failed.is_error
-        assert failed.structured_content["code"] == "AGENT_ERROR"
+        assert failed.structured_content["code"] == "UPSTREAM_ERROR"
         assert "failed on request" in failed.content[0].text
 
 
