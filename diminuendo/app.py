@@ -56,6 +56,11 @@ def create_app(settings: Settings) -> Sanic:
             ),
             "CORS_MAX_AGE": 600,
             "CORS_SUPPORTS_CREDENTIALS": not settings.dev_mode,
+            # Which forwarded client address to trust (PROTOCOL.md §13): `request.remote_addr`
+            # is then the client behind the proxy, for every per-address limit.
+            "PROXIES_COUNT": settings.proxies_count,
+            "REAL_IP_HEADER": settings.real_ip_header or None,
+            "FORWARDED_SECRET": settings.forwarded_secret or None,
         }
     )
     app.ctx.settings = settings

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from diminuendo.auth.endpoints import resolve_auth0
+from diminuendo.auth.verifier import MAX_LEEWAY_S
 from diminuendo.upstreams.sealing import SealingKey
 
 LOCAL_STACK_API_KEY = "local-dev-key"
@@ -436,6 +437,8 @@ def load_settings(
     max_message = values.get("ws_max_message_bytes", Settings.ws_max_message_bytes)
     if values.get("ws_hard_cap_bytes", Settings.ws_hard_cap_bytes) < max_message:
         problems.append("WS_HARD_CAP_BYTES: must not be smaller than WS_MAX_MESSAGE_BYTES")
+    if values.get("auth_clock_leeway_s", Settings.auth_clock_leeway_s) > MAX_LEEWAY_S:
+        problems.append(f"AUTH_CLOCK_LEEWAY: must be at most {MAX_LEEWAY_S} seconds")
 
     if problems:
         raise ConfigError(problems)

@@ -75,12 +75,18 @@ def sees_only_own_sessions(role: Role) -> bool:
 
 
 class Identity(msgspec.Struct, frozen=True):
-    """A verified caller: the subject, their tenant and their effective role in it."""
+    """A verified caller: the subject, their tenant and their effective role in it.
+
+    ``expires_at`` is the token's ``exp`` (epoch seconds): an open connection keeps the identity
+    until then plus the clock leeway, unless it presents a fresh token (PROTOCOL §3). None for
+    the dev identity, which does not expire.
+    """
 
     user_id: str
     email: str | None
     tenant_id: str
     role: Role
+    expires_at: float | None = None
     # The role without a member record (token claim, else the default) when it differs from
     # `role`: removing the member record makes it the role again, also on open connections.
     claimed_role: Role | None = None
@@ -151,12 +157,16 @@ def identity_from_claims(
         claimed = default_role
     role = member_role if member_role is not None else claimed
     email = claims.get("email")
+    exp = claims.get("exp")
     return Identity(
         user_id=user_id,
         email=email if isinstance(email, str) and email else None,
         tenant_id=tenant_id,
         role=role,
         claimed_role=None if claimed == role else claimed,
+        expires_at=float(exp)
+        if isinstance(exp, int | float) and not isinstance(exp, bool)
+        else None,
     )
 
 

@@ -15,8 +15,10 @@ import httpx
 import msgspec
 
 from diminuendo import __version__
+from diminuendo.auth.admission import Admission
 from diminuendo.auth.authenticator import Authenticator
 from diminuendo.auth.endpoints import resolve_auth0
+from diminuendo.auth.expiry import ExpirySchedule
 from diminuendo.auth.identity import DEV_IDENTITY, Identity, Role
 from diminuendo.auth.jwks import JwksCache
 from diminuendo.auth.verifier import TokenVerifier
@@ -64,7 +66,17 @@ class Gateway:
         )
         self.ensemble = EnsembleClient(self._http["ensemble"])
         self.unison = UnisonClient(self._http["unison"])
-        self.hub = Hub(settings.ws_heartbeat_interval_s, idle_timeout_s=settings.ws_idle_timeout_s)
+        self.hub = Hub(
+            settings.ws_heartbeat_interval_s,
+            idle_timeout_s=settings.ws_idle_timeout_s,
+            admission=Admission(
+                max_total=settings.max_connections,
+                # Dev mode has one identity for every client: a per-user cap would cap them all.
+                max_per_user=None if settings.dev_mode else settings.max_connections_per_user,
+                max_pending_per_address=settings.max_pending_per_ip,
+            ),
+            expiry=ExpirySchedule(settings.auth_refresh_window_s, settings.auth_clock_leeway_s),
+        )
         self.members = MemberService(self.unison, on_role_change=self._member_changed)
         self.rest_limits = KeyedWindows(*settings.ws_rate_limit)
         self.sessions = SessionService(
@@ -95,6 +107,7 @@ class Gateway:
                 endpoints=endpoints,
                 audiences=[settings.auth0_audience, settings.auth0_client_id],
                 jwks=self.jwks,
+                leeway_s=settings.auth_clock_leeway_s,
             )
             self._authenticator = Authenticator(
                 verifier,
@@ -148,10 +161,10 @@ class Gateway:
             await self._jwks_client.aclose()
         upstream_http.call_observers.remove(self.metrics.upstream_call)
 
-    async def authenticate(self, token: str, client_ip: str) -> Identity:
+    async def authenticate(self, token: str, client_address: str) -> Identity:
         if self._authenticator is None:
             return self.dev_identity
-        return await self._authenticator.authenticate(token, client_ip)
+        return await self._authenticator.authenticate(token, client_address)
 
     def origin_allowed(self, origin: str) -> bool:
         if self.settings.dev_mode:

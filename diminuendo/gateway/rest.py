@@ -5,6 +5,7 @@ with the same no-gap replay as `join_session`."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from typing import Any
@@ -260,6 +261,27 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
     stream = _stream_request(request, session_id)
     session_id, after_seq, epoch = stream.session_id, stream.after_seq, stream.epoch
     await gateway.sessions.get_session(identity, session_id)  # 404 before the stream opens
+    gateway.hub.open_stream(identity)  # counts toward MAX_CONNECTIONS and the user's cap
+    try:
+        return await _stream_events(request, gateway, identity, session_id, after_seq, epoch)
+    finally:
+        gateway.hub.close_stream(identity)
+
+
+async def _stream_events(
+    request: Request,
+    gateway: Gateway,
+    identity: Identity,
+    session_id: str,
+    after_seq: int | None,
+    epoch: str | None,
+) -> None:
+    """The stream itself; it ends when the client goes, the gateway drains, the client falls
+    too far behind, or the token expires (`exp` + `AUTH_CLOCK_LEEWAY`: SSE cannot be handed a
+    fresh token, so the client reconnects with one and `Last-Event-ID`)."""
+    ends_at = math.inf
+    if identity.expires_at is not None:
+        ends_at = identity.expires_at + gateway.settings.auth_clock_leeway_s
     subscriber = SseSubscriber(gateway.settings.ws_send_queue_max)
     if after_seq is not None:
         gateway.metrics.replays.inc()
@@ -284,9 +306,8 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
             )
         except GatewayError as exc:
             subscriber.push_event("error", exc.to_frame())
-        while not gateway.draining and not subscriber.overflowed:
+        while not gateway.draining and not subscriber.overflowed and time.time() < ends_at:
             await subscriber.drain(response)
         await response.eof()
     finally:
         gateway.sessions.leave(session_id, subscriber)
-    return None

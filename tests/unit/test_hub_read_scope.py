@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import msgspec
 
+from diminuendo.auth.admission import Admission
+from diminuendo.auth.expiry import ExpirySchedule
 from diminuendo.auth.identity import Identity, Role
 from diminuendo.gateway.hub import Hub
 
@@ -17,16 +19,17 @@ class Peer:
             user_id=user, email=None, tenant_id=tenant, role=role, claimed_role=claimed
         )
         self.frames: list[dict] = []
+        self.ip = "127.0.0.1"
 
     def send_encoded(self, data: bytes) -> None:
         self.frames.append(msgspec.json.decode(data))
 
 
 def hub_with(*peers: Peer) -> Hub:
-    hub = Hub(30.0)
+    admission = Admission(max_total=100, max_per_user=None, max_pending_per_address=100)
+    hub = Hub(30.0, admission=admission, expiry=ExpirySchedule(60.0, 30.0))
     for peer in peers:
-        hub.add(peer)  # type: ignore[arg-type]
-        hub.authenticated(peer)  # type: ignore[arg-type]
+        hub.add(peer)  # type: ignore[arg-type]  # its identity set: added authenticated
     return hub
 
 

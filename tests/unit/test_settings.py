@@ -179,3 +179,12 @@ def test_check_config_names_each_setting_by_its_variable() -> None:
     described = load(PROD).describe()
     assert set(described) == {var.name for var in _VARS}  # every field has its variable
     assert described["AUTH_CLOCK_LEEWAY"] == 30.0 and described["SESSION_IDLE_TIMEOUT"] == 900.0
+
+
+def test_clock_leeway_is_at_most_a_minute() -> None:
+    """The token verifier refuses more (a longer leeway lets expired tokens work that much
+    longer), so the gateway would otherwise fail only when it starts."""
+    assert load({**PROD, "AUTH_CLOCK_LEEWAY": "0"}).auth_clock_leeway_s == 0.0
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "AUTH_CLOCK_LEEWAY": "61s"})
+    assert err.value.problems == ["AUTH_CLOCK_LEEWAY: must be at most 60 seconds"]
