@@ -19,16 +19,18 @@ async def test_a_reader_joining_mid_stream_gets_every_event_once_in_order(fleet:
     lease = await fleet.leases("owner").acquire(SESSION, 10_000)
     assert lease is not None
     published: list[tuple[int, str]] = []
+    mid_turn = asyncio.Event()
 
     async def owner() -> None:
         for n in range(EVENTS):
             published.append(await fleet.log.append(SESSION, b"ev%d" % n, owner_token=lease.token))
+            if n == 40:
+                mid_turn.set()
             if n % 10 == 0:
                 await asyncio.sleep(0.001)
 
     owning = asyncio.create_task(owner())
-    while len(published) < 40:  # the reader last saw seq 17 and comes back mid-turn
-        await asyncio.sleep(0.001)
+    await mid_turn.wait()  # the reader last saw seq 17 and comes back mid-turn
 
     buffered: list[LiveMessage] = []
     bus = Bus(
