@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 from loguru import logger
 from redis.asyncio import Redis
@@ -71,8 +72,8 @@ class Bus:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)
         if self._pubsub is not None and self.connected:
-            with suppress(RedisError, OSError):  # the loop notices and resubscribes
-                await self._pubsub.subscribe(channel)
+            with suppress(RedisError, OSError, TimeoutError):  # the loop notices, resubscribes
+                await asyncio.wait_for(self._pubsub.subscribe(channel), self._timeout_s)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self._timeout_s)
         except TimeoutError:
@@ -89,8 +90,8 @@ class Bus:
         self._confirmed.discard(channel)
         self._pending_gap.discard(channel)
         if self._pubsub is not None and self.connected:
-            with suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(channel)
+            with suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._pubsub.unsubscribe(channel), self._timeout_s)
 
     async def run(self) -> None:
         delay = RECONNECT_FIRST_S
@@ -166,7 +167,7 @@ class Bus:
             quiet = 0
             self._dispatch(message)
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         channel = message.get("channel")
         if isinstance(channel, bytes):

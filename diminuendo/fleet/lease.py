@@ -148,18 +148,19 @@ class LeaseRenewer:
         """One renewal of every held lease; `run` calls it on the timer."""
         entries = list(self._held.values())
         now = time.monotonic()
+        renewed_at: float | None = now  # measured before the round trip: errs on the safe side
         try:
             renewed = await self._leases.renew_all([lease for lease, _ in entries])
         except FleetUnavailable as exc:
             logger.warning("lease renewal failed: {}", exc)
-            renewed = [now - at < self._ttl_s for _, at in entries]
-            now = None  # nothing was renewed: keep the old times
+            renewed = [now - at < self._ttl_s for _, at in entries]  # not expired yet
+            renewed_at = None
         for (lease, at), ok in zip(entries, renewed, strict=True):
             current = self._held.get(lease.session_id)
             if current is None or current[0] != lease:
                 continue  # dropped or replaced while the round trip ran
             if ok:
-                self._held[lease.session_id] = (lease, now if now is not None else at)
+                self._held[lease.session_id] = (lease, renewed_at or at)
             else:
                 del self._held[lease.session_id]
                 self._on_lost(lease)

@@ -132,3 +132,33 @@ async def until(condition, timeout_s: float = 3.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+async def test_the_bus_drops_a_silent_server_and_reports_the_gap_once_it_answers(
+    own_valkey: LocalValkey,
+) -> None:
+    """A hung Valkey keeps the TCP connection open: only the health PING finds it."""
+    received: list[bytes] = []
+    gaps: list[frozenset[str]] = []
+    bus = Bus(
+        own_valkey.url,
+        on_message=lambda _c, d: received.append(d),
+        on_gap=gaps.append,
+        health_interval_s=0.2,
+        timeout_s=0.3,
+    )
+    task = asyncio.create_task(bus.run())
+    fleet = await make_fleet(own_valkey.url)
+    channel = fleet.keys.session(SESSION).channel
+    try:
+        await bus.subscribe(channel)
+        own_valkey.pause()
+        await until(lambda: not bus.connected, timeout_s=5)
+        own_valkey.resume()
+        await until(lambda: gaps == [frozenset({channel})], timeout_s=10)
+        await fleet.client.publish(channel, b"back")
+        await until(lambda: received == [b"back"])
+    finally:
+        own_valkey.resume()
+        task.cancel()
+        await fleet.client.aclose()
