@@ -34,11 +34,13 @@ async def test_a_lease_not_renewed_expires_and_another_instance_takes_it(fleet: 
     a, b = fleet.leases("inst-a"), fleet.leases("inst-b")
     held = await a.acquire(SESSION, SHORT_TTL_MS)
     assert held is not None
+    lease_key = fleet.keys.session(SESSION).lease
     await asyncio.sleep(SHORT_TTL_MS / 1000 / 2)
-    assert await a.renew(held)  # renewed at half-time: still ours past the first TTL
-    await asyncio.sleep(SHORT_TTL_MS / 1000 * 0.7)
+    assert await fleet.client.pttl(lease_key) <= SHORT_TTL_MS / 2
+    assert await a.renew(held)  # a whole TTL again
+    assert SHORT_TTL_MS / 2 < await fleet.client.pttl(lease_key) <= SHORT_TTL_MS
     assert await b.acquire(SESSION, SHORT_TTL_MS) is None
-    await asyncio.sleep(SHORT_TTL_MS / 1000 + 0.1)
+    await asyncio.sleep(SHORT_TTL_MS / 1000 + 0.1)  # no renewal for longer than the TTL
     taken = await b.acquire(SESSION, 10_000)
     assert taken is not None and not await a.renew(held)
 
@@ -77,20 +79,21 @@ async def test_appending_without_a_lease_is_refused(fleet: Fleet) -> None:
 async def test_the_renewer_keeps_leases_alive_and_reports_a_lost_one(fleet: Fleet) -> None:
     a, b = fleet.leases("inst-a"), fleet.leases("inst-b")
     lost: list[Lease] = []
-    renewer = LeaseRenewer(a, SHORT_TTL_MS, lost.append)
-    kept = await a.acquire("ses_kept", SHORT_TTL_MS)
-    stolen = await a.acquire("ses_stolen", SHORT_TTL_MS)
+    ttl_ms = 2 * SHORT_TTL_MS  # renewed every 200 ms: a loaded machine stays within the TTL
+    renewer = LeaseRenewer(a, ttl_ms, lost.append)
+    kept = await a.acquire("ses_kept", ttl_ms)
+    stolen = await a.acquire("ses_stolen", ttl_ms)
     assert kept is not None and stolen is not None
     renewer.hold(kept)
     renewer.hold(stolen)
     task = asyncio.create_task(renewer.run())
     try:
-        await asyncio.sleep(SHORT_TTL_MS / 1000 * 2.5)  # well past the TTL: renewed meanwhile
-        assert await b.acquire("ses_kept", SHORT_TTL_MS) is None
+        await asyncio.sleep(ttl_ms / 1000 * 2.5)  # well past the TTL: renewed meanwhile
+        assert await b.acquire("ses_kept", ttl_ms) is None
         assert lost == []
         await fleet.client.delete(fleet.keys.session("ses_stolen").lease)
         assert await b.acquire("ses_stolen", 10_000) is not None
-        await asyncio.sleep(SHORT_TTL_MS / 1000)  # at least two ticks
+        await asyncio.sleep(ttl_ms / 1000)  # at least two ticks
         assert lost == [stolen] and renewer.held == [kept]
     finally:
         task.cancel()
