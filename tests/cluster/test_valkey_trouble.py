@@ -162,3 +162,24 @@ async def test_the_bus_drops_a_silent_server_and_reports_the_gap_once_it_answers
         own_valkey.resume()
         task.cancel()
         await fleet.client.aclose()
+
+
+async def test_after_a_restart_without_persistence_the_same_client_sees_the_loss(
+    own_valkey: LocalValkey,
+) -> None:
+    """The pooled connection from before the restart is broken: one retry reconnects, and the
+    empty Valkey answers with a gap, then a new epoch on the next append."""
+    fleet = await make_fleet(own_valkey.url)
+    try:
+        lease = await fleet.leases("a").acquire(SESSION, 10_000)
+        assert lease is not None
+        _, epoch = await fleet.log.append(SESSION, b"before", owner_token=lease.token)
+        own_valkey.restart()
+        lost = await fleet.log.read_after(SESSION, 1, epoch)
+        assert (lost.gap, lost.events, lost.epoch) == (True, [], None)
+        lease = await fleet.leases("a").acquire(SESSION, 10_000)
+        assert lease is not None
+        seq, new_epoch = await fleet.log.append(SESSION, b"after", owner_token=lease.token)
+        assert seq == 1 and new_epoch != epoch
+    finally:
+        await fleet.client.aclose()
