@@ -62,6 +62,7 @@ class Bus:
         self._client: Redis | None = None
         self._wanted_changed = asyncio.Event()
         self.connected = False
+        self._ever_connected = False
         self.reconnects = 0
 
     async def subscribe(self, channel: str) -> None:
@@ -77,6 +78,7 @@ class Bus:
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self._timeout_s)
         except TimeoutError:
+            self._pending_gap.add(channel)  # on_gap tells the caller once it is subscribed
             raise FleetUnavailable(
                 f"Valkey at {without_credentials(self._url)}: subscribe {channel} timed out"
             ) from None
@@ -95,11 +97,9 @@ class Bus:
 
     async def run(self) -> None:
         delay = RECONNECT_FIRST_S
-        first = True
         while True:
             try:
-                await self._connect(resubscribe=not first)
-                first = False
+                await self._connect()
                 delay = RECONNECT_FIRST_S
                 await self._read()
             except (RedisError, OSError, TimeoutError) as exc:
@@ -113,7 +113,7 @@ class Bus:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
-    async def _connect(self, *, resubscribe: bool) -> None:
+    async def _connect(self) -> None:
         self._client = Redis.from_url(
             self._url,
             protocol=3,
@@ -127,11 +127,14 @@ class Bus:
         channels = set(self._wanted)
         if channels:
             await asyncio.wait_for(self._pubsub.subscribe(*channels), self._timeout_s)
-        self.connected = True
-        if resubscribe:
+        if self._ever_connected:
             self.reconnects += 1
-            self._pending_gap = channels
-            self._report_gap_when_confirmed()
+        self._ever_connected = self.connected = True
+        # A channel whose `subscribe()` is waiting learns of the subscription from it; every other
+        # one was wanted before this connection (a reconnect, or a subscribe() that timed out
+        # while Valkey was down): its caller may have missed messages and must re-read.
+        self._pending_gap = {channel for channel in channels if not self._waiters.get(channel)}
+        self._report_gap_when_confirmed()
 
     async def _disconnect(self) -> None:
         self.connected = False

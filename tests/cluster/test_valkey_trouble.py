@@ -183,3 +183,31 @@ async def test_after_a_restart_without_persistence_the_same_client_sees_the_loss
         assert seq == 1 and new_epoch != epoch
     finally:
         await fleet.client.aclose()
+
+
+async def test_a_bus_started_while_valkey_is_down_subscribes_once_it_is_up(tmp_path) -> None:
+    server = LocalValkey(tmp_path / "valkey")  # not started yet
+    gaps: list[frozenset[str]] = []
+    received: list[bytes] = []
+    bus = Bus(
+        server.url,
+        on_message=lambda _c, d: received.append(d),
+        on_gap=gaps.append,
+        timeout_s=0.3,
+    )
+    task = asyncio.create_task(bus.run())
+    channel = "dimtest:{ses_down}:events"
+    try:
+        started = time.monotonic()
+        with pytest.raises(FleetUnavailable):
+            await bus.subscribe(channel)
+        assert time.monotonic() - started < 1.0 and not task.done()
+        server.start()
+        await until(lambda: gaps == [frozenset({channel})], timeout_s=10)
+        fleet = await make_fleet(server.url)
+        await fleet.client.publish(channel, b"up")
+        await until(lambda: received == [b"up"])
+        await fleet.client.aclose()
+    finally:
+        task.cancel()
+        server.stop()
