@@ -177,8 +177,13 @@ class Bus:
             channel = channel.decode()
         if kind == "message":
             if channel in self._wanted:
-                self._on_message(channel, message["data"])
-        elif kind == "subscribe":
+                try:
+                    self._on_message(channel, message["data"])
+                except Exception:  # a caller's bug must not end the subscription of all others
+                    logger.exception("pub/sub message handler failed on {}", channel)
+        elif kind == "unsubscribe":
+            self._confirmed.discard(channel)
+        elif kind == "subscribe" and channel in self._wanted:
             self._confirmed.add(channel)
             for waiter in self._waiters.pop(channel, []):
                 if not waiter.done():

@@ -211,3 +211,28 @@ async def test_a_bus_started_while_valkey_is_down_subscribes_once_it_is_up(tmp_p
     finally:
         task.cancel()
         server.stop()
+
+
+async def test_a_failing_message_handler_does_not_end_the_subscription(
+    valkey_server: LocalValkey,
+) -> None:
+    received: list[bytes] = []
+
+    def handler(_channel: str, data: bytes) -> None:
+        received.append(data)
+        if data == b"boom":
+            raise RuntimeError("a caller's bug")
+
+    bus = Bus(valkey_server.url, on_message=handler, on_gap=lambda _c: None)
+    task = asyncio.create_task(bus.run())
+    fleet = await make_fleet(valkey_server.url)
+    channel = fleet.keys.session(SESSION).channel
+    try:
+        await bus.subscribe(channel)
+        await fleet.client.publish(channel, b"boom")
+        await fleet.client.publish(channel, b"next")
+        await until(lambda: received == [b"boom", b"next"])
+        assert bus.reconnects == 0 and not task.done()
+    finally:
+        task.cancel()
+        await fleet.client.aclose()
