@@ -119,6 +119,13 @@ class Settings:
     # Edge adapters (docs/EDGES.md): none in production unless listed; dev mode: all installed.
     edge_adapters: tuple[str, ...] = ()
 
+    # Fleet mode (issue 16, docs/FLEET.md): the Valkey that instances share. The URL may carry a
+    # password, so it is shown in `describe()` without its credentials and never in `repr()`.
+    redis_url: str = field(default="", repr=False, metadata={"credentials_in_url": True})
+    redis_key_prefix: str = "dim"
+    replay_ttl_s: float = 24 * 3600.0
+    session_lease_ttl_s: float = 10.0
+
     def describe(self) -> dict[str, Any]:
         """The effective configuration for `check-config`, with every secret replaced, keyed by
         the variable an operator sets (`AUTH_CLOCK_LEEWAY`, not the field `auth_clock_leeway_s`)."""
@@ -127,6 +134,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.metadata.get("secret"):
                 value = "<set>" if value else "<unset>"
+            elif f.metadata.get("credentials_in_url"):
+                value = without_credentials(value)
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
@@ -224,6 +233,41 @@ def _parse_url(raw: str) -> str:
     return value
 
 
+_REDIS_SCHEMES = {"redis": "redis", "rediss": "rediss", "valkey": "redis", "valkeys": "rediss"}
+
+
+def _parse_redis_url(raw: str) -> str:
+    """`redis://`, `rediss://` (TLS), `valkey://` or `valkeys://`, returned in the scheme redis-py
+    reads (`valkey` → `redis`); a password in the URL is allowed (it is how Valkey ACLs are
+    given) and `describe()` hides it."""
+    value = raw.strip()
+    parts = urlsplit(value)
+    scheme = _REDIS_SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.hostname:
+        raise ValueError("expected a URL such as redis://valkey.internal:6379/0 (or rediss://)")
+    try:
+        parts.port  # noqa: B018 -- urlsplit checks the port only when asked
+    except ValueError:
+        raise ValueError("the port is not a number between 0 and 65535") from None
+    return parts._replace(scheme=scheme).geturl()
+
+
+def without_credentials(url: str) -> str:
+    """`url` with any user name and password replaced by `***`, for logs and `describe()`."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def _parse_key_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,32}", value):
+        raise ValueError("expected 1-32 letters, digits or _ . : - (such as dim)")
+    return value
+
+
 def _parse_origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -317,6 +361,10 @@ _VARS = (
     _Var("METRICS_TOKEN", "metrics_token", _parse_str),
     _Var("ALLOW_INSECURE_UPSTREAMS", "allow_insecure_upstreams", _parse_bool),
     _Var("EDGE_ADAPTERS", "edge_adapters", _parse_edges),
+    _Var("REDIS_URL", "redis_url", _parse_redis_url),
+    _Var("REDIS_KEY_PREFIX", "redis_key_prefix", _parse_key_prefix),
+    _Var("REPLAY_TTL", "replay_ttl_s", _parse_seconds),
+    _Var("SESSION_LEASE_TTL", "session_lease_ttl_s", _parse_seconds),
 )
 
 # Every variable the gateway reads: `ssm-env` exports no other name (besides AWS_*, OTEL_*).
@@ -353,6 +401,26 @@ def _insecure_upstreams(values: Mapping[str, Any], env: Mapping[str, str]) -> li
                 f"{name}: plain http:// to {parts.hostname} would send {secret} in clear; "
                 "use https:// (or set ALLOW_INSECURE_UPSTREAMS=true on a trusted network)"
             )
+    return problems
+
+
+def _fleet_problems(values: Mapping[str, Any]) -> list[str]:
+    """Configurations that would look like a fleet and not be one. Several workers without a
+    shared Valkey each keep their own sessions and replay windows (a client resuming on another
+    worker loses its window), so production refuses them; dev mode keeps allowing it (one
+    developer, and the build smoke checks Sanic's worker spawning). `REDIS_URL` is refused until
+    the Valkey layer (`diminuendo.fleet`) is wired into sessions: accepted and ignored, it would
+    mislead an operator into thinking the instances share their state."""
+    problems = []
+    if values.get("redis_url"):
+        problems.append(
+            "REDIS_URL: the Valkey-backed fleet mode is not wired into sessions yet (issue 16)"
+        )
+    elif values.get("workers", 1) > 1 and not values.get("dev_mode", False):
+        problems.append(
+            "WORKERS: more than 1 worker needs REDIS_URL (a shared Valkey); without it each "
+            "worker keeps its own sessions and replay — run one worker per process instead"
+        )
     return problems
 
 
@@ -439,6 +507,7 @@ def load_settings(
         problems.append("WS_HARD_CAP_BYTES: must not be smaller than WS_MAX_MESSAGE_BYTES")
     if values.get("auth_clock_leeway_s", Settings.auth_clock_leeway_s) > MAX_LEEWAY_S:
         problems.append(f"AUTH_CLOCK_LEEWAY: must be at most {MAX_LEEWAY_S} seconds")
+    problems += _fleet_problems(values)
 
     if problems:
         raise ConfigError(problems)

@@ -188,3 +188,51 @@ def test_clock_leeway_is_at_most_a_minute() -> None:
     with pytest.raises(ConfigError) as err:
         load({**PROD, "AUTH_CLOCK_LEEWAY": "61s"})
     assert err.value.problems == ["AUTH_CLOCK_LEEWAY: must be at most 60 seconds"]
+
+
+def test_fleet_settings_defaults_and_parsing() -> None:
+    s = load(PROD)
+    assert (s.redis_url, s.redis_key_prefix) == ("", "dim")
+    assert (s.replay_ttl_s, s.session_lease_ttl_s) == (86_400.0, 10.0)
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "REDIS_URL": "http://valkey:6379", "REDIS_KEY_PREFIX": "a b"})
+    assert [p.split(":")[0] for p in err.value.problems] == ["REDIS_URL", "REDIS_KEY_PREFIX"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        ("redis://valkey:6379/0", "redis://valkey:6379/0"),
+        ("rediss://:pw@valkey:6380", "rediss://:pw@valkey:6380"),
+        ("valkey://valkey", "redis://valkey"),
+        ("valkeys://u:pw@valkey", "rediss://u:pw@valkey"),
+    ],
+)
+def test_redis_url_schemes_become_redis_py_ones(raw: str, parsed: str) -> None:
+    from diminuendo.settings import _parse_redis_url
+
+    assert _parse_redis_url(raw) == parsed
+
+
+def test_redis_url_is_refused_until_fleet_mode_is_wired_and_hides_its_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "REDIS_URL": "redis://:hunter2@valkey:6379"})
+    assert err.value.problems == [
+        "REDIS_URL: the Valkey-backed fleet mode is not wired into sessions yet (issue 16)"
+    ]
+    assert "hunter2" not in str(err.value)
+    from diminuendo.settings import Settings
+
+    s = Settings(redis_url="redis://user:hunter2@valkey:6379/0")
+    assert s.describe()["REDIS_URL"] == "redis://***@valkey:6379/0"
+    assert "hunter2" not in repr(s)
+
+
+def test_several_workers_need_redis_in_production() -> None:
+    with pytest.raises(ConfigError) as err:
+        load({**PROD, "WORKERS": "2"})
+    assert err.value.problems == [
+        "WORKERS: more than 1 worker needs REDIS_URL (a shared Valkey); without it each "
+        "worker keeps its own sessions and replay — run one worker per process instead"
+    ]
+    assert load({"DEV_MODE": "true", "WORKERS": "2"}).workers == 2
