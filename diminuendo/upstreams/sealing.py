@@ -38,12 +38,18 @@ class SealError(Exception):
 class SealingKey:
     """An AES-256 key that never shows itself (`repr`, `str`, errors)."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_raw")
 
     def __init__(self, raw: bytes) -> None:
         if len(raw) != KEY_BYTES:
             raise ValueError(f"must be {KEY_BYTES} bytes")
+        self._raw = raw
         self._aead = AESGCM(raw)
+
+    def __reduce__(self) -> tuple[type[SealingKey], tuple[bytes]]:
+        # Sanic's worker manager pickles the settings into each worker process (auto-reload,
+        # WORKERS>1); `AESGCM` cannot be pickled, so a worker rebuilds it from the raw key.
+        return (SealingKey, (self._raw,))
 
     @classmethod
     def parse(cls, text: str) -> SealingKey:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import pickle
 import secrets
 
 import pytest
@@ -26,6 +27,14 @@ def test_round_trip() -> None:
     sealed = seal(SECRETS, KEY, aad=AAD)
     assert sealed.startswith("v1.") and "ens_live" not in sealed
     assert open_sealed(sealed, KEY, aad=AAD) == SECRETS
+
+
+def test_the_key_survives_pickling_into_a_worker_process() -> None:
+    """Sanic's worker manager pickles the settings (auto-reload, WORKERS>1); before the fix
+    `diminuendo dev` died at start-up with "cannot pickle 'AESGCM' object"."""
+    copy = pickle.loads(pickle.dumps(KEY))
+    assert open_sealed(seal(SECRETS, copy, aad=AAD), KEY, aad=AAD) == SECRETS
+    assert "<hidden>" in repr(copy)
 
 
 def test_each_seal_uses_a_fresh_nonce() -> None:
