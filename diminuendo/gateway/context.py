@@ -29,7 +29,6 @@ from diminuendo.observability.metrics import Metrics
 from diminuendo.ratelimit import KeyedWindows
 from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
-from diminuendo.upstreams import http as upstream_http
 from diminuendo.upstreams.ensemble import EnsembleClient
 from diminuendo.upstreams.http import UpstreamHttp
 from diminuendo.upstreams.podium import PodiumClient
@@ -50,12 +49,17 @@ class Gateway:
         ).encode()
         self.dev_identity: Identity = DEV_IDENTITY
         self.metrics = Metrics()
-        upstream_http.call_observers.append(self.metrics.upstream_call)
-
+        observe = self.metrics.upstream_call
         self._http = {
-            "podium": UpstreamHttp("podium", settings.podium_url, settings.podium_api_key),
-            "ensemble": UpstreamHttp("ensemble", settings.ensemble_url, settings.ensemble_api_key),
-            "unison": UpstreamHttp("unison", settings.unison_url, settings.unison_api_key),
+            "podium": UpstreamHttp(
+                "podium", settings.podium_url, settings.podium_api_key, observe=observe
+            ),
+            "ensemble": UpstreamHttp(
+                "ensemble", settings.ensemble_url, settings.ensemble_api_key, observe=observe
+            ),
+            "unison": UpstreamHttp(
+                "unison", settings.unison_url, settings.unison_api_key, observe=observe
+            ),
         }
         self.podium = PodiumClient(
             self._http["podium"],
@@ -159,7 +163,6 @@ class Gateway:
             await client.aclose()
         if self._jwks_client is not None:
             await self._jwks_client.aclose()
-        upstream_http.call_observers.remove(self.metrics.upstream_call)
 
     async def authenticate(self, token: str, client_address: str) -> Identity:
         if self._authenticator is None:
