@@ -23,7 +23,7 @@ from diminuendo.ratelimit import KeyedWindows
 from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
 from diminuendo.upstreams.ensemble import EnsembleClient
-from diminuendo.upstreams.http import UpstreamHttp
+from diminuendo.upstreams.http import CallObserver, UpstreamHttp
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.probes import HealthMonitor
 from diminuendo.upstreams.unison import UnisonClient
@@ -35,18 +35,7 @@ class Gateway:
         self.draining = False
         self.dev_identity: Identity = DEV_IDENTITY
         self.metrics = Metrics()
-        observe = self.metrics.upstream_call
-        self._http = {
-            "podium": UpstreamHttp(
-                "podium", settings.podium_url, settings.podium_api_key, observe=observe
-            ),
-            "ensemble": UpstreamHttp(
-                "ensemble", settings.ensemble_url, settings.ensemble_api_key, observe=observe
-            ),
-            "unison": UpstreamHttp(
-                "unison", settings.unison_url, settings.unison_api_key, observe=observe
-            ),
-        }
+        self._http = _upstream_clients(settings, observe=self.metrics.upstream_call)
         self.podium = PodiumClient(
             self._http["podium"],
             settings.podium_api_key,
@@ -91,23 +80,31 @@ class Gateway:
         self._jwks_client: httpx.AsyncClient | None = None
         self._authenticator: Authenticator | None = None
         if not settings.dev_mode:
-            self._jwks_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
-            endpoints = resolve_auth0(settings.auth0_domain)
-            self.jwks = JwksCache(endpoints.jwks_url, self._jwks_client)
-            verifier = TokenVerifier(
-                endpoints=endpoints,
-                audiences=[settings.auth0_audience, settings.auth0_client_id],
-                jwks=self.jwks,
-                leeway_s=settings.auth_clock_leeway_s,
-            )
-            self._authenticator = Authenticator(
-                verifier,
-                member_role=self.members.role_of,
-                tenant_claim=settings.auth_tenant_claim,
-                role_claim=settings.auth_role_claim,
-                default_role=Role.parse(settings.auth_default_role),
-                failure_limit=settings.auth_failure_limit,
-            )
+            self._authenticator = self._production_authenticator(settings)
+        self._register_gauges()
+
+    def _production_authenticator(self, settings: Settings) -> Authenticator:
+        """Auth0 JWT verification against the tenant's JWKS, with member-record roles."""
+        self._jwks_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        endpoints = resolve_auth0(settings.auth0_domain)
+        self.jwks = JwksCache(endpoints.jwks_url, self._jwks_client)
+        verifier = TokenVerifier(
+            endpoints=endpoints,
+            audiences=[settings.auth0_audience, settings.auth0_client_id],
+            jwks=self.jwks,
+            leeway_s=settings.auth_clock_leeway_s,
+        )
+        return Authenticator(
+            verifier,
+            member_role=self.members.role_of,
+            tenant_claim=settings.auth_tenant_claim,
+            role_claim=settings.auth_role_claim,
+            default_role=Role.parse(settings.auth_default_role),
+            failure_limit=settings.auth_failure_limit,
+        )
+
+    def _register_gauges(self) -> None:
+        """Gauges read at scrape time from the live objects, so nothing counts twice."""
         self.metrics.live_gauges(
             connections=lambda: len(self.hub.connections),
             authenticated=lambda: self.hub.authenticated_count,
@@ -173,3 +170,15 @@ class Gateway:
         self.draining = True
         self.sessions.draining = True
         self.health_report.invalidate()
+
+
+def _upstream_clients(settings: Settings, *, observe: CallObserver) -> dict[str, UpstreamHttp]:
+    """One HTTP client per upstream, each reporting its calls' latency to `observe`."""
+    return {
+        service: UpstreamHttp(service, url, api_key, observe=observe)
+        for service, url, api_key in (
+            ("podium", settings.podium_url, settings.podium_api_key),
+            ("ensemble", settings.ensemble_url, settings.ensemble_api_key),
+            ("unison", settings.unison_url, settings.unison_api_key),
+        )
+    }
