@@ -416,8 +416,22 @@ def load_settings(
 ) -> Settings:
     """Parse and validate; raises `ConfigError` listing every problem found."""
     env = read_environment(environ, dotenv_path)
-    problems: list[str] = []
+    values, problems = _parse_variables(env)
+    if values.get("dev_mode", False):
+        problems += _apply_dev_defaults(values, env)
+    else:
+        problems += _missing_production_variables(env)
+    problems += _cross_checks(values, env)
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)
+
+
+def _parse_variables(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Every variable that is set, parsed into its field; a blank one counts as unset (except a
+    boolean, where "" is false)."""
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for var in _VARS:
         raw = env.get(var.name)
         if raw is None or (raw.strip() == "" and var.parse is not _parse_bool):
@@ -426,36 +440,47 @@ def load_settings(
             values[var.attr] = var.parse(raw)
         except ValueError as exc:
             problems.append(f"{var.name}: {exc}")
+    return values, problems
 
-    dev = values.get("dev_mode", False)
-    if dev:
-        values.setdefault("host", "127.0.0.1")
-        values.setdefault("port", 8001)
-        values.setdefault("log_format", "pretty")
-        values.setdefault("podium_secrets_key", SealingKey.parse(LOCAL_STACK_SECRETS_KEY))
-        for prefix, url_attr, key_attr in _UPSTREAMS:
-            if url_attr not in values and f"{prefix}_URL" not in env:
-                values[url_attr] = DEV_UPSTREAM_URLS[prefix.lower()]
-                values.setdefault(key_attr, LOCAL_STACK_API_KEY)
-        if "edge_adapters" not in values and "EDGE_ADAPTERS" not in env:
-            from diminuendo.edges import SDKS, installed
 
-            values["edge_adapters"] = tuple(name for name in SDKS if installed(name))
-        host = values["host"]
-        if not is_loopback(host) and not values.get("dev_mode_allow_remote", False):
-            problems.append(
-                f"HOST: dev mode bypasses authentication, so it only binds loopback; {host!r} "
-                "is not loopback (set DEV_MODE_ALLOW_REMOTE=true to override)"
-            )
-    else:
-        required = ["AUTH0_DOMAIN", "AUTH0_AUDIENCE"]
-        for prefix, _url, _key in _UPSTREAMS:
-            required += [f"{prefix}_URL", f"{prefix}_API_KEY"]
-        required.append("PODIUM_SECRETS_KEY")
-        for name in required:
-            if not (env.get(name) or "").strip():
-                problems.append(f"{name}: required unless DEV_MODE=true")
+def _apply_dev_defaults(values: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Dev mode: loopback, the local stack's upstreams and keys, every installed edge adapter."""
+    values.setdefault("host", "127.0.0.1")
+    values.setdefault("port", 8001)
+    values.setdefault("log_format", "pretty")
+    values.setdefault("podium_secrets_key", SealingKey.parse(LOCAL_STACK_SECRETS_KEY))
+    for prefix, url_attr, key_attr in _UPSTREAMS:
+        if url_attr not in values and f"{prefix}_URL" not in env:
+            values[url_attr] = DEV_UPSTREAM_URLS[prefix.lower()]
+            values.setdefault(key_attr, LOCAL_STACK_API_KEY)
+    if "edge_adapters" not in values and "EDGE_ADAPTERS" not in env:
+        from diminuendo.edges import SDKS, installed
 
+        values["edge_adapters"] = tuple(name for name in SDKS if installed(name))
+    host = values["host"]
+    if not is_loopback(host) and not values.get("dev_mode_allow_remote", False):
+        return [
+            f"HOST: dev mode bypasses authentication, so it only binds loopback; {host!r} "
+            "is not loopback (set DEV_MODE_ALLOW_REMOTE=true to override)"
+        ]
+    return []
+
+
+def _missing_production_variables(env: Mapping[str, str]) -> list[str]:
+    required = ["AUTH0_DOMAIN", "AUTH0_AUDIENCE"]
+    for prefix, _url, _key in _UPSTREAMS:
+        required += [f"{prefix}_URL", f"{prefix}_API_KEY"]
+    required.append("PODIUM_SECRETS_KEY")
+    return [
+        f"{name}: required unless DEV_MODE=true"
+        for name in required
+        if not (env.get(name) or "").strip()
+    ]
+
+
+def _cross_checks(values: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Problems no single variable shows: values that must agree with one another."""
+    problems: list[str] = []
     if values.get("auth0_domain"):
         try:
             resolve_auth0(values["auth0_domain"])
@@ -468,8 +493,4 @@ def load_settings(
         problems.append("WS_HARD_CAP_BYTES: must not be smaller than WS_MAX_MESSAGE_BYTES")
     if values.get("auth_clock_leeway_s", Settings.auth_clock_leeway_s) > MAX_LEEWAY_S:
         problems.append(f"AUTH_CLOCK_LEEWAY: must be at most {MAX_LEEWAY_S} seconds")
-    problems += _fleet_problems(values)
-
-    if problems:
-        raise ConfigError(problems)
-    return Settings(**values)
+    return problems + _fleet_problems(values)
