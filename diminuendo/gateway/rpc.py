@@ -67,7 +67,7 @@ async def _capabilities(gateway: Gateway, identity: Identity, params: m.Ping) ->
 
 
 async def _health(gateway: Gateway, identity: Identity, params: m.Ping) -> Any:
-    return gateway.health_body()[0]
+    return gateway.health_report.body()[0]
 
 
 async def _create(gateway: Gateway, identity: Identity, params: m.CreateSession) -> Any:

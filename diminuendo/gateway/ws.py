@@ -146,7 +146,7 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         hosts = self.app.ctx.probe_hosts  # dev mode only: the DNS-rebinding guard
         if hosts is not None and _first_host(lowered) not in hosts:
             return False
-        self.transport.write(self.app.ctx.gateway.health_probe_response())
+        self.transport.write(self.app.ctx.gateway.health_report.probe_response())
         self._time = time.monotonic()  # Sanic's keep-alive timeout counts from here
         return True
 

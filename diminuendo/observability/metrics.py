@@ -1,7 +1,7 @@
 """Prometheus metrics (OPERATIONS.md §6) on a registry of our own.
 
 One registry per process: Diminuendo runs one Sanic worker per process by default (scale with
-processes or containers, each scraped on its own — see docs/OPERATIONS-NOTES.md), which keeps
+processes or containers, each scraped on its own — docs/DECISIONS.md, "Operations"), which keeps
 gauges exact and avoids prometheus_client's multiprocess-mode limits. Gauges that describe live
 state (connections, sessions by state) are read at scrape time instead of being kept in step.
 """
