@@ -64,11 +64,13 @@ from diminuendo.edges.a2a_mapping import (
     TaskProjection,
     a2a_error,
     answer_from,
-    operation_for,
+    rpc_call,
+    rpc_error,
 )
 from diminuendo.edges.mcp_asgi import serve_asgi
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import authorize
+from diminuendo.gateway.stream_limits import held_stream, stream_deadline, token_expired
 from diminuendo.protocol import messages as m
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.sessions.stream import Frame, Replay
@@ -308,9 +310,15 @@ class GatewayExecutor(AgentExecutor):
         projection: TaskProjection,
         event_queue: EventQueue,
     ) -> None:
-        """Publish the turn's events until it ends or waits for an answer."""
+        """Publish the turn's events until it ends or waits for an answer, or the caller's
+        token expires (the task fails with `NOT_AUTHENTICATED`; the turn goes on in its
+        session, the task's `contextId`, as when a socket closes)."""
+        ends_at = stream_deadline(gateway, identity)
         while True:
-            frame = await subscriber.frames.get()
+            try:
+                frame = await asyncio.wait_for(subscriber.frames.get(), ends_at - time.time())
+            except TimeoutError:
+                raise token_expired() from None
             for item in projection.project(msgspec.json.decode(frame.data), frame.seq):
                 if isinstance(item, Done | Pause):
                     return
@@ -442,8 +450,16 @@ def mount(app: Sanic) -> None:
     @bp.post(PATH, name="a2a")
     async def rpc(request: Request) -> HTTPResponse | None:
         gateway: Gateway = request.app.ctx.gateway
-        identity = await authorize(request, operation_for(request.body or b""))
+        call = rpc_call(request.body or b"")
+        identity = await authorize(request, call.operation)
         extra = {SCOPE_GATEWAY: gateway, SCOPE_IDENTITY: identity}
-        return await serve_asgi(request, _edge(request.app).app, extra)
+        app = _edge(request.app).app
+        if not call.streams:
+            return await serve_asgi(request, app, extra)
+        try:
+            with held_stream(gateway, identity):  # the task's own stream ends at expiry
+                return await serve_asgi(request, app, extra)
+        except GatewayError as exc:  # over a connection limit: refused before the SDK runs
+            return json(rpc_error(call, exc))
 
     app.blueprint(bp)

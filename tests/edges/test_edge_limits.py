@@ -60,16 +60,13 @@ async def new_session(http: httpx.AsyncClient, agent_type: str = "slow") -> str:
 
 
 async def turn_goes_on(p: Any, session_id: str) -> None:
-    """The turn the stream followed was not stopped: it completes in the runtime."""
-    async with p.http(p.token()) as http:
-        for _ in range(200):
-            session = (await http.get(f"/api/threads/{session_id}/messages")).json()
-            replies = [msg for msg in session["messages"] if msg["role"] == "assistant"]
-            if replies:
-                assert "d600" in json.dumps(replies[-1]), replies[-1]
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError("the turn did not complete")
+    """The turn the stream followed was not stopped: on /ws (a fresh token) it completes."""
+    async with p.client(p.token()) as ws:
+        joined = await ws.request({"type": "join_session", "sessionId": session_id})
+        assert joined["type"] == "state_snapshot", joined
+        end = (await ws.recv_until("turn_complete", timeout=30))[-1]
+    assert end["stopReason"] != "cancelled", end
+    assert "d600" in end["finalText"], end
 
 
 # ----- AG-UI -----------------------------------------------------------------------------------
