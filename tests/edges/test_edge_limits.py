@@ -157,6 +157,7 @@ async def test_an_mcp_streamed_tool_call_ends_at_exp_plus_leeway(prod: Any) -> N
     async with p.http(token) as http:
         session_id = await new_session(http)
     async with mcp_client(p.gw.url, token) as mcp:
+        await mcp.list_tools()  # the client checks results against these: read them while valid
         result = await mcp.call_tool("run_turn", {"session_id": session_id, "text": SLOW})
         ended_at = time.time()
     assert result.is_error
