@@ -36,7 +36,7 @@ from diminuendo.edges.abandoned import stop_abandoned_turn
 from diminuendo.edges.agui_projection import RunProjection
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import SseSubscriber, authorize
-from diminuendo.gateway.stream_limits import held_stream, token_expired
+from diminuendo.gateway.stream_limits import SLOW_CONSUMER, held_stream, token_expired
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -45,8 +45,6 @@ from diminuendo.sessions.stream import Frame, Replay
 bp = Blueprint("agui")
 
 THREAD_METADATA_KEY = "aguiThreadId"
-# The RUN_ERROR code of a run whose client did not read fast enough (docs/EDGES.md).
-SLOW_CONSUMER = "SLOW_CONSUMER"
 _MAX_THREAD_ID = 128
 _encoder = EventEncoder()
 _decode_event = msgspec.json.Decoder().decode

@@ -18,6 +18,9 @@ from diminuendo.gateway.context import Gateway
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 
 TOKEN_EXPIRED_MESSAGE = "Your token expired; come back with a fresh one"
+# The code an edge stream ends with when its client did not keep up (AG-UI `RUN_ERROR`, A2A's
+# failed task; REST's SSE just ends and /ws closes 4008). Not a §12 error of a request.
+SLOW_CONSUMER = "SLOW_CONSUMER"
 
 
 @contextlib.contextmanager
