@@ -64,11 +64,18 @@ from diminuendo.edges.a2a_mapping import (
     TaskProjection,
     a2a_error,
     answer_from,
-    operation_for,
+    rpc_call,
+    rpc_error,
 )
 from diminuendo.edges.mcp_asgi import serve_asgi
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import authorize
+from diminuendo.gateway.stream_limits import (
+    SLOW_CONSUMER,
+    held_stream,
+    stream_deadline,
+    token_expired,
+)
 from diminuendo.protocol import messages as m
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.sessions.stream import Frame, Replay
@@ -194,14 +201,43 @@ async def _new_session(
     return session["id"]
 
 
-class FrameQueue:
-    """A session subscriber for one task: the frames, in order, for the executor to read."""
+class FellBehind(Exception):
+    """The task's client did not keep up: the task fails with `SLOW_CONSUMER` (docs/EDGES.md),
+    the turn going on in its session."""
 
-    def __init__(self) -> None:
-        self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+    code = SLOW_CONSUMER
+    message = "The client did not keep up with the task's stream"
+
+
+class FrameQueue:
+    """A session subscriber for one task: the frames, in order, for the executor to read,
+    bounded like an SSE response (`WS_SEND_BUFFER_BYTES` of frame data not yet taken). The SDK's
+    own queues hold at most 1,024 events; when the client reads slowly they fill and the
+    executor waits, so without this bound the session's frames would pile up here."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self.overflowed = False
+        self._frames: asyncio.Queue[Frame | None] = asyncio.Queue()
 
     def deliver(self, frame: Frame) -> None:
-        self.frames.put_nowait(frame)
+        if self.overflowed:
+            return
+        if self.queued_bytes + len(frame.data) > self.max_bytes:
+            self.overflowed = True
+            self._frames.put_nowait(None)  # wakes the reader, which ends the task
+            return
+        self.queued_bytes += len(frame.data)
+        self._frames.put_nowait(frame)
+
+    async def next(self, timeout: float) -> Frame | None:
+        """The next frame, None once the client fell too far behind; TimeoutError after
+        `timeout` seconds without one."""
+        frame = await asyncio.wait_for(self._frames.get(), timeout)
+        if frame is not None:
+            self.queued_bytes -= len(frame.data)
+        return frame
 
 
 def new_task(context: RequestContext) -> Task:
@@ -224,7 +260,7 @@ class GatewayExecutor(AgentExecutor):
         task = context.current_task
         waiting = task is not None and task.status.state in STATES_WAITING
         resume = MessageToDict(task.metadata) if waiting and task is not None else {}
-        subscriber = FrameQueue()
+        subscriber = FrameQueue(gateway.settings.ws_send_buffer_bytes)
         joined: dict[str, Any] = {}
 
         def send(snapshot: dict[str, Any], replay: Replay) -> None:
@@ -257,12 +293,13 @@ class GatewayExecutor(AgentExecutor):
                 turn = await gateway.sessions.run_turn(identity, session_id, text)
                 projection.turn_id = turn.turn_id
             await self._stream(gateway, identity, subscriber, projection, event_queue)
-        except GatewayError as exc:
+        except (GatewayError, FellBehind) as exc:
+            code, message = str(exc.code), exc.message
             failed = projection.status(
                 TaskState.TASK_STATE_FAILED,
                 joined.get("lastSeq", 0),
-                f"{exc.code.value}: {exc.message}",
-                {"code": exc.code.value, "message": exc.message},
+                f"{code}: {message}",
+                {"code": code, "message": message},
             )
             await event_queue.enqueue_event(failed)
         finally:
@@ -308,9 +345,17 @@ class GatewayExecutor(AgentExecutor):
         projection: TaskProjection,
         event_queue: EventQueue,
     ) -> None:
-        """Publish the turn's events until it ends or waits for an answer."""
+        """Publish the turn's events until it ends or waits for an answer, or the caller's
+        token expires (the task fails with `NOT_AUTHENTICATED`; the turn goes on in its
+        session, the task's `contextId`, as when a socket closes)."""
+        ends_at = stream_deadline(gateway, identity)
         while True:
-            frame = await subscriber.frames.get()
+            try:
+                frame = await subscriber.next(ends_at - time.time())
+            except TimeoutError:
+                raise token_expired() from None
+            if frame is None:
+                raise FellBehind()
             for item in projection.project(msgspec.json.decode(frame.data), frame.seq):
                 if isinstance(item, Done | Pause):
                     return
@@ -442,8 +487,16 @@ def mount(app: Sanic) -> None:
     @bp.post(PATH, name="a2a")
     async def rpc(request: Request) -> HTTPResponse | None:
         gateway: Gateway = request.app.ctx.gateway
-        identity = await authorize(request, operation_for(request.body or b""))
+        call = rpc_call(request.body or b"")
+        identity = await authorize(request, call.operation)
         extra = {SCOPE_GATEWAY: gateway, SCOPE_IDENTITY: identity}
-        return await serve_asgi(request, _edge(request.app).app, extra)
+        app = _edge(request.app).app
+        if not call.streams:
+            return await serve_asgi(request, app, extra)
+        try:
+            with held_stream(gateway, identity):  # the task's own stream ends at expiry
+                return await serve_asgi(request, app, extra)
+        except GatewayError as exc:  # over a connection limit: refused before the SDK runs
+            return json(rpc_error(call, exc))
 
     app.blueprint(bp)

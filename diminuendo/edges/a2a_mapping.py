@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 from a2a.helpers.proto_helpers import new_data_part, new_text_part
+from a2a.server.request_handlers.response_helpers import build_error_response
 from a2a.types.a2a_pb2 import (
     Artifact,
     Message,
@@ -69,20 +70,44 @@ _YES = {"yes", "y", "allow", "approve", "approved", "ok", "true"}
 _NO = {"no", "n", "deny", "denied", "reject", "refuse", "false"}
 
 
-class _Method(msgspec.Struct):
+# The methods answered with a stream that lasts a turn: each holds a place toward the
+# connection limits while it is open, as REST's SSE does (docs/EDGES.md "Limits").
+STREAMING_METHODS = frozenset(
+    {"SendStreamingMessage", "message/stream", "SubscribeToTask", "tasks/resubscribe"}
+)
+
+
+class RpcCall(msgspec.Struct):
+    """What the route reads of a JSON-RPC request before the SDK does: its method and id."""
+
     method: Any = None
+    id: Any = None
+
+    @property
+    def operation(self) -> type[m.ClientMessage]:
+        """The operation the call performs (READ when its method is unknown or unreadable)."""
+        if not isinstance(self.method, str):
+            return m.ListSessions
+        return METHOD_OPERATIONS.get(self.method, m.ListSessions)
+
+    @property
+    def streams(self) -> bool:
+        return isinstance(self.method, str) and self.method in STREAMING_METHODS
 
 
-def operation_for(body: bytes) -> type[m.ClientMessage]:
-    """The operation a JSON-RPC request body performs (READ when it cannot be read: the SDK
-    then answers the parse error itself)."""
+def rpc_call(body: bytes) -> RpcCall:
+    """The request's method and id; empty when the body cannot be read (the SDK then answers
+    the parse error itself)."""
     try:
-        method = msgspec.json.decode(body, type=_Method).method
+        return msgspec.json.decode(body, type=RpcCall)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return m.ListSessions
-    return (
-        METHOD_OPERATIONS.get(method, m.ListSessions) if isinstance(method, str) else m.ListSessions
-    )
+        return RpcCall()
+
+
+def rpc_error(call: RpcCall, exc: GatewayError) -> dict[str, Any]:
+    """The JSON-RPC error response refusing `call` (a gateway refusal before the SDK sees it)."""
+    request_id = call.id if isinstance(call.id, str | int) else None
+    return build_error_response(request_id, a2a_error(exc))
 
 
 def a2a_error(exc: GatewayError) -> A2AError:

@@ -19,6 +19,7 @@ the run has ended stops the turn (AG-UI's abort is the client dropping the reque
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -35,6 +36,7 @@ from diminuendo.edges.abandoned import stop_abandoned_turn
 from diminuendo.edges.agui_projection import RunProjection
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import SseSubscriber, authorize
+from diminuendo.gateway.stream_limits import SLOW_CONSUMER, held_stream, token_expired
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -104,8 +106,9 @@ async def run_agent(request: Request, agent_type: str) -> HTTPResponse | None:
     identity = await authorize(request, m.RunTurn)
     body = _run_input(request)
     gateway: Gateway = request.app.ctx.gateway
-    session_id = await _thread_session(gateway, identity, agent_type, body.thread_id)
-    return await _run(request, gateway, identity, session_id, body)
+    with held_stream(gateway, identity) as ends_at:
+        session_id = await _thread_session(gateway, identity, agent_type, body.thread_id)
+        return await _run(request, gateway, identity, session_id, body, ends_at)
 
 
 @bp.post("/agui/threads/<session_id>")
@@ -114,7 +117,8 @@ async def run_thread(request: Request, session_id: str) -> HTTPResponse | None:
     body = _run_input(request)
     gateway: Gateway = request.app.ctx.gateway
     await gateway.sessions.get_session(identity, session_id)  # 404 before anything else
-    return await _run(request, gateway, identity, session_id, body)
+    with held_stream(gateway, identity) as ends_at:
+        return await _run(request, gateway, identity, session_id, body, ends_at)
 
 
 async def _thread_session(
@@ -142,10 +146,15 @@ async def _thread_session(
 
 
 async def _run(
-    request: Request, gateway: Gateway, identity: Identity, session_id: str, body: RunAgentInput
+    request: Request,
+    gateway: Gateway,
+    identity: Identity,
+    session_id: str,
+    body: RunAgentInput,
+    ends_at: float,
 ) -> HTTPResponse | None:
-    """Subscribe, start (or resume) the turn, then stream the run. Anything refused before the
-    turn starts is an ordinary JSON error response, as on REST."""
+    """Subscribe, start (or resume) the turn, then stream the run until `ends_at` at most.
+    Anything refused before the turn starts is an ordinary JSON error response, as on REST."""
     projection = RunProjection(body.thread_id, body.run_id)
     subscriber = AguiSubscriber(projection, gateway.settings.ws_send_queue_max)
     joined: dict[str, Any] = {}
@@ -176,7 +185,7 @@ async def _run(
     except BaseException:
         sessions.leave(session_id, subscriber)
         raise
-    return await _stream(request, gateway, identity, session_id, subscriber)
+    return await _stream(request, gateway, identity, session_id, subscriber, ends_at)
 
 
 def _turn_request(body: RunAgentInput) -> rest.PostMessage:
@@ -233,7 +242,11 @@ async def _stream(
     identity: Identity,
     session_id: str,
     subscriber: AguiSubscriber,
+    ends_at: float,
 ) -> None:
+    """The run's events until it finishes, or ends it with RUN_ERROR: the gateway drains
+    (`DRAINING`), the client falls behind (`SLOW_CONSUMER`) or the token expires
+    (`NOT_AUTHENTICATED`); the turn itself goes on in the runtime, visible on /ws and REST."""
     projection = subscriber.projection
     response = await request.respond(
         content_type=_encoder.get_content_type(),
@@ -253,8 +266,11 @@ async def _stream(
                 subscriber.overflowed = False
                 subscriber.items.clear()
                 subscriber.push_events(
-                    projection.error("SLOW_CONSUMER", "The client did not keep up with the run")
+                    projection.error(SLOW_CONSUMER, "The client did not keep up with the run")
                 )
+            elif time.time() >= ends_at and not projection.finished:
+                expired = token_expired()
+                subscriber.push_events(projection.error(expired.code, expired.message))
             if projection.finished:
                 break
             await subscriber.drain(response)

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import functools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.abandoned import stop_abandoned_turn
 from diminuendo.edges.mcp_turn import TurnWatch, summary
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.stream_limits import held_stream, token_expired
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -113,7 +115,22 @@ async def _follow(
     act: Callable[[TurnWatch, dict[str, Any]], Awaitable[None]],
 ) -> CallToolResult:
     """Subscribe to the session, `act` (start or continue a turn), then report progress until
-    the turn ends or waits for an answer. A cancelled call stops the turn."""
+    the turn ends or waits for an answer. A cancelled call stops the turn. The call is a
+    stream like REST's SSE: it holds a place toward the connection limits (over one it is
+    refused before the turn starts) and ends with `NOT_AUTHENTICATED` when its token expires,
+    the turn going on in the runtime."""
+    with held_stream(gateway, identity) as ends_at:
+        return await _follow_turn(ctx, gateway, identity, session_id, act, ends_at)
+
+
+async def _follow_turn(
+    ctx: Context,
+    gateway: Gateway,
+    identity: Identity,
+    session_id: str,
+    act: Callable[[TurnWatch, dict[str, Any]], Awaitable[None]],
+    ends_at: float,
+) -> CallToolResult:
     watch = TurnWatch(session_id)
     subscriber = _WatchSubscriber(watch)
     joined: dict[str, Any] = {}
@@ -128,9 +145,12 @@ async def _follow(
         while not watch.done:
             if gateway.draining:
                 raise GatewayError(ErrorCode.DRAINING)
+            left = ends_at - time.time()
+            if left <= 0:
+                raise token_expired()
             subscriber.ready.clear()
             try:
-                await asyncio.wait_for(subscriber.ready.wait(), 1.0)
+                await asyncio.wait_for(subscriber.ready.wait(), min(1.0, left))
             except TimeoutError:
                 continue
             progress = watch.take_progress()

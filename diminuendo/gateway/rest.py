@@ -5,7 +5,6 @@ with the same no-gap replay as `join_session`."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from typing import Any
@@ -18,6 +17,7 @@ from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import documented
 from diminuendo.gateway.rest_auth import request_identity
+from diminuendo.gateway.stream_limits import held_stream
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest
 from diminuendo.protocol.codec import encode_frame
@@ -261,11 +261,10 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
     stream = _stream_request(request, session_id)
     session_id, after_seq, epoch = stream.session_id, stream.after_seq, stream.epoch
     await gateway.sessions.get_session(identity, session_id)  # 404 before the stream opens
-    gateway.hub.open_stream(identity)  # counts toward MAX_CONNECTIONS and the user's cap
-    try:
-        return await _stream_events(request, gateway, identity, session_id, after_seq, epoch)
-    finally:
-        gateway.hub.close_stream(identity)
+    with held_stream(gateway, identity) as ends_at:
+        return await _stream_events(
+            request, gateway, identity, session_id, after_seq, epoch, ends_at
+        )
 
 
 async def _stream_events(
@@ -275,13 +274,11 @@ async def _stream_events(
     session_id: str,
     after_seq: int | None,
     epoch: str | None,
+    ends_at: float,
 ) -> None:
     """The stream itself; it ends when the client goes, the gateway drains, the client falls
     too far behind, or the token expires (`exp` + `AUTH_CLOCK_LEEWAY`: SSE cannot be handed a
     fresh token, so the client reconnects with one and `Last-Event-ID`)."""
-    ends_at = math.inf
-    if identity.expires_at is not None:
-        ends_at = identity.expires_at + gateway.settings.auth_clock_leeway_s
     subscriber = SseSubscriber(gateway.settings.ws_send_queue_max)
     if after_seq is not None:
         gateway.metrics.replays.inc()

@@ -159,7 +159,22 @@ def test_acp_history_replay_and_prompt_blocks():
     ],
 )
 def test_a2a_permission_of_each_method(body, operation):
-    assert a2a.operation_for(body) is operation
+    assert a2a.rpc_call(body).operation is operation
+
+
+@pytest.mark.parametrize(
+    ("body", "streams"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage"}', True),
+        (b'{"method":"message/stream"}', True),
+        (b'{"method":"tasks/resubscribe"}', True),
+        (b'{"method":"message/send"}', False),
+        (b'{"method":["message/stream"]}', False),
+        (b"{not json", False),
+    ],
+)
+def test_a2a_streaming_methods_hold_a_connection_place(body, streams):
+    assert a2a.rpc_call(body).streams is streams
 
 
 def test_a2a_turn_projection():
