@@ -19,6 +19,7 @@ from diminuendo.client.errors import ProtocolError
 __all__ = [
     "Ack",
     "ApprovalResolved",
+    "AuthExpiring",
     "Authenticated",
     "Connected",
     "CurrentTurn",
@@ -221,6 +222,14 @@ class Connected(ServerFrame, tag="connected"):
 
 class Authenticated(ServerFrame, tag="authenticated"):
     identity: Identity
+
+
+class AuthExpiring(ServerFrame, tag="auth_expiring"):
+    """The connection's token expires at `expires_at` (epoch milliseconds): send `authenticate`
+    with a fresh token of the same user before then, or the socket is closed with 4003 once
+    the server's clock leeway has passed too."""
+
+    expires_at: int
 
 
 class Heartbeat(ServerFrame, tag="heartbeat"):
@@ -538,6 +547,7 @@ Event = (
     Welcome
     | Connected
     | Authenticated
+    | AuthExpiring
     | Heartbeat
     | Pong
     | Ack
