@@ -5,6 +5,7 @@ with the same no-gap replay as `join_session`."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from typing import Any
@@ -198,20 +199,22 @@ async def models(request: Request) -> HTTPResponse:
 class SseSubscriber:
     """A stream subscriber for one SSE response: a buffer bounded like a WebSocket connection's
     send queue — at most `limit` chunks, and fewer than `max_bytes` unsent bytes counting the
-    transport's buffer — that the response loop drains. Over either bound the stream ends: the
-    response's connection is closed (Sanic flushes what it can and aborts after a grace
-    period), and the client resumes with Last-Event-ID."""
+    transport's buffer of `protocol` (Sanic's HTTP protocol of the response's connection) —
+    that the response loop drains. Over either bound `overflowed` is set and the queue dropped;
+    with a `protocol` the stream also ends there: its connection is closed (Sanic flushes what
+    it can and aborts after a grace period) and the client resumes with Last-Event-ID. (An edge
+    that answers an overflow in its own protocol passes none.)"""
 
-    def __init__(self, limit: int, max_bytes: int, protocol: Any) -> None:
+    def __init__(self, limit: int, max_bytes: int | None = None, protocol: Any = None) -> None:
         self.limit = limit
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes if max_bytes is not None else sys.maxsize
         self.items: deque[bytes] = deque()
         self.queued_bytes = 0  # the chunks in `items`
         self.transport_bytes = 0  # the transport's buffer after the last write
         self.overflowed = False
         self.ready = asyncio.Event()
         self.idle_s = 0.0
-        self._protocol = protocol  # Sanic's HTTP protocol of the response's connection
+        self._protocol = protocol
 
     @property
     def replay_page(self) -> tuple[int, int]:
@@ -246,7 +249,8 @@ class SseSubscriber:
             self.items.clear()
             self.queued_bytes = 0
             self.ready.set()
-            self._protocol.close()
+            if self._protocol is not None:
+                self._protocol.close()
 
     async def flush(self, response: Any) -> None:
         while self.items:
@@ -274,7 +278,8 @@ class SseSubscriber:
         taken the last one. A page with a gap means the window moved past this client while
         it read: too slow, the stream ends."""
         await self.flush(response)
-        await wait_drained(self._protocol)
+        if self._protocol is not None:
+            await wait_drained(self._protocol)
         self.transport_bytes = self._buffered()
         page = pager.next_page()
         if page.gap:
@@ -284,7 +289,7 @@ class SseSubscriber:
             self.deliver(frame)
 
     def _buffered(self) -> int:
-        transport = self._protocol.transport
+        transport = self._protocol.transport if self._protocol is not None else None
         return transport.get_write_buffer_size() if transport is not None else 0
 
 
