@@ -58,6 +58,7 @@ from diminuendo import __version__
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.a2a_mapping import (
+    TOO_DEEP_RESPONSE,
     Done,
     FileArtifact,
     Pause,
@@ -67,7 +68,7 @@ from diminuendo.edges.a2a_mapping import (
     rpc_call,
     rpc_error,
 )
-from diminuendo.edges.mcp_asgi import serve_asgi
+from diminuendo.edges.mcp_asgi import SCOPE_GATEWAY, SCOPE_IDENTITY, serve_asgi
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import authorize
 from diminuendo.gateway.stream_limits import (
@@ -77,12 +78,11 @@ from diminuendo.gateway.stream_limits import (
     token_expired,
 )
 from diminuendo.protocol import messages as m
+from diminuendo.protocol.codec import convert_message, too_deep
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.sessions.stream import Frame, Replay
 
 PATH = "/a2a"
-SCOPE_IDENTITY = "diminuendo.identity"
-SCOPE_GATEWAY = "diminuendo.gateway"
 # Tasks kept per process (the SDK's task bookkeeping: state, artifacts, history), oldest first
 # out. A task is one turn; the session and its transcript stay in Unison and Podium regardless.
 TASKS_KEPT = 10_000
@@ -174,7 +174,8 @@ class SessionContextBuilder(RequestContextBuilder):
                 stored = await self.store.get(task_id, context)
                 context_id = stored.context_id if stored is not None else context_id
             elif context_id:
-                await gateway.sessions.get_session(identity, context_id)
+                joined = convert_message({"sessionId": context_id}, m.JoinSession)
+                await gateway.sessions.get_session(identity, joined.session_id)
             else:
                 context_id = await _new_session(gateway, identity, params)
         except GatewayError as exc:
@@ -197,7 +198,10 @@ async def _new_session(
             message='A new conversation names its agent: message metadata {"agentType": …} '
             "(one of the agent card's skills)"
         )
-    session = await gateway.sessions.create_session(identity, agent_type, metadata={"via": "a2a"})
+    create = convert_message({"agentType": agent_type}, m.CreateSession)
+    session = await gateway.sessions.create_session(
+        identity, create.agent_type, metadata={"via": "a2a"}
+    )
     return session["id"]
 
 
@@ -487,6 +491,8 @@ def mount(app: Sanic) -> None:
     @bp.post(PATH, name="a2a")
     async def rpc(request: Request) -> HTTPResponse | None:
         gateway: Gateway = request.app.ctx.gateway
+        if too_deep(request.body or b""):
+            return json(TOO_DEEP_RESPONSE)
         call = rpc_call(request.body or b"")
         identity = await authorize(request, call.operation)
         extra = {SCOPE_GATEWAY: gateway, SCOPE_IDENTITY: identity}

@@ -104,6 +104,15 @@ def rpc_call(body: bytes) -> RpcCall:
         return RpcCall()
 
 
+# A document nested deeper than the gateway's limit is refused before any parser (ours or the
+# SDK's) recurses into it (PROTOCOL §13): JSON-RPC's parse error, as `/rpc` answers.
+TOO_DEEP_RESPONSE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": None,
+    "error": {"code": -32700, "message": "Parse error: JSON nested too deeply"},
+}
+
+
 def rpc_error(call: RpcCall, exc: GatewayError) -> dict[str, Any]:
     """The JSON-RPC error response refusing `call` (a gateway refusal before the SDK sees it)."""
     request_id = call.id if isinstance(call.id, str | int) else None

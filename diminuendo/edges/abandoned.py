@@ -19,14 +19,18 @@ from diminuendo.protocol.errors import GatewayError
 _stopping: set[asyncio.Task[None]] = set()
 
 
-def stop_abandoned_turn(gateway: Gateway, identity: Identity, session_id: str) -> None:
-    task = asyncio.create_task(_stop(gateway, identity, session_id))
+def stop_abandoned_turn(
+    gateway: Gateway, identity: Identity, session_id: str, turn_id: str
+) -> None:
+    """Stop `turn_id` — that turn only: by the time the stop runs, the session may be running
+    another client's next turn, which is not this edge client's to stop."""
+    task = asyncio.create_task(_stop(gateway, identity, session_id, turn_id))
     _stopping.add(task)
     task.add_done_callback(_stopping.discard)
 
 
-async def _stop(gateway: Gateway, identity: Identity, session_id: str) -> None:
+async def _stop(gateway: Gateway, identity: Identity, session_id: str, turn_id: str) -> None:
     try:
-        await gateway.sessions.stop_turn(identity, session_id)
+        await gateway.sessions.stop_turn(identity, session_id, turn_id=turn_id)
     except GatewayError as exc:  # the session is gone, or its runtime is
         logger.info("could not stop the abandoned turn of {}: {}", session_id, exc.code)

@@ -278,7 +278,7 @@ async def _stream(
         await response.eof()
     except asyncio.CancelledError:
         if not projection.finished and projection.turn_id is not None:
-            stop_abandoned_turn(gateway, identity, session_id)
+            stop_abandoned_turn(gateway, identity, session_id, projection.turn_id)
         raise
     finally:
         gateway.sessions.leave(session_id, subscriber)

@@ -17,8 +17,8 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json
 from sanic_ext.extensions.openapi import openapi
 
-from diminuendo.edges.mcp_asgi import serve_asgi
-from diminuendo.edges.mcp_tools import SCOPE_GATEWAY, SCOPE_IDENTITY, build_server
+from diminuendo.edges.mcp_asgi import SCOPE_GATEWAY, SCOPE_IDENTITY, serve_asgi
+from diminuendo.edges.mcp_tools import build_server
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import authorize
 from diminuendo.protocol import messages as m

@@ -18,6 +18,10 @@ from sanic.compat import Header
 from sanic.response import HTTPResponse
 from sanic.response.types import ResponseStream
 
+# Scope keys under which the Sanic route hands the ASGI app the caller it already authorized.
+SCOPE_GATEWAY = "diminuendo.gateway"
+SCOPE_IDENTITY = "diminuendo.identity"
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 AsgiApp = Callable[

@@ -30,21 +30,19 @@ from diminuendo import __version__
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.abandoned import stop_abandoned_turn
+from diminuendo.edges.mcp_asgi import SCOPE_GATEWAY, SCOPE_IDENTITY
 from diminuendo.edges.mcp_turn import TurnWatch, summary
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.stream_limits import held_stream, token_expired
 from diminuendo.protocol import messages as m
-from diminuendo.protocol import rest
+from diminuendo.protocol.codec import convert_message
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.sessions.stream import Frame, Replay
 
 # Keys of the ASGI scope through which the `/mcp` route hands the caller to the tools.
-SCOPE_GATEWAY = "diminuendo.gateway"
-SCOPE_IDENTITY = "diminuendo.identity"
 
 _decode_event = msgspec.json.Decoder().decode
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
-_T = TypeVar("_T")
 
 
 def _caller(ctx: Context, operation: type[m.ClientMessage]) -> tuple[Gateway, Identity]:
@@ -77,14 +75,6 @@ def _resource_errors(read: _F) -> _F:
             raise ResourceError(f"{exc.code}: {exc.message}") from None
 
     return guarded  # type: ignore[return-value]
-
-
-def _validated(data: dict[str, Any], kind: type[_T]) -> _T:
-    """Tool arguments checked by the same structs (and limits) as the REST bodies."""
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"Invalid arguments: {exc}"[:300]) from None
 
 
 class _WatchSubscriber:
@@ -160,7 +150,7 @@ async def _follow_turn(
         return _result(watch.result)
     except asyncio.CancelledError:
         if not watch.done and watch.turn_id is not None:
-            stop_abandoned_turn(gateway, identity, session_id)
+            stop_abandoned_turn(gateway, identity, session_id, watch.turn_id)
         raise
     finally:
         sessions.leave(session_id, subscriber)
@@ -203,7 +193,7 @@ def build_server() -> MCPServer:
         """Start a session with an agent type; returns the session (its `id` is what the other
         tools take as session_id)."""
         gateway, identity = _caller(ctx, m.CreateSession)
-        body = _validated({"agentType": agent_type, "name": name}, rest.CreateThread)
+        body = convert_message({"agentType": agent_type, "name": name}, m.CreateSession)
         return await gateway.sessions.create_session(identity, body.agent_type, name=body.name)
 
     @server.tool()
@@ -213,15 +203,17 @@ def build_server() -> MCPServer:
         notifications while it works. Returns the final text, or status input_required with
         the agent's question (answer it with answer_question)."""
         gateway, identity = _caller(ctx, m.RunTurn)
-        turn = _validated({"text": text}, rest.PostMessage)
+        turn = convert_message({"sessionId": session_id, "text": text}, m.RunTurn)
 
         async def start(watch: TurnWatch, joined: dict[str, Any]) -> None:
             def accepted(turn_id: str) -> None:
                 watch.turn_id = turn_id
 
-            await gateway.sessions.run_turn(identity, session_id, turn.text, on_accept=accepted)
+            await gateway.sessions.run_turn(
+                identity, turn.session_id, turn.text, on_accept=accepted
+            )
 
-        return await _follow(ctx, gateway, identity, session_id, start)
+        return await _follow(ctx, gateway, identity, turn.session_id, start)
 
     @server.tool()
     @_tool_errors
@@ -237,26 +229,32 @@ def build_server() -> MCPServer:
         (approved: true/false) a turn is waiting on, then wait for the turn to go on as
         run_turn does. dismissed=true declines to answer."""
         gateway, identity = _caller(ctx, m.AnswerQuestion)
+        fields = {"sessionId": session_id, "requestId": request_id, "answers": answers}
+        if approved is not None:
+            fields["approved"] = approved
+        # Unanswered means not approved, and both true is refused: the WebSocket message's rules.
+        given = convert_message({**fields, "dismissed": dismissed}, m.AnswerQuestion)
 
         async def answer(watch: TurnWatch, joined: dict[str, Any]) -> None:
             watch.turn_id = (joined.get("currentTurn") or {}).get("turnId")
             await gateway.sessions.answer(
                 identity,
-                session_id,
-                request_id,
-                answers=answers,
-                approved=approved,
-                dismissed=dismissed,
+                given.session_id,
+                given.request_id,
+                answers=given.answers,
+                approved=given.approved,
+                dismissed=given.dismissed,
             )
 
-        return await _follow(ctx, gateway, identity, session_id, answer)
+        return await _follow(ctx, gateway, identity, given.session_id, answer)
 
     @server.tool()
     @_tool_errors
     async def stop_turn(ctx: Context, session_id: str) -> dict[str, Any]:
         """Stop the session's running turn (nothing happens when none is running)."""
         gateway, identity = _caller(ctx, m.StopTurn)
-        await gateway.sessions.stop_turn(identity, session_id)
+        stop = convert_message({"sessionId": session_id}, m.StopTurn)
+        await gateway.sessions.stop_turn(identity, stop.session_id)
         return {"sessionId": session_id, "stopped": True}
 
     @server.resource(

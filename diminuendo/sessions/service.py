@@ -741,13 +741,17 @@ class SessionService:
         active.record.last_activity_at = turn.started_at
         return turn
 
-    async def stop_turn(self, identity: Identity, session_id: str) -> None:
+    async def stop_turn(
+        self, identity: Identity, session_id: str, *, turn_id: str | None = None
+    ) -> None:
+        """Interrupt the running turn (only if it is `turn_id`, when given); idempotent."""
         await self._record(identity, session_id)  # tenancy
         active = self.active.get(session_id)
-        if active is not None and active.turn is not None and active.runtime is not None:
-            await active.runtime.send(
-                {"type": "interrupt", "content": {"turn_id": active.turn.turn_id}}
-            )
+        turn = active.turn if active is not None else None
+        if turn_id is not None and turn is not None and turn.turn_id != turn_id:
+            return
+        if active is not None and turn is not None and active.runtime is not None:
+            await active.runtime.send({"type": "interrupt", "content": {"turn_id": turn.turn_id}})
 
     async def steer(self, identity: Identity, session_id: str, content: str) -> None:
         active = await self._running(identity, session_id)
@@ -778,8 +782,9 @@ class SessionService:
                 "content": {
                     "request_id": request_id,
                     "answers": answers or {},
-                    "approved": approved,
-                    "dismissed": dismissed,
+                    # Only an explicit true approves: a permission request fails closed.
+                    "approved": approved is True,
+                    "dismissed": dismissed is True,
                 },
             }
         )

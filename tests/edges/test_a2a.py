@@ -265,6 +265,9 @@ async def test_tenant_walls_viewers_and_tokens(prod):  # noqa: F811
         with pytest.raises(A2AError) as refused:
             await run(outsider, intrusion)
         assert "secret" not in str(refused.value)
+        assert "SESSION_NOT_FOUND" in str(refused.value) or (
+            getattr(refused.value, "data", None) == {"code": "SESSION_NOT_FOUND"}
+        )
 
         reader = await viewer.client()
         with pytest.raises(A2AClientError, match="403"):
@@ -297,3 +300,10 @@ async def test_bad_input_gets_a_clear_error(a2a):
     async with httpx.AsyncClient(base_url=gw.url) as http:
         garbage = await http.post("/a2a", content=b"{not json", headers={"A2A-Version": "1.0"})
         assert garbage.status_code == 200 and garbage.json()["error"]["code"] == -32700
+        # Before the fix: 1,000 levels of nesting made the route's own peek at the method raise
+        # RecursionError, answered 500 with an ERROR traceback in the log, token or not.
+        deep = b'{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":%s}' % (
+            b"[" * 1000 + b"]" * 1000
+        )
+        nested = await http.post("/a2a", content=deep, headers={"A2A-Version": "1.0"})
+        assert nested.status_code == 200 and nested.json()["error"]["code"] == -32700

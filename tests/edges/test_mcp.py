@@ -121,10 +121,14 @@ async def test_permission_refused_and_runtime_error(edge_gateway: Gateway) -> No
             await mcp.call_tool("run_turn", {"session_id": sid, "text": DEMO_PERMISSION})
         ).structured_content
         assert asked["kind"] == "permission" and asked["toolName"] == "bash"
-        refused = await mcp.call_tool(
-            "answer_question",
-            {"session_id": sid, "request_id": asked["requestId"], "approved": False},
+        # The WebSocket message's rules (PROTOCOL §5): both true is refused (before the fix it
+        # was forwarded), and an answer without `approved` is a refusal, never a null.
+        pending = {"session_id": sid, "request_id": asked["requestId"]}
+        both = await mcp.call_tool(
+            "answer_question", {**pending, "approved": True, "dismissed": True}
         )
+        assert both.is_error and both.structured_content["code"] == "INVALID_MESSAGE"
+        refused = await mcp.call_tool("answer_question", pending)
         assert "Permission refused" in refused.content[0].text
 
         failed = await mcp.call_tool("run_turn", {"session_id": sid, "text": DEMO_FAIL})

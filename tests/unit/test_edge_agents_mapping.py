@@ -173,7 +173,7 @@ def test_a2a_permission_of_each_method(body, operation):
         (b"{not json", False),
     ],
 )
-def test_a2a_streaming_methods_hold_a_connection_place(body, streams):
+def test_a2a_streaming_methods_are_classified_as_streams(body, streams):
     assert a2a.rpc_call(body).streams is streams
 
 
