@@ -2,7 +2,9 @@
 # Create the project's venv and install the project into it (editable) with the given extras;
 # re-install only when setup.cfg/pyproject.toml change or an extra is missing.
 #
-#   source scripts/bootstrap.sh [EXTRAS]   sets DIMINUENDO_VENV (what dev.sh and test.sh do)
+#   source scripts/bootstrap.sh EXTRAS     sets DIMINUENDO_VENV (what dev.sh and test.sh do);
+#                                          pass "" for none: sourced without an argument, it
+#                                          would see the caller's own arguments
 #   bash scripts/bootstrap.sh [EXTRAS]     prints the venv's path
 #
 # PYTHON picks the interpreter (scripts/python.sh): unset → python3 into ./.venv; set (a name,

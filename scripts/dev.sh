@@ -4,6 +4,6 @@
 # PYTHON picks the interpreter, as for scripts/test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/bootstrap.sh"
+source "$root/scripts/bootstrap.sh" ""  # no extras: without an argument, ours would be passed
 cd "$root"
 exec "$DIMINUENDO_VENV/bin/diminuendo" dev "$@"
