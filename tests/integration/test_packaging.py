@@ -372,8 +372,9 @@ def test_build_sh_builds_a_reproducible_pyz_that_passes_its_smoke_test() -> None
     that name is a pyenv shim that refuses (3.13 installed, not selected), build.sh finds the
     interpreter itself, and its smoke test runs the pyz with it, never through the shebang.
 
-    Before the fix: on Python 3.13 the smoke test ran the pyz through its `python3.13` shebang
-    and pyenv's shim refused ("pyenv: python3.13: command not found")."""
+    Before the fix: `PYTHON=python3.13 ./build.sh` stopped at once ("pyenv: python3.13: command
+    not found"); with a path it built, but the smoke test ran the pyz through its `python3.13`
+    shebang, which the shim refuses, and the result overwrote dist/diminuendo.pyz."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHON")}
     default_build = base_image_minor() == THIS_MINOR
     if not default_build:
