@@ -30,6 +30,8 @@ import benchlib as bl
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
+
 AUDIENCE = "https://bench"
 TENANT_CLAIM = "https://diminuendo/tenant_id"
 KID = "bench-key"
@@ -171,7 +173,7 @@ async def main_async(bench: bl.Bench) -> dict[str, Any]:
             dev=False,
             AUTH0_DOMAIN=jwks.domain,
             AUTH0_AUDIENCE=AUDIENCE,
-            PODIUM_SECRETS_KEY="x",
+            PODIUM_SECRETS_KEY=LOCAL_STACK_SECRETS_KEY,
             AUTH_FAILURE_LIMIT="1000000/60s",
         )
         bench.wait_health_ok(gateway)

@@ -110,11 +110,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(settings)
 
 
-def _stack_config(args: argparse.Namespace, data_dir: Path) -> object:
+def _stack_config(args: argparse.Namespace, data_dir: Path, secrets_key: object) -> object:
     from diminuendo.local.stack import SERVICES, LocalStackConfig
 
     return LocalStackConfig(
         data_dir=data_dir,
+        secrets_key=secrets_key,  # type: ignore[arg-type]
         podium_port=args.podium_port,
         ensemble_port=args.ensemble_port,
         unison_port=args.unison_port,
@@ -145,7 +146,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             env[f"{name}_URL"] = f"http://127.0.0.1:{port}"
             env[f"{name}_API_KEY"] = "local-dev-key"
     settings = _settings_or_exit(env)
-    stack = None if args.no_stack else _stack_config(args, settings.data_dir)
+    stack = None
+    if not args.no_stack:
+        stack = _stack_config(args, settings.data_dir, settings.podium_secrets_key)
     what = "gateway" if args.no_stack else "dev stack: gateway"
     print(f"Diminuendo {what} on http://{settings.host}:{settings.port} (ws /ws)", flush=True)
     return _serve(settings, stack, reload=not args.no_reload)
@@ -155,7 +158,22 @@ def cmd_local_stack(args: argparse.Namespace) -> int:
     from diminuendo.local.stack import run_local_stack
 
     data_dir = Path(os.environ.get("DATA_DIR", "./data"))
-    return run_local_stack(_stack_config(args, data_dir))  # type: ignore[arg-type]
+    config = _stack_config(args, data_dir, _stack_secrets_key())
+    return run_local_stack(config)  # type: ignore[arg-type]
+
+
+def _stack_secrets_key() -> object:
+    """The Podium stand-in's PODIUM_SECRETS_KEY, read as the gateway reads it (environment over
+    `.env`), else the dev stack's: what a gateway in dev mode seals with."""
+    from diminuendo.settings import LOCAL_STACK_SECRETS_KEY, read_environment
+    from diminuendo.upstreams.sealing import SealingKey
+
+    configured = (read_environment().get("PODIUM_SECRETS_KEY") or "").strip()
+    try:
+        return SealingKey.parse(configured or LOCAL_STACK_SECRETS_KEY)
+    except ValueError as exc:
+        print(f"config error: PODIUM_SECRETS_KEY: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -19,7 +19,10 @@ carries every other event of the session. The rules:
 * a row with a drop rule (`text_delta`, `thinking.progress`) maps to `None` when its text is empty
   or absent, since an empty delta carries nothing and an empty thinking block is noise;
 * nested values (`args`, `output`, `questions`, `steps`, `answers`, `options`) pass through
-  unchanged once their container type is right.
+  unchanged once their container type is right;
+* a `turn_error` keeps its code only when it is one of PROTOCOL §12 (else `UPSTREAM_ERROR`) and
+  its message goes through `redaction.safe_message`: runtime exception text can hold keys, URL
+  credentials, tokens, paths and tracebacks, and it is shown to every member of the session.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
+
+from diminuendo.protocol.errors import ErrorCode
+from diminuendo.redaction import safe_message
 
 __all__ = ["Unknown", "event_name", "map_event"]
 
@@ -86,6 +92,19 @@ def _object(value: Any) -> dict[str, Any] | None:
 
 def _json(value: Any) -> Any:
     return value
+
+
+def _safe_text(value: Any) -> str | None:
+    # Runtime error text reaches users: redacted, no traceback or path, ≤ 500 chars (§12).
+    return safe_message(value) if isinstance(value, str) and value.strip() else None
+
+
+_ERROR_CODES = frozenset(ErrorCode)
+
+
+def _error_code(value: Any) -> str | None:
+    # Only the stable §12 codes: a client switches on them (a runtime's own `AGENT_ERROR` is not).
+    return value if isinstance(value, str) and value in _ERROR_CODES else None
 
 
 # ---- the table
@@ -176,11 +195,12 @@ _TABLE: tuple[_Row, ...] = (
             _opt("usage", _record(*_TOKEN_FIELDS)),
         ),
     ),
-    # A turn error must carry a §12 code a client can switch on, even when the agent gave none.
+    # A turn error must carry a §12 code a client can switch on, even when the agent gave none
+    # or its own, and a message safe to show a user, whatever the agent's exception held.
     _Row(
         ("error",),
         "turn_error",
-        (_req("code", _str, _const("UPSTREAM_ERROR")), _req("message", _str, str)),
+        (_req("code", _error_code, _const("UPSTREAM_ERROR")), _req("message", _safe_text, str)),
     ),
     _Row(("tool.call_start",), "tool_call_start", (_TOOL_CALL_ID, _TOOL_NAME)),
     _Row(("tool.call_delta",), "tool_call_delta", (_TOOL_CALL_ID, _req("args_delta", _str, str))),

@@ -11,18 +11,25 @@ Sanic writer (keepalive ping, close) is in the middle of its own write — those
 across their awaits, and a frame must not jump ahead of bytes they already took from the
 `websockets` protocol object. When it is not, callers queue and `wait_writable` before trying again.
 
-This reaches below Sanic's public `Websocket` API to `ws_proto` and `io_proto`; Sanic is pinned
-to one major version in setup.cfg, and the backpressure and slow-consumer tests exercise it.
+The receive side has one change too (`close_on_invalid_utf8`): a text message that is not
+UTF-8 fails the connection with 1007, as RFC 6455 §8.1 and PROTOCOL §2 require.
+
+This reaches below Sanic's public `Websocket` API to `ws_proto`, `io_proto` and the frame
+assembler; Sanic is pinned to one major version in setup.cfg, and the backpressure,
+slow-consumer and invalid-UTF-8 tests exercise it.
 """
 
 from __future__ import annotations
 
 import struct
 
+from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.frames import Frame
 from websockets.protocol import OPEN
 
 __all__ = [
+    "close_on_invalid_utf8",
     "is_open",
     "text_frame_header",
     "wait_writable",
@@ -91,3 +98,31 @@ async def wait_writable(ws: WebsocketImplProtocol) -> None:
         await io._can_write.wait()
     async with ws.conn_mutex:
         pass
+
+
+CLOSE_INVALID_DATA = 1007
+
+
+class _Utf8CheckingAssembler(WebsocketFrameAssembler):
+    """Sanic's frame assembler, which decodes text frames strictly but lets the
+    `UnicodeDecodeError` escape into a task nobody awaits: the frame vanished without an
+    answer, and the half-assembled message was glued onto the next one. Here the error fails
+    the connection with 1007 instead, and nothing that arrives after it is assembled."""
+
+    __slots__ = ()
+
+    async def put(self, frame: Frame) -> None:
+        if self.protocol.ws_proto.state is not OPEN:
+            return
+        try:
+            await super().put(frame)
+        except UnicodeDecodeError:
+            self.chunks = []
+            self.decoder = None
+            self.protocol.fail_connection(CLOSE_INVALID_DATA, "invalid UTF-8")
+
+
+def close_on_invalid_utf8(ws: WebsocketImplProtocol) -> None:
+    """Install the checking assembler on a socket fresh from the handshake (before any frame
+    has been read: call it in the same step as the handshake returns)."""
+    ws.assembler = _Utf8CheckingAssembler(ws)

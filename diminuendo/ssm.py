@@ -7,6 +7,14 @@ go through this module so the rules live in one place: page until AWS stops send
 path segment to an UPPER_SNAKE name, refuse ambiguous mappings, let the caller's environment win,
 and never let a value reach stderr, logs or a `repr()`: values go only to the requested output.
 
+Only names the gateway knows leave (OPERATIONS §3): its settings (`settings.SETTING_NAMES`, the
+one list) and the AWS SDK's and OpenTelemetry's `AWS_*` / `OTEL_*`. A parameter that maps to
+anything else (`LD_PRELOAD`, `PYTHONPATH`, `PATH`…) would change what the process runs rather than
+how the gateway is configured, so whoever can write the parameter store could run code in the
+gateway: it is skipped with a warning that names it, never its value. `DEV_MODE` and
+`DEV_MODE_ALLOW_REMOTE` are settings but never come from SSM: dev mode turns authentication off,
+and it is a developer's own choice (`diminuendo dev` sets it), never a shared store's.
+
 `AWS_ENDPOINT_URL` (standard boto3 configuration) points the client at a local server, which is
 how the tests run offline against moto.
 """
@@ -36,6 +44,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as EndpointUnreachable
 
+from diminuendo.settings import SETTING_NAMES
+
 # Fleets starting at once share ~40 TPS per account and region: back off instead of failing.
 # In botocore's Config, `max_attempts` counts retries: 10 retries, 11 attempts in all.
 RETRIES: Mapping[str, Any] = {"mode": "adaptive", "max_attempts": 10}
@@ -47,6 +57,8 @@ PAGE_SIZE = 10  # GetParametersByPath maximum
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
 _SEPARATORS = re.compile(r"[-./]")
 FORMATS = ("dotenv", "export", "json")
+EXPORTED_PREFIXES = ("AWS_", "OTEL_")
+NEVER_FROM_SSM = frozenset({"DEV_MODE", "DEV_MODE_ALLOW_REMOTE"})
 
 
 class SsmError(Exception):
@@ -113,6 +125,15 @@ def parameter_env_name(path_prefix: str, parameter_name: str) -> str:
     return name
 
 
+def skip_reason(name: str) -> str | None:
+    """Why the variable `name` must not be exported, or None when it may be."""
+    if name in NEVER_FROM_SSM:
+        return "dev mode turns authentication off and never comes from SSM"
+    if name in SETTING_NAMES or name.startswith(EXPORTED_PREFIXES):
+        return None
+    return "not a Diminuendo setting, nor an AWS_* or OTEL_* name"
+
+
 def load_parameters(path: str, *, client: Any = None) -> dict[str, str]:
     """Every parameter under `path` (recursive, decrypted), keyed by its variable name.
 
@@ -172,8 +193,17 @@ def main(argv: list[str], *, client: Any = None) -> int:
                 f"no parameters found under {args.path} (wrong path or region? "
                 "--allow-empty accepts an empty result)"
             )
-        kept = [] if args.overwrite else sorted(name for name in found if name in os.environ)
-        chosen = Parameters((n, v) for n, v in sorted(found.items()) if n not in kept)
+        skipped = {name: reason for name in sorted(found) if (reason := skip_reason(name))}
+        for name, reason in skipped.items():
+            print(f"ssm-env: skipped {name} from {args.path}: {reason}", file=sys.stderr)
+        if found and len(skipped) == len(found) and not args.allow_empty:
+            raise SsmError(
+                f"none of the {len(found)} parameter(s) under {args.path} is a setting "
+                "(--allow-empty accepts that)"
+            )
+        usable = [name for name in found if name not in skipped]
+        kept = [] if args.overwrite else sorted(name for name in usable if name in os.environ)
+        chosen = Parameters((n, found[n]) for n in sorted(usable) if n not in kept)
         text = _render(chosen, args.format)
         if args.output:
             _write_private(args.output, text)

@@ -5,7 +5,8 @@
 #
 # PATH is the parameter path (default: $SSM_PATH, else /diminuendo/dev/). Needs AWS credentials
 # that may read it (e.g. `aws sso login` and AWS_PROFILE). The file is written with mode 0600 and
-# an existing one is kept unless --force is given.
+# an existing one is kept unless --force is given. It holds the gateway's settings and AWS_* /
+# OTEL_* names only (`ssm-env` skips others with a warning); `dev` sets DEV_MODE itself.
 #
 #   DIMINUENDO_ENV_FILE  file to write, relative to the repository root (default .env)
 #   DIMINUENDO           command that runs the package (default "python -m diminuendo"; e.g.
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 force=0

@@ -5,6 +5,8 @@
 #
 # When SSM_PATH is set, the parameters under it become environment variables (variables already
 # set win: the loader leaves them out), then the zipapp is exec'd so it gets signals directly.
+# Only the gateway's settings and AWS_* / OTEL_* names are exported, never DEV_MODE: `ssm-env`
+# skips any other parameter (LD_PRELOAD, PYTHONPATH, PATH…) with a warning naming it.
 # If loading fails, the loader's one-line reason is on stderr and the gateway is not started.
 #
 #   DIMINUENDO_PYZ  the zipapp (default /app/diminuendo.pyz)

@@ -1,8 +1,13 @@
 """Token → `Identity`: verification, the member-record role, and the failed-attempt limit.
 
 Every edge (the upgrade, the `authenticate` message, REST, RPC) authenticates through here, so
-failures look the same everywhere: `AUTH_FAILED` with a generic reason, or `AUTH_RATE_LIMITED`
-once a client IP has failed too often (PROTOCOL.md §3).
+failures look the same everywhere: `AUTH_FAILED` saying only "Authentication failed" (the reason
+goes to the log: telling a forger which check failed helps them), or `AUTH_RATE_LIMITED` once a
+client address has failed too often (PROTOCOL.md §3, §12).
+
+The limit counts failures and refuses only failures. A token is always verified first and a
+valid one is never refused by it: otherwise anyone sharing the address (every client behind a
+proxy, a whole office behind NAT) is locked out by one client's bad tokens.
 """
 
 from __future__ import annotations
@@ -41,11 +46,9 @@ class Authenticator:
         self._failures = KeyedWindows(*failure_limit)
         self._clock = clock
 
-    async def authenticate(self, token: str, client_ip: str) -> Identity:
-        now = self._clock()
-        wait = self._failures.retry_after(client_ip, now)
-        if wait is not None:
-            raise GatewayError(ErrorCode.AUTH_RATE_LIMITED, retry_after_ms=max(1, int(wait * 1000)))
+    async def authenticate(self, token: str, client_address: str) -> Identity:
+        """The identity of a valid token; `GatewayError` otherwise. `client_address` is the key
+        of the caller's address (`client_address.address_key`) the failures count under."""
         try:
             claims = await self._verifier.verify(token)
             preliminary = identity_from_claims(
@@ -55,9 +58,7 @@ class Authenticator:
                 default_role=self._default_role,
             )
         except AuthError as exc:
-            self._failures.hit(client_ip, now)
-            logger.info("authentication failed from {}: {}", client_ip, exc)
-            raise GatewayError(ErrorCode.AUTH_FAILED, f"Authentication failed: {exc}") from None
+            raise self._failed(client_address, exc) from None
         member_role = await self._member_role(preliminary.tenant_id, preliminary.user_id)
         if member_role is None:
             return preliminary
@@ -68,3 +69,13 @@ class Authenticator:
             default_role=self._default_role,
             member_role=member_role,
         )
+
+    def _failed(self, client_address: str, reason: AuthError) -> GatewayError:
+        """Count a failure for `client_address`; past the limit it is `AUTH_RATE_LIMITED`."""
+        wait = self._failures.hit(client_address, self._clock())
+        logger.info("authentication failed from {}: {}", client_address, reason)
+        if wait is not None:
+            return GatewayError(
+                ErrorCode.AUTH_RATE_LIMITED, retry_after_ms=max(1, int(wait * 1000))
+            )
+        return GatewayError(ErrorCode.AUTH_FAILED)

@@ -75,12 +75,35 @@ def sees_only_own_sessions(role: Role) -> bool:
 
 
 class Identity(msgspec.Struct, frozen=True):
-    """A verified caller: the subject, their tenant and their effective role in it."""
+    """A verified caller: the subject, their tenant and their effective role in it.
+
+    ``expires_at`` is the token's ``exp`` (epoch seconds): an open connection keeps the identity
+    until then plus the clock leeway, unless it presents a fresh token (PROTOCOL §3). None for
+    the dev identity, which does not expire.
+    """
 
     user_id: str
     email: str | None
     tenant_id: str
     role: Role
+    expires_at: float | None = None
+    # The role without a member record (token claim, else the default) when it differs from
+    # `role`: removing the member record makes it the role again, also on open connections.
+    claimed_role: Role | None = None
+
+    @property
+    def token_role(self) -> Role:
+        """The role this identity has once its member record is removed (PROTOCOL §11)."""
+        return self.claimed_role if self.claimed_role is not None else self.role
+
+    def with_member_role(self, role: Role | None) -> "Identity":
+        """This identity after its member record changed to `role` (None: the record was
+        removed, so the token's own role applies), as a new authentication would find it."""
+        token_role = self.token_role
+        new = token_role if role is None else role
+        return msgspec.structs.replace(
+            self, role=new, claimed_role=None if new == token_role else token_role
+        )
 
     def permissions(self) -> frozenset[Permission]:
         """Everything this identity's role grants."""
@@ -129,13 +152,21 @@ def identity_from_claims(
     if not isinstance(user_id, str) or not user_id:
         raise AuthError("token has no subject")
     tenant_id = _tenant(claims, tenant_claim)
-    role = member_role if member_role is not None else _claimed_role(claims.get(role_claim))
+    claimed = _claimed_role(claims.get(role_claim))
+    if claimed is None:
+        claimed = default_role
+    role = member_role if member_role is not None else claimed
     email = claims.get("email")
+    exp = claims.get("exp")
     return Identity(
         user_id=user_id,
         email=email if isinstance(email, str) and email else None,
         tenant_id=tenant_id,
-        role=role if role is not None else default_role,
+        role=role,
+        claimed_role=None if claimed == role else claimed,
+        expires_at=float(exp)
+        if isinstance(exp, int | float) and not isinstance(exp, bool)
+        else None,
     )
 
 

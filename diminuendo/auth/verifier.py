@@ -22,7 +22,7 @@ from diminuendo.auth.jwks import JwksCache
 
 _ALGORITHM = "RS256"
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
-_MAX_LEEWAY_S = 60
+MAX_LEEWAY_S = 60
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
@@ -41,7 +41,7 @@ class TokenVerifier:
         endpoints: Auth0Endpoints,
         audiences: Sequence[str],
         jwks: JwksCache,
-        leeway_s: int = 30,
+        leeway_s: float = 30,
         cache_size: int = 10_000,
         cache_ttl_s: float = 300.0,
         max_token_bytes: int = 16 * 1024,
@@ -52,8 +52,8 @@ class TokenVerifier:
         accepted = [aud for aud in dict.fromkeys(audiences) if aud]
         if not accepted:
             raise ValueError("at least one audience is required")
-        if not 0 <= leeway_s <= _MAX_LEEWAY_S:
-            raise ValueError(f"leeway must be between 0 and {_MAX_LEEWAY_S} seconds")
+        if not 0 <= leeway_s <= MAX_LEEWAY_S:
+            raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY_S} seconds")
         self._issuer = endpoints.issuer
         self._audiences = accepted
         self._jwks = jwks

@@ -12,11 +12,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
 
-from diminuendo.client.connection import DiminuendoClient
+from diminuendo.client.connection import DiminuendoClient, TokenSource
 from diminuendo.client.errors import ClientError
 from diminuendo.client.events import (
     ApprovalResolved,
@@ -269,6 +270,13 @@ def make_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DIMINUENDO_TOKEN"),
         help="bearer token when the gateway requires one (env DIMINUENDO_TOKEN)",
     )
+    parser.add_argument(
+        "--token-file",
+        default=os.environ.get("DIMINUENDO_TOKEN_FILE"),
+        help="read the token from this file whenever the gateway needs a fresh one, so a "
+        "refresher can replace it while a long command runs (env DIMINUENDO_TOKEN_FILE; "
+        "wins over --token)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="sessions, newest activity first")
     listing.add_argument("--all", action="store_true", help="include archived sessions")
@@ -304,8 +312,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def token_source(args: argparse.Namespace) -> TokenSource | None:
+    """`--token-file` as a callable that reads the file at every (re)authentication and on
+    `auth_expiring`; else the `--token` string."""
+    if args.token_file:
+        path = Path(args.token_file)
+        return lambda: path.read_text().strip()
+    return args.token
+
+
 async def _main(args: argparse.Namespace) -> int:
-    async with DiminuendoClient.connect(args.url, token=args.token) as client:
+    async with DiminuendoClient.connect(args.url, token=token_source(args)) as client:
         return await COMMANDS[args.command](client, args)
 
 

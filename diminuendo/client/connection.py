@@ -8,16 +8,21 @@ reconnect with jittered backoff, authenticate, re-join every followed session wi
 `gap: true` into a `Gap` marker. A subscription therefore sees each `seq` once, in order, across
 any number of drops; only a request whose reply was in flight when the socket dropped fails
 (`ConnectionLost`), because the client cannot know whether the server acted on it.
+
+Tokens expire (PROTOCOL.md §3): `token` may be a callable (sync or async) that the client calls
+for a fresh token at every connect and whenever the server sends `auth_expiring`, so one socket
+outlives any number of short-lived tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -39,6 +44,7 @@ from diminuendo.client.errors import (
 from diminuendo.client.events import (
     Ack,
     Authenticated,
+    AuthExpiring,
     Connected,
     ErrorEvent,
     Event,
@@ -71,7 +77,7 @@ from diminuendo.client.events import (
     decode_event,
 )
 
-__all__ = ["DiminuendoClient", "ReconnectPolicy", "Subscription"]
+__all__ = ["DiminuendoClient", "ReconnectPolicy", "Subscription", "TokenSource"]
 
 SUBPROTOCOL = "diminuendo.v1"
 # §6: the server sends a heartbeat every `heartbeatIntervalMs`; a client that hears nothing for
@@ -81,6 +87,8 @@ STALE_GRACE_S = 5.0
 logger = logging.getLogger("diminuendo.client")
 _encoder = msgspec.json.Encoder()
 Reply = TypeVar("Reply", bound=ServerFrame)
+TokenSource = str | Callable[[], str | Awaitable[str]]
+"""A bearer token, or a function (sync or async) returning a currently valid one."""
 
 
 @dataclass(frozen=True)
@@ -257,14 +265,14 @@ class DiminuendoClient:
     Use it as `async with DiminuendoClient.connect(url, token=…) as client:`; every method is a
     coroutine that sends one message and returns its typed reply, raising `ServerError` when the
     server answers with an `error`. `join()` follows a session; `stream_turn()` runs a turn and
-    yields its events.
+    yields its events. `token` is a string or a `TokenSource` callable (see the module doc).
     """
 
     def __init__(
         self,
         url: str,
         *,
-        token: str | None = None,
+        token: TokenSource | None = None,
         protocol_version: int = 1,
         reconnect: ReconnectPolicy | None = None,
         request_timeout_s: float = 30.0,
@@ -285,6 +293,7 @@ class DiminuendoClient:
         self._pending: dict[str, asyncio.Future[Event]] = {}
         self._feeds: dict[str, _Feed] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None  # answering `auth_expiring`
         self._ready = asyncio.Event()  # set while connected, and for good once closed
         self._closed = False  # no reconnect from now on
         self._finished = False  # waiters woken and failed
@@ -292,7 +301,12 @@ class DiminuendoClient:
 
     @classmethod
     def connect(
-        cls, url: str, *, token: str | None = None, protocol_version: int = 1, **options: Any
+        cls,
+        url: str,
+        *,
+        token: TokenSource | None = None,
+        protocol_version: int = 1,
+        **options: Any,
     ) -> DiminuendoClient:
         """A client for `url`, opened by `async with` (or `await client.open()`). `options` are
         the other constructor arguments (`reconnect`, `request_timeout_s`, `open_timeout_s`)."""
@@ -328,6 +342,8 @@ class DiminuendoClient:
         """Close deliberately (code 1000): no reconnect; subscriptions end, pending requests
         raise `ConnectionLost`. Safe to call more than once."""
         self._closed = True
+        if self._refresh is not None:
+            self._refresh.cancel()
         if self._supervisor is not None and not self._supervisor.done():
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -376,19 +392,61 @@ class DiminuendoClient:
         connected = await _receive(ws, Connected)
         self._stale_after_s = connected.heartbeat_interval_ms / 1000 + STALE_GRACE_S
         if welcome.requires_auth:
-            if self.token is None:
+            token = await self._current_token()
+            if token is None:
                 raise ServerError("NOT_AUTHENTICATED", "The server requires a token")
             await ws.send(
                 _encoder.encode(
-                    _message(
-                        "authenticate", token=self.token, protocolVersion=self.protocol_version
-                    )
+                    _message("authenticate", token=token, protocolVersion=self.protocol_version)
                 ),
                 text=True,
             )
         authenticated = await _receive(ws, Authenticated)
         self.identity = authenticated.identity
         self.server_version = welcome.server_version
+
+    async def _current_token(self) -> str | None:
+        """The token to authenticate with now: the string, or what the callable returns. A
+        failing callable is `ConnectionFailed`, so a reconnect retries it with backoff."""
+        source = self.token
+        if source is None or isinstance(source, str):
+            return source
+        try:
+            token = source()
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception as exc:
+            raise ConnectionFailed(f"the token callback failed: {exc!r}") from exc
+        return token
+
+    def _token_expiring(self, event: AuthExpiring) -> None:
+        """`auth_expiring`: authenticate again with a fresh token from the callback. With a
+        plain string there is nothing fresher to send: the socket will be closed with 4003 and
+        the reconnect fail, so say so now."""
+        if self.token is None or isinstance(self.token, str):
+            logger.warning(
+                "the token expires at %d (epoch ms) and cannot be refreshed: "
+                "pass a callable as token= to keep the connection",
+                event.expires_at,
+            )
+            return
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._reauthenticate(), name="diminuendo-auth")
+
+    async def _reauthenticate(self) -> None:
+        """Send `authenticate` with a fresh token; the server moves the connection's deadline.
+        A failure is only logged: at expiry the socket closes (4003) and the reconnect asks the
+        callback again."""
+        try:
+            token = await self._current_token()
+            reply = await self.request(
+                _message("authenticate", token=token, protocolVersion=self.protocol_version)
+            )
+        except (ClientError, TimeoutError) as exc:
+            logger.warning("refreshing the token failed: %s", exc)
+            return
+        if isinstance(reply, Authenticated):
+            self.identity = reply.identity
 
     async def _supervise(self) -> None:
         """Read until the socket drops, then reconnect and re-join; forever, until closed or
@@ -498,6 +556,8 @@ class DiminuendoClient:
                 future.set_result(event)
         elif isinstance(event, ErrorEvent):
             logger.warning("error from the server: %s %s", event.code, event.message)
+        elif isinstance(event, AuthExpiring):
+            self._token_expiring(event)
 
     async def _send(self, message: dict[str, Any]) -> None:
         ws = self._ws

@@ -19,6 +19,7 @@ from diminuendo.client.errors import ProtocolError
 __all__ = [
     "Ack",
     "ApprovalResolved",
+    "AuthExpiring",
     "Authenticated",
     "Connected",
     "CurrentTurn",
@@ -217,6 +218,14 @@ class Connected(ServerFrame, tag="connected"):
 
 class Authenticated(ServerFrame, tag="authenticated"):
     identity: Identity
+
+
+class AuthExpiring(ServerFrame, tag="auth_expiring"):
+    """The connection's token expires at `expires_at` (epoch milliseconds): send `authenticate`
+    with a fresh token of the same user before then, or the socket is closed with 4003 once
+    the server's clock leeway has passed too."""
+
+    expires_at: int
 
 
 class Heartbeat(ServerFrame, tag="heartbeat"):
@@ -533,6 +542,7 @@ Event = (
     Welcome
     | Connected
     | Authenticated
+    | AuthExpiring
     | Heartbeat
     | Pong
     | Ack

@@ -17,6 +17,7 @@ from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import documented
 from diminuendo.gateway.rest_auth import request_identity
+from diminuendo.gateway.stream_limits import held_stream
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest
 from diminuendo.protocol.codec import encode_frame
@@ -41,19 +42,6 @@ async def authorize(request: Request, operation: type[m.ClientMessage]) -> Ident
     return identity
 
 
-def _int_arg(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"`{name}` must be a whole number") from None
-    if not low <= value <= high:
-        raise GatewayError(ErrorCode.INVALID_MESSAGE, f"`{name}` must be between {low} and {high}")
-    return value
-
-
 def _flag(request: Request, name: str) -> bool:
     return request.args.get(name, "false").lower() in ("1", "true", "yes")
 
@@ -71,7 +59,7 @@ async def list_threads(request: Request) -> HTTPResponse:
 @documented("Create a session", body=rest.CreateThread, ok=(201, SessionRecord))
 async def create_thread(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.CreateSession)
-    body = rest.decode_body(request.body, rest.CreateThread)
+    body = rest.decode_body(request.body, m.CreateSession)
     gateway: Gateway = request.app.ctx.gateway
     session = await gateway.sessions.create_session(
         identity,
@@ -87,14 +75,16 @@ async def create_thread(request: Request) -> HTTPResponse:
 @documented("One session", ok=(200, SessionRecord))
 async def get_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.JoinSession)
+    target = rest.message(m.JoinSession, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    return json(await gateway.sessions.get_session(identity, session_id))
+    return json(await gateway.sessions.get_session(identity, target.session_id))
 
 
 @bp.patch("/api/threads/<session_id>")
 @documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, SessionRecord))
 async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RenameSession)
+    session_id = rest.message(m.ArchiveSession, sessionId=session_id).session_id
     body = rest.decode_body(request.body, rest.PatchThread)
     gateway: Gateway = request.app.ctx.gateway
     session = await gateway.sessions.get_session(identity, session_id)
@@ -109,8 +99,9 @@ async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
 @documented("Delete a session and stop its agent instance", ok=(204, None))
 async def delete_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.DeleteSession)
+    target = rest.message(m.DeleteSession, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    await gateway.sessions.delete_session(identity, session_id)
+    await gateway.sessions.delete_session(identity, target.session_id)
     return empty(status=204)
 
 
@@ -118,10 +109,15 @@ async def delete_thread(request: Request, session_id: str) -> HTTPResponse:
 @documented("The durable transcript", ok=(200, rest.History))
 async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.GetHistory)
-    limit = _int_arg(request, "limit", 50, 1, 500)
+    query = rest.message(
+        m.GetHistory,
+        sessionId=session_id,
+        limit=rest.count_param("limit", request.args.get("limit")),
+        before=request.args.get("before"),
+    )
     gateway: Gateway = request.app.ctx.gateway
     history = await gateway.sessions.history(
-        identity, session_id, limit=limit or 50, before=request.args.get("before")
+        identity, query.session_id, limit=query.limit, before=query.before
     )
     return json(history)
 
@@ -135,9 +131,11 @@ async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
 )
 async def post_message(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RunTurn)
-    body = rest.decode_body(request.body, rest.PostMessage)
+    body = rest.decode_body(request.body, m.RunTurn, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    turn = await gateway.sessions.run_turn(identity, session_id, body.text, body.client_turn_id)
+    turn = await gateway.sessions.run_turn(
+        identity, body.session_id, body.text, body.client_turn_id
+    )
     return json({"turnId": turn.turn_id}, status=202)
 
 
@@ -145,8 +143,9 @@ async def post_message(request: Request, session_id: str) -> HTTPResponse:
 @documented("Stop the running turn", ok=(202, None))
 async def stop(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.StopTurn)
+    target = rest.message(m.StopTurn, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    await gateway.sessions.stop_turn(identity, session_id)
+    await gateway.sessions.stop_turn(identity, target.session_id)
     return json({}, status=202)
 
 
@@ -159,9 +158,9 @@ async def stop(request: Request, session_id: str) -> HTTPResponse:
 )
 async def steer(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.Steer)
-    body = rest.decode_body(request.body, rest.SteerBody)
+    body = rest.decode_body(request.body, m.Steer, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    await gateway.sessions.steer(identity, session_id, body.content)
+    await gateway.sessions.steer(identity, body.session_id, body.content)
     return json({}, status=202)
 
 
@@ -174,11 +173,11 @@ async def steer(request: Request, session_id: str) -> HTTPResponse:
 )
 async def answer(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.AnswerQuestion)
-    body = rest.decode_body(request.body, rest.AnswerBody)
+    body = rest.decode_body(request.body, m.AnswerQuestion, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
     await gateway.sessions.answer(
         identity,
-        session_id,
+        body.session_id,
         body.request_id,
         answers=body.answers,
         approved=body.approved,
@@ -204,6 +203,7 @@ class SseSubscriber:
         self.items: deque[bytes] = deque()
         self.overflowed = False
         self.ready = asyncio.Event()
+        self.idle_s = 0.0
 
     def deliver(self, frame: Frame) -> None:
         self.push(b"id: %d\nevent: %s\ndata: %s\n\n" % (frame.seq, frame.type.encode(), frame.data))
@@ -221,12 +221,36 @@ class SseSubscriber:
             self.items.append(chunk)
         self.ready.set()
 
+    async def flush(self, response: Any) -> None:
+        while self.items:
+            await response.send(self.items.popleft())
 
-def _resume_point(request: Request) -> int | None:
+    async def drain(self, response: Any) -> None:
+        """Send what is buffered, then wait up to SSE_POLL_S for more; after SSE_KEEPALIVE_S
+        with nothing to send, a comment line keeps proxies from closing the stream."""
+        await self.flush(response)
+        self.ready.clear()
+        try:
+            await asyncio.wait_for(self.ready.wait(), SSE_POLL_S)
+            self.idle_s = 0.0
+        except TimeoutError:
+            self.idle_s += SSE_POLL_S
+            if self.idle_s >= SSE_KEEPALIVE_S:
+                await response.send(b": keep-alive\n\n")
+                self.idle_s = 0.0
+
+
+def _stream_request(request: Request, session_id: str) -> m.JoinSession:
+    """What an SSE request asks for, as the `join_session` it amounts to: `Last-Event-ID`
+    (surrounding blanks are HTTP's, not the value's) or else `afterSeq`, and `epoch`."""
     header = request.headers.get("last-event-id")
-    if header is not None and header.strip().isdigit():
-        return int(header.strip())
-    return _int_arg(request, "afterSeq", None, 0, 2**53)
+    if header is not None:
+        after_seq = rest.count_param("Last-Event-ID", header.strip(" \t"))
+    else:
+        after_seq = rest.count_param("afterSeq", request.args.get("afterSeq"))
+    return rest.message(
+        m.JoinSession, sessionId=session_id, afterSeq=after_seq, epoch=request.args.get("epoch")
+    )
 
 
 @bp.get("/api/threads/<session_id>/events")
@@ -234,9 +258,27 @@ def _resume_point(request: Request) -> int | None:
 async def thread_events(request: Request, session_id: str) -> HTTPResponse | None:
     identity = await authorize(request, m.JoinSession)
     gateway: Gateway = request.app.ctx.gateway
-    after_seq = _resume_point(request)
-    epoch = request.args.get("epoch")
+    stream = _stream_request(request, session_id)
+    session_id, after_seq, epoch = stream.session_id, stream.after_seq, stream.epoch
     await gateway.sessions.get_session(identity, session_id)  # 404 before the stream opens
+    with held_stream(gateway, identity) as ends_at:
+        return await _stream_events(
+            request, gateway, identity, session_id, after_seq, epoch, ends_at
+        )
+
+
+async def _stream_events(
+    request: Request,
+    gateway: Gateway,
+    identity: Identity,
+    session_id: str,
+    after_seq: int | None,
+    epoch: str | None,
+    ends_at: float,
+) -> None:
+    """The stream itself; it ends when the client goes, the gateway drains, the client falls
+    too far behind, or the token expires (`exp` + `AUTH_CLOCK_LEEWAY`: SSE cannot be handed a
+    fresh token, so the client reconnects with one and `Last-Event-ID`)."""
     subscriber = SseSubscriber(gateway.settings.ws_send_queue_max)
     if after_seq is not None:
         gateway.metrics.replays.inc()
@@ -261,20 +303,8 @@ async def thread_events(request: Request, session_id: str) -> HTTPResponse | Non
             )
         except GatewayError as exc:
             subscriber.push_event("error", exc.to_frame())
-        idle = 0.0
-        while not gateway.draining and not subscriber.overflowed:
-            while subscriber.items:
-                await response.send(subscriber.items.popleft())
-            subscriber.ready.clear()
-            try:
-                await asyncio.wait_for(subscriber.ready.wait(), SSE_POLL_S)
-                idle = 0.0
-            except TimeoutError:
-                idle += SSE_POLL_S
-                if idle >= SSE_KEEPALIVE_S:
-                    await response.send(b": keep-alive\n\n")
-                    idle = 0.0
+        while not gateway.draining and not subscriber.overflowed and time.time() < ends_at:
+            await subscriber.drain(response)
         await response.eof()
     finally:
         gateway.sessions.leave(session_id, subscriber)
-    return None

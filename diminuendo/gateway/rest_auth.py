@@ -7,6 +7,7 @@ import secrets
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from diminuendo.auth.client_address import address_key
 from diminuendo.auth.identity import Identity
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import documented
@@ -33,6 +34,12 @@ def check_csrf(request: Request) -> None:
         raise GatewayError(ErrorCode.FORBIDDEN, "Missing or mismatched CSRF token")
 
 
+def client_address(request: Request) -> str:
+    """The key of the caller's address for per-address limits: the client named by the proxy
+    header Sanic's `PROXIES_COUNT`/`REAL_IP_HEADER`/`FORWARDED_SECRET` trust, else the peer."""
+    return address_key(request.remote_addr, request.ip)
+
+
 async def request_identity(request: Request) -> Identity:
     """The caller of an HTTP route: Bearer token, or the dev identity in dev mode."""
     gateway: Gateway = request.app.ctx.gateway
@@ -41,7 +48,7 @@ async def request_identity(request: Request) -> Identity:
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer " or not header[7:].strip():
         raise GatewayError(ErrorCode.NOT_AUTHENTICATED, "A Bearer token is required")
-    return await gateway.authenticate(header[7:].strip(), request.client_ip)
+    return await gateway.authenticate(header[7:].strip(), client_address(request))
 
 
 @bp.get("/api/me")

@@ -23,9 +23,11 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
 
 from diminuendo import __version__
+from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import permission_for, require
 from diminuendo.gateway.connection import Connection
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.rest_auth import client_address
 from diminuendo.observability import context
 from diminuendo.observability.tracing import span
 from diminuendo.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS
@@ -34,6 +36,7 @@ from diminuendo.protocol.codec import DecodeFailure, decode_client_frame, peek_r
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.ratelimit import SlidingWindow
 from diminuendo.redaction import safe_message
+from diminuendo.sanic_ws import close_on_invalid_utf8
 from diminuendo.sessions.stream import Replay
 
 SUBPROTOCOL = "diminuendo.v1"
@@ -49,12 +52,13 @@ HEALTH_PROBE_REFUSES = (
     b"\r\nexpect:",
 )
 CLOSE_AUTH_TIMEOUT = 4001
+CLOSE_POLICY = 1008
 
 bp = Blueprint("ws")
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
-    """Sanic's connection protocol with four changes.
+    """Sanic's connection protocol with five changes.
 
     Subprotocols: Sanic refuses a client that offers no subprotocol when the route lists some;
     ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
@@ -68,6 +72,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 
     Health probes: a plain `GET /health` is answered from the cached bytes (see
     `_answer_health_probe`).
+
+    Invalid UTF-8: a text message that does not decode closes the socket with 1007
+    (`sanic_ws.close_on_invalid_utf8`).
 
     `last_heard`: when the client last sent anything, for the Hub's process-wide keepalive
     (Sanic's per-socket keepalive task is switched off).
@@ -83,7 +90,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     async def websocket_handshake(self, request: Request, subprotocols: Any = None) -> Any:
         if not request.headers.get("sec-websocket-protocol"):
             subprotocols = None
-        return await super().websocket_handshake(request, subprotocols)
+        ws = await super().websocket_handshake(request, subprotocols)
+        close_on_invalid_utf8(ws)
+        return ws
 
     def close(self, timeout: float | None = None) -> None:
         transport = self.transport
@@ -119,8 +128,9 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         the cached body. Only the exact, common shape takes this path: one complete
         `GET /health` or `GET /api/health` over HTTP/1.1 with no body, no query, no Origin
         (so no CORS answer is due) and no `Connection: close`, arriving while no other request
-        is in progress on the connection, so responses cannot be reordered. Anything else
-        goes through Sanic unchanged.
+        is in progress on the connection, so responses cannot be reordered. In dev mode the
+        `Host` must also be one of the plain loopback names of `host_guard.probe_hosts`.
+        Anything else goes through Sanic unchanged (and there meets the dev-mode Host guard).
         """
         line_end = data.find(b"\r\n")
         if data[:line_end] not in HEALTH_REQUEST_LINES or self.recv_buffer:
@@ -133,9 +143,20 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         http = getattr(self, "_http", None)
         if http is not None and http.stage is not Stage.IDLE:
             return False
-        self.transport.write(self.app.ctx.gateway.health_probe_response())
+        hosts = self.app.ctx.probe_hosts  # dev mode only: the DNS-rebinding guard
+        if hosts is not None and _first_host(lowered) not in hosts:
+            return False
+        self.transport.write(self.app.ctx.gateway.health_report.probe_response())
         self._time = time.monotonic()  # Sanic's keep-alive timeout counts from here
         return True
+
+
+def _first_host(head: bytes) -> bytes:
+    """The first `Host` value of a lower-cased header block that starts with CRLF."""
+    start = head.find(b"\r\nhost:")
+    if start < 0:
+        return b""
+    return head[start + 7 : head.find(b"\r\n", start + 2)].strip()
 
 
 @bp.on_request
@@ -143,47 +164,47 @@ async def guard_upgrade(request: Request) -> Any:
     """Runs before the 101: refusals here are plain HTTP answers and no socket is opened."""
     if request.route is None or request.route.name != "diminuendo.ws.websocket":
         return None
-    gateway: Gateway = request.app.ctx.gateway
-    if gateway.draining:
-        return _refuse(503, ErrorCode.DRAINING)
-    origin = request.headers.get("origin")
-    if origin and not gateway.origin_allowed(origin):
-        return _refuse(403, ErrorCode.FORBIDDEN, "Origin not allowed")
-    if len(gateway.hub.connections) >= gateway.settings.max_connections:
-        return _refuse(503, ErrorCode.CAPACITY_EXCEEDED, "Too many connections")
-    version = request.args.get("protocolVersion")
-    if version is not None and version not in {str(v) for v in SUPPORTED_VERSIONS}:
-        return _refuse(400, ErrorCode.PROTOCOL_VERSION_MISMATCH, extra={"supported": [1]})
-    token = _upgrade_token(request)
     request.ctx.identity = None
-    if gateway.settings.dev_mode:
-        request.ctx.identity = gateway.dev_identity
-    elif token is not None:
-        try:
-            request.ctx.identity = await gateway.authenticate(token, request.client_ip)
-        except GatewayError as exc:
-            return _refuse(
-                exc.http_status, exc.code, exc.message, retry_after_ms=exc.retry_after_ms
-            )
+    request.ctx.client_address = client_address(request)
+    try:
+        request.ctx.identity = await _admit_upgrade(request, request.app.ctx.gateway)
+    except GatewayError as exc:
+        return _refuse(exc)
     return None
 
 
-def _refuse(
-    status: int,
-    code: ErrorCode,
-    message: str | None = None,
-    extra: dict[str, Any] | None = None,
-    retry_after_ms: int | None = None,
-) -> Any:
-    error = GatewayError(code, message)
+async def _admit_upgrade(request: Request, gateway: Gateway) -> Identity | None:
+    """The identity the upgrade authenticates (None: the client will send `authenticate`), or
+    the `GatewayError` to refuse it with: draining, a foreign Origin, no capacity, an unknown
+    protocol version, a bad token, or a §13 limit of its user or client address."""
+    if gateway.draining:
+        raise GatewayError(ErrorCode.DRAINING)
+    origin = request.headers.get("origin")
+    if origin and not gateway.origin_allowed(origin):
+        raise GatewayError(ErrorCode.FORBIDDEN, "Origin not allowed")
+    gateway.hub.admission.check_capacity()
+    version = request.args.get("protocolVersion")
+    if version is not None and version not in {str(v) for v in SUPPORTED_VERSIONS}:
+        raise GatewayError(ErrorCode.PROTOCOL_VERSION_MISMATCH, extra={"supported": [1]})
+    address = request.ctx.client_address
+    identity = None
+    if gateway.settings.dev_mode:
+        identity = gateway.dev_identity
+    elif (token := _upgrade_token(request)) is not None:
+        identity = await gateway.authenticate(token, address)
+    gateway.hub.check_connection(address, identity)
+    return identity
+
+
+def _refuse(error: GatewayError) -> Any:
     body: dict[str, Any] = {
-        "error": {"code": code.value, "message": error.message, **(extra or {})}
+        "error": {"code": error.code.value, "message": error.message, **(error.extra or {})}
     }
     headers = {}
-    if retry_after_ms is not None:
-        body["error"]["retryAfterMs"] = retry_after_ms
-        headers["Retry-After"] = str(max(1, round(retry_after_ms / 1000)))
-    return json_response(body, status=status, headers=headers)
+    if error.retry_after_ms is not None:
+        body["error"]["retryAfterMs"] = error.retry_after_ms
+        headers["Retry-After"] = str(max(1, round(error.retry_after_ms / 1000)))
+    return json_response(body, status=error.http_status, headers=headers)
 
 
 def _upgrade_token(request: Request) -> str | None:
@@ -203,13 +224,21 @@ async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
     connection = Connection(
         ws,
         send_queue_max=gateway.settings.ws_send_queue_max,
-        ip=request.client_ip,
+        ip=request.ctx.client_address,
         on_slow=gateway.metrics.slow_consumers.inc,
     )
+    connection.identity = request.ctx.identity
     context.client_id.set(connection.client_id)
-    gateway.hub.add(connection)
     try:
-        await ClientSession(gateway, connection, request.ctx.identity).run()
+        gateway.hub.add(connection)
+    except GatewayError as exc:
+        # Concurrent upgrades all passed the check before the 101; this one is over a limit.
+        connection.send(exc.to_frame())
+        await ws.close(CLOSE_POLICY, "connection limit")
+        await connection.aclose()
+        return
+    try:
+        await ClientSession(gateway, connection).run()
     finally:
         gateway.hub.remove(connection)
         for session_id in connection.joined:
@@ -220,7 +249,7 @@ async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
 class ClientSession:
     """The conversation with one connected client."""
 
-    def __init__(self, gateway: Gateway, connection: Connection, identity: Any) -> None:
+    def __init__(self, gateway: Gateway, connection: Connection) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
         self.conn = connection
@@ -229,13 +258,8 @@ class ClientSession:
         self.rate = SlidingWindow(limit, window)
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        if identity is not None:
-            self._set_identity(identity)
-
-    def _set_identity(self, identity: Any) -> None:
-        self.conn.identity = identity
-        context.tenant_id.set(identity.tenant_id)
-        self.gateway.hub.authenticated(self.conn)
+        if connection.identity is not None:
+            context.tenant_id.set(connection.identity.tenant_id)
 
     async def run(self) -> None:
         conn = self.conn
@@ -385,16 +409,23 @@ class ClientSession:
         else:
             identity = await self.gateway.authenticate(message.token, self.conn.ip)
         current = self.conn.identity
-        if current is None:
-            self._set_identity(identity)
-        elif (current.tenant_id, current.user_id) != (identity.tenant_id, identity.user_id):
+        if current is not None and (current.tenant_id, current.user_id) != (
+            identity.tenant_id,
+            identity.user_id,
+        ):
             # A socket's subscriptions and broadcasts belong to one tenant and user: switching
-            # would leak them. Re-authenticating as the same user (a fresh token) is fine.
+            # would leak them. Re-authenticating as the same user (a fresh token, which moves
+            # the expiry deadline) is fine.
             raise GatewayError(
                 ErrorCode.FORBIDDEN, "This connection is bound to another identity; reconnect"
             )
-        else:
-            self.conn.identity = identity
+        try:
+            self.gateway.hub.set_identity(self.conn, identity)
+        except GatewayError as exc:  # the user holds too many connections: not one more
+            self._error(exc, message.id)
+            self.conn.close(CLOSE_POLICY, "too many connections for this user")
+            return
+        context.tenant_id.set(identity.tenant_id)
         self._reply({"type": "authenticated", "identity": identity.to_wire()}, message.id)
 
     async def list_sessions(self, message: m.ListSessions) -> None:
@@ -443,20 +474,36 @@ class ClientSession:
         if message.after_seq is not None:
             self.gateway.metrics.replays.inc()
 
+        # MAX_JOINED_PER_CONNECTION: the slot is taken before the first await (joins of other
+        # sessions run concurrently) and given back if the join never subscribed.
+        joined, limit = self.conn.joined, self.settings.max_joined_per_connection
+        new = message.session_id not in joined
+        if new and len(joined) >= limit:
+            raise GatewayError(
+                ErrorCode.QUOTA_EXCEEDED, f"At most {limit} sessions joined at once; leave one"
+            )
+        joined.add(message.session_id)
+        subscribed = False
+
         def send(snapshot: dict[str, Any], replay: Replay) -> None:
+            nonlocal subscribed
+            subscribed = True
             self._reply(snapshot, message.id)
             for frame in replay.frames:
                 self.conn.deliver(frame)
 
-        self.conn.joined.add(message.session_id)
-        await self.gateway.sessions.join(
-            self.conn.identity,
-            self.conn,
-            message.session_id,
-            after_seq=message.after_seq,
-            epoch=message.epoch,
-            send=send,
-        )
+        try:
+            await self.gateway.sessions.join(
+                self.conn.identity,
+                self.conn,
+                message.session_id,
+                after_seq=message.after_seq,
+                epoch=message.epoch,
+                send=send,
+            )
+        finally:
+            if new and not subscribed:
+                joined.discard(message.session_id)
 
     async def leave_session(self, message: m.LeaveSession) -> None:
         await self.gateway.sessions.get_session(self.conn.identity, message.session_id)

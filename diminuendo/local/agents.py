@@ -127,8 +127,33 @@ def _finish_tool(
     turn.record_tool_call(tool_call_id, tool_name, args, output)
 
 
+# Deterministic triggers for the demo agent, so every client surface can be tested against a
+# runtime error and a permission request (the edge adapters' tests use them).
+DEMO_FAIL = "/fail"
+DEMO_PERMISSION = "/permission"
+
+
+async def _demo_permission(turn: Turn) -> None:
+    """Ask to run a destructive command and report whether it was allowed."""
+    command = f"rm {DEMO_FILE}"
+    resolution = await turn.request_permission("bash", f"Run `{command}` in the workspace")
+    if resolution["approved"] and not resolution["dismissed"]:
+        text = f"Permission granted: I would now run `{command}`."
+    else:
+        text = f"Permission refused: I did not run `{command}`."
+    for piece in word_pieces(text):
+        turn.say(piece)
+
+
 async def demo(turn: Turn) -> None:
-    """A scripted turn touching every event family, pausing on a question until answered."""
+    """A scripted turn touching every event family, pausing on a question until answered.
+    The text `/fail` makes it fail (an `error` event); `/permission` asks for a permission."""
+    command = turn.text.strip()
+    if command == DEMO_FAIL:
+        raise RuntimeError("the demo agent failed on request")
+    if command == DEMO_PERMISSION:
+        await _demo_permission(turn)
+        return
     pause = _delay_s(turn)
     if turn.first:
         sandbox_id = f"sbx_{turn.runtime.instance_id.removeprefix('inst_')[:8]}"
@@ -209,6 +234,9 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict
 async def chat(turn: Turn) -> None:
     """Answers through Ensemble (streaming) with the instance transcript as the conversation."""
     services = turn.runtime.services
+    api_key = turn.runtime.secrets.get("ensemble_api_key")
+    if not api_key:  # Podium holds no key of its own for an agent's inference
+        raise RuntimeError("the instance has no ensemble_api_key secret")
     messages = [{"role": m["role"], "content": m["text"]} for m in turn.transcript()]
     call = {
         "jsonrpc": "2.0",
@@ -216,7 +244,7 @@ async def chat(turn: Turn) -> None:
         "method": "inference/generate",
         "params": {"model": turn.config.get("model", "mock"), "messages": messages, "stream": True},
     }
-    headers = {"Authorization": f"Bearer {services.api_key}"}
+    headers = {"Authorization": f"Bearer {api_key}"}
     timeout = httpx.Timeout(60.0, connect=2.0)
     async with (
         httpx.AsyncClient(timeout=timeout) as client,

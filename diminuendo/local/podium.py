@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from loguru import logger
 from sanic import HTTPResponse, Request, Websocket, empty, json
 from sanic.exceptions import BadRequest, WebsocketClosed
 from websockets.exceptions import ConnectionClosed
@@ -14,6 +15,7 @@ from diminuendo.local.agents import AGENTS
 from diminuendo.local.podium_store import PodiumStore, UnknownCursor
 from diminuendo.local.runtime import AgentServices, InstanceRuntime
 from diminuendo.local.service import LocalService, error_response, json_object
+from diminuendo.upstreams.sealing import SealError, SealingKey, instance_aad, open_sealed
 
 VERSIONS = ("1.0.0", "0.9.0")  # newest first, so the gateway's "newest deployment" is 1.0.0
 MAX_MESSAGES_PAGE = 500
@@ -61,6 +63,22 @@ def _object_field(body: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def _sealed_secrets(body: dict[str, Any]) -> str | None:
+    """`secrets` as the gateway sends it, `{"sealed": "v1.…"}` (docs/DECISIONS.md), or None for
+    an instance without secrets; a plaintext map is refused rather than kept."""
+    secrets = _object_field(body, "secrets")
+    if not secrets:
+        return None
+    sealed = secrets.get("sealed")
+    if set(secrets) != {"sealed"} or not isinstance(sealed, str):
+        raise BadRequest('secrets must be {"sealed": "v1.…"}, sealed with PODIUM_SECRETS_KEY')
+    return sealed
+
+
+def _aad(metadata: dict[str, Any]) -> bytes:
+    return instance_aad(str(metadata.get("tenant_id", "")), str(metadata.get("session_id", "")))
+
+
 def _instance_not_found() -> HTTPResponse:
     return error_response(404, "NOT_FOUND", "no such instance")
 
@@ -68,10 +86,13 @@ def _instance_not_found() -> HTTPResponse:
 class PodiumStandIn:
     """Serves UPSTREAMS.md §1; each instance runs its agent in-process (see runtime.py)."""
 
-    def __init__(self, db_path: Path, api_key: str, ensemble_url: str) -> None:
+    def __init__(
+        self, db_path: Path, api_key: str, ensemble_url: str, *, secrets_key: SealingKey
+    ) -> None:
         self._db_path = db_path
+        self._secrets_key = secrets_key
         self._store: PodiumStore | None = None
-        self._services = AgentServices(ensemble_url=ensemble_url, api_key=api_key)
+        self._services = AgentServices(ensemble_url=ensemble_url)
         self._runtimes: dict[str, InstanceRuntime] = {}
         self.service = LocalService("podium", api_key, public_paths=("/health",))
         app = self.service.app
@@ -124,9 +145,23 @@ class PodiumStandIn:
             if instance is None:
                 return None
             agent = AGENTS[instance["agent_type"]]
-            runtime = InstanceRuntime(instance, self.store, agent, self._services)
+            secrets = self._open_secrets(instance_id, instance["metadata"])
+            runtime = InstanceRuntime(instance, self.store, agent, self._services, secrets)
             self._runtimes[instance_id] = runtime
         return runtime
+
+    def _open_secrets(self, instance_id: str, metadata: dict[str, Any]) -> dict[str, str]:
+        """The instance's secrets, opened (checked at creation, so failing here means the key
+        changed across a restart: the agent then runs without them and says so when it needs
+        one)."""
+        sealed = self.store.sealed_secrets(instance_id)
+        if sealed is None:
+            return {}
+        try:
+            return open_sealed(sealed, self._secrets_key, aad=_aad(metadata))
+        except SealError as exc:
+            logger.warning("podium: instance {} secrets unreadable: {}", instance_id, exc)
+            return {}
 
     # REST
 
@@ -145,10 +180,16 @@ class PodiumStandIn:
         if deployment is None:
             raise BadRequest(f"unknown deployment_id {wanted!r}")
         config, metadata = _object_field(body, "config"), _object_field(body, "metadata")
-        # `secrets` is checked, then dropped: a dev stack has nowhere safe to keep it.
-        _object_field(body, "secrets")
+        sealed = _sealed_secrets(body)
+        if sealed is not None:
+            # Opened once to refuse what can never be opened; kept sealed (podium_store.py).
+            try:
+                open_sealed(sealed, self._secrets_key, aad=_aad(metadata))
+            except SealError as exc:
+                logger.warning("podium: refused an instance: {}", exc)
+                return error_response(422, "SECRETS_UNREADABLE", str(exc))
         record = self.store.create_instance(
-            deployment["deployment_id"], deployment["agent_type"], config, metadata
+            deployment["deployment_id"], deployment["agent_type"], config, metadata, sealed
         )
         fields = ("instance_id", "deployment_id", "status", "created_at")
         return json({k: record[k] for k in fields}, status=201)

@@ -1,6 +1,7 @@
 """Podium's durable state: instances, their transcripts and their versioned workspace files.
 
-Secrets never reach this module: the instance routes drop them before anything is stored.
+Secrets are kept only sealed (upstreams/sealing.py): the stand-in opens them when an instance's
+runtime starts, so a restarted stack still has them and the plaintext never touches the disk.
 """
 
 import hashlib
@@ -22,6 +23,10 @@ CREATE TABLE IF NOT EXISTS instances (
     created_at INTEGER NOT NULL,
     config TEXT NOT NULL,
     metadata TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instance_secrets (
+    instance_id TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -69,7 +74,12 @@ class PodiumStore:
     # instances
 
     def create_instance(
-        self, deployment_id: str, agent_type: str, config: dict[str, Any], metadata: dict[str, Any]
+        self,
+        deployment_id: str,
+        agent_type: str,
+        config: dict[str, Any],
+        metadata: dict[str, Any],
+        sealed_secrets: str | None = None,
     ) -> Record:
         record = {
             "instance_id": f"inst_{secrets.token_hex(10)}",
@@ -80,19 +90,31 @@ class PodiumStore:
             "config": config,
             "metadata": metadata,
         }
-        self._db.execute(
-            "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record["instance_id"],
-                deployment_id,
-                agent_type,
-                record["status"],
-                record["created_at"],
-                jsonlib.dumps(config),
-                jsonlib.dumps(metadata),
-            ),
-        )
+        with transaction(self._db):
+            self._db.execute(
+                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record["instance_id"],
+                    deployment_id,
+                    agent_type,
+                    record["status"],
+                    record["created_at"],
+                    jsonlib.dumps(config),
+                    jsonlib.dumps(metadata),
+                ),
+            )
+            if sealed_secrets is not None:
+                self._db.execute(
+                    "INSERT INTO instance_secrets VALUES (?, ?)",
+                    (record["instance_id"], sealed_secrets),
+                )
         return record
+
+    def sealed_secrets(self, instance_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT sealed FROM instance_secrets WHERE instance_id = ?", (instance_id,)
+        ).fetchone()
+        return None if row is None else row["sealed"]
 
     def get_instance(self, instance_id: str) -> Record | None:
         row = self._db.execute(
@@ -111,8 +133,8 @@ class PodiumStore:
             found = self._db.execute(
                 "DELETE FROM instances WHERE instance_id = ?", (instance_id,)
             ).rowcount
-            self._db.execute("DELETE FROM messages WHERE instance_id = ?", (instance_id,))
-            self._db.execute("DELETE FROM files WHERE instance_id = ?", (instance_id,))
+            for table in ("instance_secrets", "messages", "files"):
+                self._db.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))
         return found > 0
 
     # transcript

@@ -31,10 +31,10 @@ Agent = Callable[["Turn"], Awaitable[None]]
 
 @dataclass(frozen=True)
 class AgentServices:
-    """How agents reach the other stand-ins (the chat agent calls Ensemble)."""
+    """How agents reach the other stand-ins (the chat agent calls Ensemble with the key from
+    its instance's secrets, as a real agent would)."""
 
     ensemble_url: str
-    api_key: str = field(repr=False)
     pacer: Pacer = field(default_factory=Pacer, repr=False, compare=False)
 
 
@@ -82,10 +82,20 @@ class Turn:
 
     async def ask(self, questions: list[dict[str, Any]]) -> dict[str, Any]:
         """Ask the user and wait, however long, for the gateway's `answer` frame."""
+        return await self._await_answer("tool.question_requested", questions=questions)
+
+    async def request_permission(self, tool_name: str, description: str) -> dict[str, Any]:
+        """Ask the user to allow a tool call and wait for the gateway's `answer` frame; the
+        resolution's `approved` says whether it was allowed."""
+        return await self._await_answer(
+            "tool.permission_requested", tool_name=tool_name, description=description
+        )
+
+    async def _await_answer(self, event_type: str, **content: Any) -> dict[str, Any]:
         request_id = f"req_{secrets.token_hex(6)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.runtime.questions[request_id] = future
-        self.emit("tool.question_requested", request_id=request_id, questions=questions)
+        self.emit(event_type, request_id=request_id, **content)
         try:
             resolution = await future
         finally:
@@ -109,10 +119,17 @@ class Turn:
 
 class InstanceRuntime:
     def __init__(
-        self, instance: Record, store: PodiumStore, agent: Agent, services: AgentServices
+        self,
+        instance: Record,
+        store: PodiumStore,
+        agent: Agent,
+        services: AgentServices,
+        opened_secrets: dict[str, str] | None = None,
     ) -> None:
         self.instance_id: str = instance["instance_id"]
         self.config: dict[str, Any] = instance["config"]
+        # The instance's opened secrets (e.g. `ensemble_api_key`); only agents read them.
+        self.secrets: dict[str, str] = opened_secrets or {}
         self.store = store
         self.services = services
         self.questions: dict[str, asyncio.Future[dict[str, Any]]] = {}

@@ -14,7 +14,8 @@ from diminuendo.gc_policy import CollectorPolicy
 from diminuendo.local.ensemble import EnsembleStandIn
 from diminuendo.local.podium import PodiumStandIn
 from diminuendo.local.unison import UnisonStandIn
-from diminuendo.settings import Settings
+from diminuendo.settings import LOCAL_STACK_SECRETS_KEY, Settings
+from diminuendo.upstreams.sealing import SealingKey
 
 SERVICES = ("podium", "ensemble", "unison")
 
@@ -28,6 +29,10 @@ class LocalStackConfig:
     unison_port: int = 8005
     # Bearer key of every non-health route; kept out of repr like any credential.
     api_key: str = field(default="local-dev-key", repr=False)
+    # PODIUM_SECRETS_KEY: the Podium stand-in opens the instance secrets the gateway seals.
+    secrets_key: SealingKey = field(
+        default_factory=lambda: SealingKey.parse(LOCAL_STACK_SECRETS_KEY), repr=False
+    )
     # A subset runs each service in its own process, so fault tests can kill just one.
     services: tuple[str, ...] = SERVICES
 
@@ -75,7 +80,10 @@ class LocalStack:
             plan.append((EnsembleStandIn(config.api_key), config.ensemble_port))
         if "podium" in config.services:
             podium = PodiumStandIn(
-                self.state_dir / "podium.sqlite3", config.api_key, self.ensemble_url
+                self.state_dir / "podium.sqlite3",
+                config.api_key,
+                self.ensemble_url,
+                secrets_key=config.secrets_key,
             )
             plan.append((podium, config.podium_port))
         try:

@@ -7,6 +7,7 @@ by the log lines and upstream requests that message causes, and by nothing else.
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 from contextvars import ContextVar
 
@@ -24,6 +25,9 @@ ALL = {
 
 _ID_PREFIX = secrets.token_hex(4)
 _ID_COUNTER = itertools.count()
+# The whole value must match (`fullmatch`): with `re.match` and `$`, a final newline passed, and
+# httpx refuses a header holding one, so every upstream call of that request failed.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def new_request_id() -> str:
@@ -31,3 +35,11 @@ def new_request_id() -> str:
     join one request's log lines across services, and a fraction of uuid4's cost (it is minted
     for every HTTP request and every WebSocket message)."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
+
+
+def incoming_request_id(value: str | None) -> str:
+    """A caller's X-Request-ID when all of it is a safe token (1-64 of `A-Za-z0-9._:-`), so it
+    can be propagated upstream and logged as is; otherwise a fresh id."""
+    if value and _SAFE_REQUEST_ID.fullmatch(value):
+        return value
+    return new_request_id()

@@ -1,14 +1,14 @@
 """Prometheus metrics (OPERATIONS.md §6) on a registry of our own.
 
 One registry per process: Diminuendo runs one Sanic worker per process by default (scale with
-processes or containers, each scraped on its own — see docs/OPERATIONS-NOTES.md), which keeps
+processes or containers, each scraped on its own — docs/DECISIONS.md, "Operations"), which keeps
 gauges exact and avoids prometheus_client's multiprocess-mode limits. Gauges that describe live
 state (connections, sessions by state) are read at scrape time instead of being kept in step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -92,6 +92,17 @@ class Metrics:
             by_state.labels(state).set_function(
                 lambda state=state: sessions_by_state().get(state, 0)
             )
+
+    def cache_gauges(self, sizes: Mapping[str, Callable[[], float]]) -> None:
+        """`diminuendo_cache_entries{cache}`: entries held by each bounded lookup cache."""
+        gauge = Gauge(
+            "diminuendo_cache_entries",
+            "Entries held by each bounded lookup cache",
+            ["cache"],
+            registry=self.registry,
+        )
+        for name, size in sizes.items():
+            gauge.labels(name).set_function(size)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

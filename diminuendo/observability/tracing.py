@@ -12,8 +12,9 @@ per attempt and puts a W3C `traceparent` on the outgoing request, and the loguru
 `trace_id` on every line logged inside a span. Spans follow the OpenTelemetry context, a
 `ContextVar`, so an upstream call made while handling a message is that message's child.
 
-This module keeps its own provider rather than installing a global one: the global can be set
-only once per process, and tests (and a reconfigure) need to replace it.
+This module keeps its own provider, in the one `Tracing` instance `TRACING`, rather than
+installing OpenTelemetry's global one: the global can be set only once per process, and tests
+(and a reconfigure) need to replace it.
 """
 
 from __future__ import annotations
@@ -41,38 +42,136 @@ _MAX_STATUS_CHARS = 300
 
 _NOOP: contextlib.nullcontext[None] = contextlib.nullcontext()
 
-# All None while inert: the helpers test `_tracer` (or the one they need) and return.
-_provider: TracerProvider | None = None
-_tracer: Tracer | None = None
-_kinds: dict[str, Any] = {}
-_propagator: Any = None
-_get_current_span: Any = None
-_atexit_registered = False
-_lock = threading.Lock()
 
+class Tracing:
+    """One process's tracing state: inert until `configure` is given an endpoint, inert again
+    after `shutdown`.
 
-def configure_tracing(
-    endpoint: str, service_name: str, *, exporter: SpanExporter | None = None
-) -> None:
-    """Turn tracing on for this process when `endpoint` is set; leave it inert when it is "".
-
-    Call once per worker (in `before_server_start`): Sanic spawns workers, and a provider's batch
-    thread does not survive into another process. Calling again replaces the previous provider
-    (flushing it). `exporter` replaces the OTLP/HTTP exporter — the seam for tests, which pass
-    the SDK's `InMemorySpanExporter`.
+    There is one instance per process, `TRACING`, and the module functions below are its bound
+    methods: spans are opened on every client message and every upstream attempt, from modules
+    (the WebSocket edge, `UpstreamHttp`, the loguru patcher) that do not share an owner, and a
+    Sanic worker is one process, so threading an object through each of them would add a
+    parameter to the hot path for nothing. The state lives here, in one object with a lifecycle,
+    instead of in module globals.
     """
-    global _provider, _tracer, _propagator, _get_current_span, _atexit_registered
-    if not endpoint:
-        return
-    shutdown_tracing()
 
-    from opentelemetry import trace
+    def __init__(self) -> None:
+        # All None while inert: the methods test `_tracer` and return.
+        self._provider: TracerProvider | None = None
+        self._tracer: Tracer | None = None
+        self._kinds: dict[str, Any] = {}
+        self._propagator: Any = None
+        self._get_current_span: Any = None
+        self._atexit_registered = False
+        self._lock = threading.Lock()
+
+    def configure(
+        self, endpoint: str, service_name: str, *, exporter: SpanExporter | None = None
+    ) -> None:
+        """Turn tracing on for this process when `endpoint` is set; leave it inert when it is "".
+
+        Call once per worker (in `before_server_start`): Sanic spawns workers, and a provider's
+        batch thread does not survive into another process. Calling again replaces the previous
+        provider (flushing it). `exporter` replaces the OTLP/HTTP exporter — the seam for tests,
+        which pass the SDK's `InMemorySpanExporter`.
+        """
+        if not endpoint:
+            return
+        self.shutdown()
+
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        provider = _new_provider(endpoint, service_name, exporter)
+        with self._lock:
+            self._kinds.update(
+                internal=trace.SpanKind.INTERNAL,
+                server=trace.SpanKind.SERVER,
+                client=trace.SpanKind.CLIENT,
+            )
+            self._propagator = TraceContextTextMapPropagator()
+            self._get_current_span = trace.get_current_span
+            self._provider = provider
+            self._tracer = provider.get_tracer("diminuendo", _version())
+            if not self._atexit_registered:
+                # A process that exits without `after_server_stop` still sends what it has.
+                atexit.register(self.shutdown)
+                self._atexit_registered = True
+
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Flush the spans not yet exported and stop the batch thread, waiting at most
+        `timeout_s`.
+
+        Called in `after_server_stop`. The SDK's own flush waits on the exporter, which waits on
+        the collector; an unreachable collector must not hold up a deploy, so the work runs in a
+        daemon thread that is abandoned after `timeout_s`. Tracing is inert again afterwards.
+        Idempotent.
+        """
+        with self._lock:
+            provider, self._provider, self._tracer = self._provider, None, None
+        if provider is None:
+            return
+
+        def flush_and_stop() -> None:
+            with contextlib.suppress(Exception):  # tracing never breaks shutdown
+                provider.force_flush(int(timeout_s * 1000))
+                provider.shutdown()
+
+        worker = threading.Thread(target=flush_and_stop, name="otel-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+
+    def span(
+        self, name: str, *, kind: SpanKindName = "internal", **attributes: AttributeValue
+    ) -> contextlib.AbstractContextManager[None]:
+        """A span around the `with` body, current inside it so that spans started there
+        (upstream calls) become its children.
+
+        Keyword names become dotted attribute keys (`session_id` → `session.id`, `url_path` →
+        `url.path`), so callers can write OpenTelemetry's semantic-convention names as keywords;
+        None values are left out. An exception escaping the body is recorded (redacted, like
+        logs) and sets the span's status to ERROR; cancellation is not an error. Inert: a shared
+        no-op context manager, nothing allocated.
+        """
+        tracer = self._tracer
+        if tracer is None:
+            return _NOOP
+        return _recording_span(
+            tracer, name, self._kinds.get(kind, self._kinds["internal"]), attributes
+        )
+
+    def inject_headers(self, headers: MutableMapping[str, str]) -> None:
+        """Put the current span's W3C `traceparent` (and `tracestate`) into outgoing `headers`,
+        so an upstream that traces joins the gateway's trace. Call inside the upstream call's
+        span."""
+        if self._tracer is None:
+            return
+        self._propagator.inject(headers)
+
+    def current_trace_id(self) -> str | None:
+        """The current span's trace id as 32 hex digits, for log lines; None when inert or when
+        no span is current (startup, background loops)."""
+        if self._tracer is None:
+            return None
+        context = self._get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return format(context.trace_id, "032x")
+
+
+def _version() -> str:
+    from diminuendo import __version__
+
+    return __version__
+
+
+def _new_provider(
+    endpoint: str, service_name: str, exporter: SpanExporter | None
+) -> TracerProvider:
+    """A provider exporting to `{endpoint}/v1/traces` (or to `exporter`) from a batch thread."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    from diminuendo import __version__
 
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -81,75 +180,30 @@ def configure_tracing(
             endpoint=f"{endpoint.rstrip('/')}/v1/traces", timeout=EXPORT_TIMEOUT_S
         )
     provider = TracerProvider(
-        resource=Resource.create({"service.name": service_name, "service.version": __version__}),
+        resource=Resource.create({"service.name": service_name, "service.version": _version()}),
         # Our own bounded shutdown replaces the SDK's atexit hook, which may wait 30 s.
         shutdown_on_exit=False,
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    with _lock:
-        _kinds.update(
-            internal=trace.SpanKind.INTERNAL,
-            server=trace.SpanKind.SERVER,
-            client=trace.SpanKind.CLIENT,
-        )
-        _propagator = TraceContextTextMapPropagator()
-        _get_current_span = trace.get_current_span
-        _provider = provider
-        _tracer = provider.get_tracer("diminuendo", __version__)
-        if not _atexit_registered:
-            # A process that exits without `after_server_stop` still sends what it has.
-            atexit.register(shutdown_tracing)
-            _atexit_registered = True
+    return provider
 
 
-def shutdown_tracing(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
-    """Flush the spans not yet exported and stop the batch thread, waiting at most `timeout_s`.
-
-    Called in `after_server_stop`. The SDK's own flush waits on the exporter, which waits on the
-    collector; an unreachable collector must not hold up a deploy, so the work runs in a daemon
-    thread that is abandoned after `timeout_s`. Tracing is inert again afterwards. Idempotent.
-    """
-    global _provider, _tracer
-    with _lock:
-        provider, _provider, _tracer = _provider, None, None
-    if provider is None:
-        return
-
-    def flush_and_stop() -> None:
-        with contextlib.suppress(Exception):  # tracing never breaks shutdown
-            provider.force_flush(int(timeout_s * 1000))
-            provider.shutdown()
-
-    worker = threading.Thread(target=flush_and_stop, name="otel-shutdown", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-
-
-def span(
-    name: str, *, kind: SpanKindName = "internal", **attributes: AttributeValue
-) -> contextlib.AbstractContextManager[None]:
-    """A span around the `with` body, current inside it so that spans started there (upstream
-    calls) become its children.
-
-    Keyword names become dotted attribute keys (`session_id` → `session.id`, `url_path` →
-    `url.path`), so callers can write OpenTelemetry's semantic-convention names as keywords;
-    None values are left out. An exception escaping the body is recorded (redacted, like logs)
-    and sets the span's status to ERROR; cancellation is not an error. Inert: a shared no-op
-    context manager, nothing allocated.
-    """
-    if _tracer is None:
-        return _NOOP
-    return _recording_span(_tracer, name, kind, attributes)
+TRACING = Tracing()
+configure_tracing = TRACING.configure
+shutdown_tracing = TRACING.shutdown
+span = TRACING.span
+inject_headers = TRACING.inject_headers
+current_trace_id = TRACING.current_trace_id
 
 
 @contextlib.contextmanager
 def _recording_span(
-    tracer: Tracer, name: str, kind: str, attributes: dict[str, AttributeValue]
+    tracer: Tracer, name: str, kind: Any, attributes: dict[str, AttributeValue]
 ) -> Iterator[None]:
     attrs = {_attribute_key(k): v for k, v in attributes.items() if v is not None}
     with tracer.start_as_current_span(
         name,
-        kind=_kinds.get(kind, _kinds["internal"]),
+        kind=kind,
         attributes=attrs,
         record_exception=False,  # done below, redacted
         set_status_on_exception=False,
@@ -187,22 +241,3 @@ def _record_error(current: Span, exc: Exception) -> None:
     current.set_attribute("error.type", code if isinstance(code, str) else type(exc).__qualname__)
     description = f"{type(exc).__name__}: {message}"[:_MAX_STATUS_CHARS]
     current.set_status(Status(StatusCode.ERROR, description))
-
-
-def inject_headers(headers: MutableMapping[str, str]) -> None:
-    """Put the current span's W3C `traceparent` (and `tracestate`) into outgoing `headers`, so
-    an upstream that traces joins the gateway's trace. Call inside the upstream call's span."""
-    if _tracer is None:
-        return
-    _propagator.inject(headers)
-
-
-def current_trace_id() -> str | None:
-    """The current span's trace id as 32 hex digits, for log lines; None when inert or when no
-    span is current (startup, background loops)."""
-    if _tracer is None:
-        return None
-    context = _get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    return format(context.trace_id, "032x")

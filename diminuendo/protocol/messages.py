@@ -15,8 +15,20 @@ import msgspec
 MAX_TEXT_BYTES = 256 * 1024
 MAX_METADATA_BYTES = 16 * 1024
 
+# Field types shared by every message, REST body and RPC call. Every string that can end up in an
+# upstream URL (ids, paths, `before`, agent types) has an upper bound here (PROTOCOL §13).
 RequestId = Annotated[str, msgspec.Meta(max_length=64)]
 SessionId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+AgentType = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ProjectId = Annotated[str, msgspec.Meta(max_length=128)]
+ClientTurnId = Annotated[str, msgspec.Meta(max_length=64)]
+Epoch = Annotated[str, msgspec.Meta(max_length=64)]
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+QuestionId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+FilePath = Annotated[str, msgspec.Meta(max_length=1024)]
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+RoleName = Annotated[str, msgspec.Meta(max_length=32)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -60,9 +72,9 @@ class ListSessions(ClientMessage, tag="list_sessions"):
 
 
 class CreateSession(ClientMessage, tag="create_session"):
-    agent_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    project_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    agent_type: AgentType
+    name: Name | None = None
+    project_id: ProjectId | None = None
     metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -71,7 +83,7 @@ class CreateSession(ClientMessage, tag="create_session"):
 
 class RenameSession(ClientMessage, tag="rename_session"):
     session_id: SessionId
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Name
 
 
 class ArchiveSession(ClientMessage, tag="archive_session"):
@@ -89,7 +101,7 @@ class DeleteSession(ClientMessage, tag="delete_session"):
 class JoinSession(ClientMessage, tag="join_session"):
     session_id: SessionId
     after_seq: NonNegative | None = None
-    epoch: str | None = None
+    epoch: Epoch | None = None
 
 
 class LeaveSession(ClientMessage, tag="leave_session"):
@@ -99,7 +111,7 @@ class LeaveSession(ClientMessage, tag="leave_session"):
 class RunTurn(ClientMessage, tag="run_turn"):
     session_id: SessionId
     text: Annotated[str, msgspec.Meta(min_length=1)]
-    client_turn_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    client_turn_id: ClientTurnId | None = None
 
     def __post_init__(self) -> None:
         check_text(self.text)
@@ -116,28 +128,33 @@ class Steer(ClientMessage, tag="steer"):
 
 class AnswerQuestion(ClientMessage, tag="answer_question"):
     session_id: SessionId
-    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    request_id: QuestionId
     answers: dict[str, Any] | None = None
-    approved: bool | None = None
-    dismissed: bool | None = None
+    # Unanswered means not approved: a permission request fails closed.
+    approved: bool = False
+    dismissed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.approved and self.dismissed:
+            raise ValueError("Invalid fields `approved` and `dismissed`: not both true")
 
 
 class GetHistory(ClientMessage, tag="get_history"):
     session_id: SessionId
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
-    before: str | None = None
+    before: MessageId | None = None
 
 
 class GetEvents(ClientMessage, tag="get_events"):
     session_id: SessionId
     after_seq: NonNegative
-    epoch: str | None = None
+    epoch: Epoch | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
 
 
 class ListFiles(ClientMessage, tag="list_files"):
     session_id: SessionId
-    path: str = ""
+    path: FilePath = ""
     depth: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
 
     def __post_init__(self) -> None:
@@ -146,7 +163,7 @@ class ListFiles(ClientMessage, tag="list_files"):
 
 class ReadFile(ClientMessage, tag="read_file"):
     session_id: SessionId
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    path: Annotated[FilePath, msgspec.Meta(min_length=1)]
 
     def __post_init__(self) -> None:
         _check_relative_path(self.path)
@@ -154,7 +171,7 @@ class ReadFile(ClientMessage, tag="read_file"):
 
 class FileHistory(ClientMessage, tag="file_history"):
     session_id: SessionId
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    path: Annotated[FilePath, msgspec.Meta(min_length=1)]
 
     def __post_init__(self) -> None:
         _check_relative_path(self.path)
@@ -162,7 +179,7 @@ class FileHistory(ClientMessage, tag="file_history"):
 
 class FileAtIteration(ClientMessage, tag="file_at_iteration"):
     session_id: SessionId
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    path: Annotated[FilePath, msgspec.Meta(min_length=1)]
     iteration: Annotated[int, msgspec.Meta(ge=1)]
 
     def __post_init__(self) -> None:
@@ -171,8 +188,8 @@ class FileAtIteration(ClientMessage, tag="file_at_iteration"):
 
 class ManageMembers(ClientMessage, tag="manage_members"):
     action: Literal["list", "add", "update", "remove"]
-    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
-    role: str | None = None
+    user_id: UserId | None = None
+    role: RoleName | None = None
 
 
 AnyClientMessage = (

@@ -18,18 +18,20 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from loguru import logger
 
-from diminuendo.auth.identity import Identity, sees_only_own_sessions
+from diminuendo.auth.identity import Identity
+from diminuendo.auth.policy import may_read_session
 from diminuendo.mapping import Unknown, map_event
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord, TokenUsage
 from diminuendo.sessions.budget import ReplayBudget
+from diminuendo.sessions.capacity import Admission, Limits, admission, choose_victim
 from diminuendo.sessions.coalesce import DeltaCoalescer
 from diminuendo.sessions.state import IllegalTransition, SessionStatus, transition
 from diminuendo.sessions.stream import Replay, SessionStream, Subscriber
@@ -44,6 +46,10 @@ PERSIST_CONCURRENCY = 16
 PERSIST_DEBOUNCE_S = 0.2
 PERSIST_RETRIES = 20  # with backoff capped at 5 s: about a minute of Unison outage
 _BUSY = (SessionStatus.RUNNING, SessionStatus.WAITING)
+
+Broadcast = Callable[[str, str, dict[str, Any], Subscriber | None], None]
+"""`(tenant_id, owner_id, event, exclude)`: a lifecycle event about a session of `owner_id`, for
+the tenant's connections that may read it (`Hub.broadcast`)."""
 
 
 def now_ms() -> int:
@@ -75,6 +81,7 @@ class ActiveSession:
     dirty: bool = False
     deltas: DeltaCoalescer = field(default_factory=DeltaCoalescer)
     delta_timer: asyncio.TimerHandle | None = None
+    holds_slot: bool = False  # counted against MAX_ACTIVE_SESSIONS and its tenant's quota
 
     @property
     def idle(self) -> bool:
@@ -87,22 +94,25 @@ class SessionService:
         *,
         podium: PodiumClient,
         unison: UnisonClient,
-        secrets_key: str = "",
         max_active_sessions: int = 5000,
+        max_active_sessions_per_tenant: int = 1000,
         idle_timeout_s: float = 900.0,
         replay_max_events: int = 10_000,
         replay_max_bytes: int = 8 * 1024 * 1024,
         replay_budget_bytes: int = 512 * 1024 * 1024,
-        broadcast: Callable[[str, dict[str, Any], Subscriber | None], None] | None = None,
+        broadcast: Broadcast | None = None,
     ) -> None:
         self.podium = podium
         self.unison = unison
-        self._secrets_key = secrets_key
-        self.max_active_sessions = max_active_sessions
+        self.capacity = Limits(max_active_sessions, max_active_sessions_per_tenant)
+        # Active sessions per tenant (only tenants holding some) and in all, kept in step by
+        # _take_slot/_free_slot so admitting a session costs no walk over every session.
+        self._held: dict[str, int] = {}
+        self._held_total = 0
         self.idle_timeout_s = idle_timeout_s
         self._replay_limits = {"max_events": replay_max_events, "max_bytes": replay_max_bytes}
         self.replay_budget = ReplayBudget(replay_budget_bytes)
-        self._broadcast = broadcast or (lambda tenant, event, exclude: None)
+        self._broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
         self.active: dict[str, ActiveSession] = {}
         self._records: OrderedDict[str, tuple[float, int, SessionRecord]] = OrderedDict()
         self._listings: OrderedDict[str, list[Entry]] = OrderedDict()
@@ -114,6 +124,11 @@ class SessionService:
 
     def __repr__(self) -> str:
         return f"SessionService(active={len(self.active)})"
+
+    @property
+    def cached_records(self) -> int:
+        """Session records held for reads (bounded by RECORD_CACHE_ENTRIES)."""
+        return len(self._records)
 
     # ----- records (Unison) -------------------------------------------------------------------
 
@@ -143,9 +158,7 @@ class SessionService:
                     record = msgspec.convert(entry.value, SessionRecord)
                     version = entry.version
                     self._remember(record, version)
-        if record.tenant_id != identity.tenant_id or (
-            sees_only_own_sessions(identity.role) and record.owner_id != identity.user_id
-        ):
+        if not may_read_session(identity, record.tenant_id, record.owner_id):
             raise GatewayError(ErrorCode.SESSION_NOT_FOUND, session_id=session_id)
         return record, version
 
@@ -266,6 +279,12 @@ class SessionService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _announce(
+        self, record: SessionRecord, event: dict[str, Any], requester: Subscriber | None
+    ) -> None:
+        """A lifecycle event for the tenant's other connections that may read the session."""
+        self._broadcast(record.tenant_id, record.owner_id, event, requester)
+
     # ----- listing and lifecycle --------------------------------------------------------------
 
     async def list_sessions(
@@ -289,7 +308,7 @@ class SessionService:
             record = msgspec.convert(entry.value, SessionRecord)
             if record.archived and not include_archived:
                 continue
-            if sees_only_own_sessions(identity.role) and record.owner_id != identity.user_id:
+            if not may_read_session(identity, record.tenant_id, record.owner_id):
                 continue
             sessions.append(self._live_view(record))
         sessions.sort(key=lambda s: s["lastActivityAt"], reverse=True)
@@ -329,7 +348,7 @@ class SessionService:
         )
         await self._write(record, None, identity.user_id)
         wire = self._live_view(record)
-        self._broadcast(identity.tenant_id, {"type": "session_created", "session": wire}, requester)
+        self._announce(record, {"type": "session_created", "session": wire}, requester)
         return wire
 
     async def rename_session(
@@ -338,8 +357,9 @@ class SessionService:
         def rename(record: SessionRecord) -> None:
             record.name = name
 
-        wire = self._live_view(await self._update(identity, session_id, rename))
-        self._broadcast(identity.tenant_id, {"type": "session_updated", "session": wire}, requester)
+        record = await self._update(identity, session_id, rename)
+        wire = self._live_view(record)
+        self._announce(record, {"type": "session_updated", "session": wire}, requester)
         return wire
 
     async def set_archived(
@@ -352,10 +372,10 @@ class SessionService:
         def archive(record: SessionRecord) -> None:
             record.archived = archived
 
-        wire = self._live_view(await self._update(identity, session_id, archive))
+        record = await self._update(identity, session_id, archive)
         kind = "session_archived" if archived else "session_unarchived"
-        self._broadcast(identity.tenant_id, {"type": kind, "sessionId": session_id}, requester)
-        return wire
+        self._announce(record, {"type": kind, "sessionId": session_id}, requester)
+        return self._live_view(record)
 
     async def delete_session(
         self, identity: Identity, session_id: str, requester: Subscriber | None = None
@@ -363,6 +383,7 @@ class SessionService:
         record, _ = await self._record(identity, session_id)
         active = self.active.pop(session_id, None)
         if active is not None:
+            self._free_slot(active)
             active.stream.close()
             if active.runtime is not None:
                 await active.runtime.close()
@@ -373,9 +394,7 @@ class SessionService:
             sessions_namespace(identity.tenant_id), session_id, actor=identity.user_id
         )
         self._records.pop(session_id, None)
-        self._broadcast(
-            identity.tenant_id, {"type": "session_deleted", "sessionId": session_id}, requester
-        )
+        self._announce(record, {"type": "session_deleted", "sessionId": session_id}, requester)
 
     # ----- activation -------------------------------------------------------------------------
 
@@ -405,7 +424,9 @@ class SessionService:
             if active.status in (SessionStatus.READY, *_BUSY):
                 return
             self._refuse_when_draining()
-            await self._make_room(active)
+            victim = self._admit(active)
+            if victim is not None:
+                await self.deactivate(victim, "capacity")
             self._publish_state(active, SessionStatus.ACTIVATING)
             if active.runtime is not None:  # left over from a failed turn
                 await active.runtime.close()
@@ -438,7 +459,6 @@ class SessionService:
                     "session_id": record.id,
                     "user_id": record.owner_id,
                 },
-                secrets={},
             )
             active.record = msgspec.structs.replace(
                 record, instance_id=instance_id, deployment_id=deployment_id
@@ -465,22 +485,56 @@ class SessionService:
         await runtime.open()
         return runtime
 
-    async def _make_room(self, joining: ActiveSession) -> None:
-        holding = [
-            a
-            for a in self.active.values()
-            if a is not joining and a.status != SessionStatus.INACTIVE
-        ]
-        if len(holding) < self.max_active_sessions:
+    def _admit(self, joining: ActiveSession) -> ActiveSession | None:
+        """Take a capacity slot for `joining` (sessions/capacity.py), or raise QUOTA_EXCEEDED /
+        CAPACITY_EXCEEDED. Returns the idle session to deactivate for it, if one must go.
+        Synchronous, so concurrent activations never count the same free slot twice."""
+        if joining.holds_slot:
+            return None
+        tenant = joining.record.tenant_id
+        need = admission(tenant, self._held, self._held_total, self.capacity)
+        victim = None
+        if need is not Admission.ADMIT:
+            idle = (
+                (a.record.tenant_id, a.last_used, a)
+                for a in self.active.values()
+                if a.holds_slot and a.idle and not a.lock.locked()
+            )
+            victim = choose_victim(tenant, self._held, idle, need)
+            if victim is None and need is Admission.FREE_OWN:
+                raise GatewayError(
+                    ErrorCode.QUOTA_EXCEEDED,
+                    f"Your tenant has {self._held.get(tenant, 0)} active sessions, its limit;"
+                    " leave one and it makes room for the next",
+                )
+            if victim is None:
+                raise GatewayError(ErrorCode.CAPACITY_EXCEEDED)
+            self._free_slot(victim)
+        self._take_slot(joining)
+        return victim
+
+    def _take_slot(self, active: ActiveSession) -> None:
+        active.holds_slot = True
+        tenant = active.record.tenant_id
+        self._held[tenant] = self._held.get(tenant, 0) + 1
+        self._held_total += 1
+
+    def _free_slot(self, active: ActiveSession) -> None:
+        if not active.holds_slot:
             return
-        idle = [a for a in holding if a.idle]
-        if not idle:
-            raise GatewayError(ErrorCode.CAPACITY_EXCEEDED)
-        await self.deactivate(min(idle, key=lambda a: a.last_used), "capacity")
+        active.holds_slot = False
+        tenant = active.record.tenant_id
+        left = self._held[tenant] - 1
+        if left:
+            self._held[tenant] = left
+        else:
+            del self._held[tenant]
+        self._held_total -= 1
 
     async def deactivate(self, active: ActiveSession, reason: str) -> None:
         """Close the runtime socket (the instance and its turns stay in Podium) and forget the
         live half; the next join starts a new epoch."""
+        self._free_slot(active)
         if self.active.get(active.record.id) is active:
             del self.active[active.record.id]
             active.stream.close()
@@ -553,6 +607,18 @@ class SessionService:
                 "startedAt": active.turn.started_at,
             }
         return snapshot
+
+    def unreadable(self, identity: Identity, session_ids: Iterable[str]) -> list[str]:
+        """Those of the active `session_ids` that `identity` may not read (after a role change)."""
+        unreadable = []
+        for session_id in session_ids:
+            active = self.active.get(session_id)
+            record = active.record if active is not None else None
+            if record is not None and not may_read_session(
+                identity, record.tenant_id, record.owner_id
+            ):
+                unreadable.append(session_id)
+        return unreadable
 
     def leave(self, session_id: str, subscriber: Subscriber) -> None:
         active = self.active.get(session_id)
@@ -651,8 +717,8 @@ class SessionService:
         request_id: str,
         *,
         answers: dict[str, Any] | None,
-        approved: bool | None,
-        dismissed: bool | None,
+        approved: bool,
+        dismissed: bool,
     ) -> None:
         active = await self._running(identity, session_id)
         if request_id not in active.pending:
@@ -668,8 +734,8 @@ class SessionService:
                 "content": {
                     "request_id": request_id,
                     "answers": answers or {},
-                    "approved": approved if approved is not None else True,
-                    "dismissed": bool(dismissed),
+                    "approved": approved,
+                    "dismissed": dismissed,
                 },
             }
         )

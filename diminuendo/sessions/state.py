@@ -1,8 +1,11 @@
-"""The session state machine of PROTOCOL.md §4, as data plus two pure functions.
+"""The session state machine of PROTOCOL.md §4, as data plus one pure function.
 
-The table is the single authority on which status changes are legal; services ask it before they
-write a status. An illegal transition is a bug in the caller, never a crash of the gateway: the
-caller catches `IllegalTransition`, logs it and keeps the session in its current status.
+The table is the single authority on which status changes are legal; the session service passes
+every status change through `transition`. An illegal transition is a bug in the caller, never a
+crash of the gateway: the caller catches `IllegalTransition`, logs it as an error and still moves
+the session to the requested status (it reflects what really happened upstream, and a session
+stuck in a status it has left would refuse the next legal step). A change to the same status is
+no change: the service skips it before asking.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from enum import StrEnum
 __all__ = [
     "IllegalTransition",
     "SessionStatus",
-    "can_transition",
-    "recover_status",
     "transition",
 ]
 
@@ -51,28 +52,13 @@ class IllegalTransition(Exception):
         self.target = target
 
 
-def can_transition(current: SessionStatus, target: SessionStatus) -> bool:
-    """Whether `current` → `target` is in the table. A self-transition is never legal: a no-op
-    write would hide a caller that lost track of the status."""
-    return target in _ALLOWED[current]
-
-
 def transition(current: SessionStatus, target: SessionStatus) -> SessionStatus:
-    """Return `target` when the change is legal, else raise `IllegalTransition`.
+    """Return `target` when the change is legal, else raise `IllegalTransition`. A
+    self-transition is never legal: a no-op write would hide a caller that lost track of the
+    status.
 
     Written as `status = transition(status, X)` so the check and the assignment cannot drift apart.
     """
     if target not in _ALLOWED[current]:
         raise IllegalTransition(current, target)
     return target
-
-
-def recover_status(status: SessionStatus) -> SessionStatus:
-    """The status a session left behind by a previous process resumes in at start-up.
-
-    Always `inactive`: the agent instance and runtime socket belonged to the old process, so
-    whatever the record says, nothing is running now. This is deliberately not a `transition`
-    (e.g. `running` → `inactive` is not in the table): it repairs a record, it does not move a
-    live session. Callers rewrite the record only when the result differs from `status`.
-    """
-    return SessionStatus.INACTIVE

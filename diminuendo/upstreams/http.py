@@ -24,10 +24,13 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 MAX_TRIES = 3
 
-# Observers of (service, seconds, ok): the metrics module subscribes, so upstreams import
-# nothing above them.
+# Observer of (service, seconds, ok): the Gateway passes the metrics recorder in, so upstreams
+# import nothing above them and no module-level list outlives a Gateway.
 CallObserver = Callable[[str, float, bool], None]
-call_observers: list[CallObserver] = []
+
+
+def _ignore_call(service: str, seconds: float, ok: bool) -> None:
+    """The default observer: a client built without metrics (tests, tools) records nothing."""
 
 
 class UpstreamHttp:
@@ -40,8 +43,10 @@ class UpstreamHttp:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         breaker: CircuitBreaker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        observe: CallObserver = _ignore_call,
     ) -> None:
         self.service = service
+        self._observe = observe
         self.base_url = base_url.rstrip("/")
         self.breaker = breaker or CircuitBreaker()
         self._client = httpx.AsyncClient(
@@ -126,11 +131,9 @@ class UpstreamHttp:
         self.breaker.record_failure()
         elapsed = time.perf_counter() - started
         logger.warning("{} call failed: {} after {:.0f} ms", self.service, reason, elapsed * 1000)
-        for observer in call_observers:
-            observer(self.service, elapsed, False)
+        self._observe(self.service, elapsed, False)
 
     def _succeeded(self, started: float) -> None:
         self.breaker.record_success()
         elapsed = time.perf_counter() - started
-        for observer in call_observers:
-            observer(self.service, elapsed, True)
+        self._observe(self.service, elapsed, True)

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
+
 JWKS_PATH = "/.well-known/jwks.json"
 AUDIENCE = "https://diminuendo.test"
 TENANT_CLAIM = "https://diminuendo/tenant_id"
@@ -231,7 +233,7 @@ def production_env(server: JwksServer, **overrides: str) -> dict[str, str]:
         "DEV_MODE": "false",
         "AUTH0_DOMAIN": server.base_url,
         "AUTH0_AUDIENCE": AUDIENCE,
-        "PODIUM_SECRETS_KEY": "k",
+        "PODIUM_SECRETS_KEY": LOCAL_STACK_SECRETS_KEY,
         "ALLOWED_ORIGINS": "https://app.example.com",
         **overrides,
     }

@@ -547,39 +547,42 @@ async def test_csrf_double_submit_on_mutating_requests(main: Prod) -> None:
 async def test_failed_attempts_are_limited_per_client_ip(start_gateway, own_jwks) -> None:
     gw = start_gateway(**production_env(own_jwks, AUTH_FAILURE_LIMIT="3/60s"))
     good = own_jwks.mint()
+    bad = "bad.bad.bad"
     async with unauthenticated(gw.ws_url) as c:
         # Three failures, one on each surface.
-        refused = await refused_upgrade(gw.ws_url, additional_headers=bearer("bad.bad.bad"))
+        refused = await refused_upgrade(gw.ws_url, additional_headers=bearer(bad))
         assert refused.status_code == 401
-        assert (await c.request({"type": "authenticate", "token": "bad.bad.bad"}))[
-            "code"
-        ] == "AUTH_FAILED"
-        assert (await me(gw, "bad.bad.bad")).status_code == 401
+        assert (await c.request({"type": "authenticate", "token": bad}))["code"] == "AUTH_FAILED"
+        assert (await me(gw, bad)).status_code == 401
 
-        # Past the limit even a good token is turned away, with a time to retry.
-        limited = await c.request({"type": "authenticate", "token": good})
+        # Past the limit further failures are turned away, with a time to retry …
+        limited = await c.request({"type": "authenticate", "token": bad})
         assert limited["type"] == "error" and limited["code"] == "AUTH_RATE_LIMITED", limited
         assert 0 < limited["retryAfterMs"] <= 60_000
         assert (await c.request({"type": "list_sessions"}))["code"] == "NOT_AUTHENTICATED"
+        # … but a valid token never is (PROTOCOL.md §3).
+        accepted = await c.request({"type": "authenticate", "token": good})
+        assert accepted["type"] == "authenticated", accepted
 
-    rest = await me(gw, good)
+    rest = await me(gw, bad)
     assert rest.status_code == 429 and error_body(rest.content)["code"] == "AUTH_RATE_LIMITED"
     assert 1 <= int(rest.headers["retry-after"]) <= 60
-    upgrade = await refused_upgrade(gw.ws_url, additional_headers=bearer(good))
+    upgrade = await refused_upgrade(gw.ws_url, additional_headers=bearer(bad))
     assert upgrade.status_code == 429
     assert error_body(upgrade.body)["code"] == "AUTH_RATE_LIMITED"
-    # A forged X-Forwarded-For does not make a new client.
+    assert (await me(gw, good)).status_code == 200
+    # Without a proxy setting, a forged X-Forwarded-For does not make a new client.
     async with httpx.AsyncClient(timeout=STEP_S) as http:
         spoofed = await http.get(
-            f"{gw.url}/api/me", headers={**bearer(good), "X-Forwarded-For": "203.0.113.9"}
+            f"{gw.url}/api/me", headers={**bearer(bad), "X-Forwarded-For": "203.0.113.9"}
         )
     assert spoofed.status_code == 429
 
     # Another client IP is not affected.
     if not can_bind("127.0.0.2"):
         pytest.skip("this host has no second loopback address to test per-IP limits with")
-    other = await me(gw, good, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"))
-    assert other.status_code == 200, other.text
+    other = await me(gw, bad, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"))
+    assert other.status_code == 401, other.text
     async with client(gw.ws_url, additional_headers=bearer(good), local_addr=("127.0.0.2", 0)) as c:
         assert (await c.request({"type": "ping"}))["type"] == "pong"
     await assert_healthy(gw)
@@ -588,7 +591,7 @@ async def test_failed_attempts_are_limited_per_client_ip(start_gateway, own_jwks
 async def test_rate_limited_upgrade_says_when_to_retry(start_gateway, own_jwks) -> None:
     gw = start_gateway(**production_env(own_jwks, AUTH_FAILURE_LIMIT="1/60s"))
     assert (await me(gw, "bad.bad.bad")).status_code == 401
-    upgrade = await refused_upgrade(gw.ws_url, additional_headers=bearer(own_jwks.mint()))
+    upgrade = await refused_upgrade(gw.ws_url, additional_headers=bearer("bad.bad.bad"))
     assert upgrade.status_code == 429
     body = error_body(upgrade.body)
     assert body["code"] == "AUTH_RATE_LIMITED"

@@ -44,6 +44,39 @@ def test_check_config_prints_effective_config_without_secrets(tmp_path) -> None:
     assert "very-secret-key" not in result.stdout
 
 
+# The settings of issue 13 (README "Limits and security settings"); the last three are secret.
+LIMIT_SETTINGS = {
+    "WS_SEND_BUFFER_BYTES": ("16MiB", 16 * 2**20),
+    "REPLY_MAX_BYTES": ("2MiB", 2 * 2**20),
+    "MAX_ACTIVE_SESSIONS_PER_TENANT": ("500", 500),
+    "MAX_JOINED_PER_CONNECTION": ("50", 50),
+    "MAX_CONNECTIONS_PER_USER": ("20", 20),
+    "MAX_PENDING_PER_IP": ("10", 10),
+    "RPC_BATCH_MAX": ("5", 5),
+    "AUTH_CLOCK_LEEWAY": ("10s", 10.0),
+    "AUTH_REFRESH_WINDOW": ("120", 120.0),
+    "PROXIES_COUNT": ("1", 1),
+    "REAL_IP_HEADER": ("x-real-ip", "x-real-ip"),
+    "ALLOW_INSECURE_UPSTREAMS": ("true", True),
+    "FORWARDED_SECRET": ("forwarded-secret-value", "<set>"),
+    "METRICS_TOKEN": ("metrics-token-value", "<set>"),
+}
+
+
+def test_check_config_lists_every_limit_and_security_setting(tmp_path) -> None:
+    env = {"PATH": os.environ["PATH"], "DEV_MODE": "true"}
+    unset = json.loads(run("check-config", env=env, cwd=tmp_path).stdout)
+    assert unset["METRICS_TOKEN"] == unset["FORWARDED_SECRET"] == "<unset>"
+    env |= {name: raw for name, (raw, _) in LIMIT_SETTINGS.items()}
+    result = run("check-config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert {name: config[name] for name in LIMIT_SETTINGS} == {
+        name: shown for name, (_, shown) in LIMIT_SETTINGS.items()
+    }
+    assert "secret-value" not in result.stdout and "token-value" not in result.stdout
+
+
 def test_serve_refuses_bad_config_before_starting(tmp_path) -> None:
     result = run("serve", env={"PATH": os.environ["PATH"]}, cwd=tmp_path)
     assert result.returncode == 2 and "required unless DEV_MODE=true" in result.stderr

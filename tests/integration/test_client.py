@@ -43,6 +43,7 @@ from diminuendo.client.events import (
     TurnComplete,
     TurnStarted,
 )
+from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
 from tests.conftest import Gateway, free_port
 
 # Reconnect at once (10-20 ms), so many drops fit in a short turn.
@@ -302,7 +303,7 @@ async def test_authenticate_when_required_and_again_after_a_drop(start_gateway, 
         DEV_MODE="false",
         AUTH0_DOMAIN=domain,
         AUTH0_AUDIENCE="https://diminuendo.test",
-        PODIUM_SECRETS_KEY="k",
+        PODIUM_SECRETS_KEY=LOCAL_STACK_SECRETS_KEY,
     )
     now = int(time.time())
     claims = {

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from diminuendo.gateway.headers import SECURITY_HEADERS
+from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
 from tests.conftest import Gateway, free_port
 
 NOT_FOUND = {"error": {"code": "NOT_FOUND", "message": "Not found"}}
@@ -104,7 +105,7 @@ def test_not_served_in_production_mode(start_gateway) -> None:
         DEV_MODE="false",
         AUTH0_DOMAIN=f"http://127.0.0.1:{free_port()}",
         AUTH0_AUDIENCE="x",
-        PODIUM_SECRETS_KEY="k",
+        PODIUM_SECRETS_KEY=LOCAL_STACK_SECRETS_KEY,
     )
     for path in ("/", "/console/console.js", "/console/console.css", "/console/index.html"):
         response = httpx.get(f"{gw.url}{path}", timeout=5)

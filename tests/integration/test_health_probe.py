@@ -34,7 +34,7 @@ def raw_exchange(port: int, payload: bytes, responses: int) -> list[bytes]:
         return answers
 
 
-PROBE = b"GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: lb\r\n\r\n"
+PROBE = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: lb\r\n\r\n"
 
 
 async def test_fast_and_sanic_answers_look_the_same(gateway: Gateway) -> None:
@@ -62,7 +62,9 @@ def test_keep_alive_probes_and_pipelined_requests_are_all_answered_in_order(
             head = sock.recv(65536)
             assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     # Pipelined: health, then a 404, in one write; Sanic answers both, in order.
-    answers = raw_exchange(gateway.port, PROBE + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+    answers = raw_exchange(
+        gateway.port, PROBE + b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 2
+    )
     assert answers[0].startswith(b"HTTP/1.1 200") and b'"status"' in answers[0]
     assert answers[1].startswith(b"HTTP/1.1 404")
 

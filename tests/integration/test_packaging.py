@@ -291,6 +291,11 @@ def env_lines(path: Path) -> dict[str, tuple[bool, str, str]]:
 SECRETS = [f.name.upper() for f in fields(Settings) if f.metadata.get("secret")]
 # Secrets a production start needs; the others (METRICS_TOKEN, FORWARDED_SECRET) are optional.
 REQUIRED_SECRETS = [n for n in SECRETS if n not in ("METRICS_TOKEN", "FORWARDED_SECRET")]
+# What SSM would supply; PODIUM_SECRETS_KEY must be a real key (32 bytes, base64url).
+SUPPLIED = {
+    **{name: "from-ssm" for name in REQUIRED_SECRETS},
+    "PODIUM_SECRETS_KEY": "ZnJvbS1zc20tZnJvbS1zc20tZnJvbS1zc20tZnJvbSE=",
+}
 
 
 def test_production_env_example_documents_every_setting() -> None:
@@ -318,14 +323,13 @@ def test_production_env_example_is_valid_once_secrets_are_supplied() -> None:
     assert sorted(raised.value.problems) == sorted(
         f"{name}: required unless DEV_MODE=true" for name in REQUIRED_SECRETS
     )
-    secrets = {name: "from-ssm" for name in REQUIRED_SECRETS}
-    settings = load_settings(secrets, dotenv_path=PRODUCTION_ENV)
+    settings = load_settings(SUPPLIED, dotenv_path=PRODUCTION_ENV)
     assert settings.dev_mode is False
 
 
 def test_production_env_example_defaults_match_the_code() -> None:
     """Every `#NAME=value` line shows the real default: uncommenting it changes nothing."""
-    secrets = {name: "from-ssm" for name in REQUIRED_SECRETS}
+    secrets = SUPPLIED
     baseline = load_settings(secrets, dotenv_path=PRODUCTION_ENV)
     by_name = {var.name: var.attr for var in _VARS}
     for name, (active, value, _) in env_lines(PRODUCTION_ENV).items():

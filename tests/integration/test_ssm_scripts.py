@@ -129,14 +129,15 @@ def env(ssm: tuple[str, Any], tmp_path: Path) -> dict[str, str]:
     }
 
 
-def put_secrets(client: Any, path: str = PATH) -> None:
-    """SECRETS as SecureStrings plus twelve nested Strings, so the load spans pages."""
-    for name, value in SECRETS.items():
+def put_secrets(client: Any, path: str = PATH, **more: str) -> None:
+    """SECRETS and `more` as SecureStrings plus twelve nested Strings, so the load spans pages
+    (`OTEL_EXTRA_<i>`: ssm-env exports only settings and AWS_* / OTEL_* names)."""
+    for name, value in {**SECRETS, **more}.items():
         client.put_parameter(
             Name=f"{path}{name.lower().replace('_', '-')}", Value=value, Type="SecureString"
         )
     for i in range(12):
-        client.put_parameter(Name=f"{path}extra/n{i}/extra-{i}", Value=f"x{i}", Type="String")
+        client.put_parameter(Name=f"{path}extra/n{i}/otel-extra-{i}", Value=f"x{i}", Type="String")
 
 
 def run(script: Path, env: dict[str, str], *args: str, cwd: Path = REPO):
@@ -165,17 +166,43 @@ def test_start_loads_parameters_and_execs_serve_with_them(
     put_secrets(ssm[1])
     env |= {"SSM_PATH": PATH, "UNISON_API_KEY": "set-by-operator"}
 
-    done = run(START, env, *SECRETS, "EXTRA_11", "SSM_PATH")
+    done = run(START, env, *SECRETS, "OTEL_EXTRA_11", "SSM_PATH")
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "PODIUM_API_KEY": SECRETS["PODIUM_API_KEY"],
         "ENSEMBLE_API_KEY": SECRETS["ENSEMBLE_API_KEY"],
         "UNISON_API_KEY": "set-by-operator",  # the environment wins
-        "EXTRA_11": "x11",  # from the second page
+        "OTEL_EXTRA_11": "x11",  # from the second page
         "SSM_PATH": PATH,
     }
     assert "UNISON_API_KEY" in done.stderr
+    assert_no_secret_in(done.stderr)
+
+
+def test_start_exports_no_parameter_that_is_not_a_setting(
+    ssm: tuple[str, Any], env: dict[str, str]
+) -> None:
+    """Before the fix start.sh exported every parameter under SSM_PATH: with `ld-preload` or
+    `pythonpath` in the store the gateway loaded that code, and `dev-mode` turned its
+    authentication off (`serve` now refuses DEV_MODE, so that one stopped the start instead)."""
+    unsafe = {"LD_PRELOAD": "/nonexistent/evil.so", "PYTHONPATH": "/tmp/x", "DEV_MODE": "false"}
+    put_secrets(ssm[1], **unsafe)
+    env["SSM_PATH"] = PATH
+
+    done = run(START, env, *unsafe, "PODIUM_API_KEY")
+
+    assert done.returncode == 0, done.stderr
+    served = json.loads(done.stdout)
+    assert served == {
+        "LD_PRELOAD": None,
+        "PYTHONPATH": str(REPO),  # the caller's own, untouched
+        "DEV_MODE": None,
+        "PODIUM_API_KEY": SECRETS["PODIUM_API_KEY"],
+    }
+    for name in unsafe:
+        assert f"ssm-env: skipped {name} from {PATH}" in done.stderr
+    assert "/nonexistent/evil.so" not in done.stderr
     assert_no_secret_in(done.stderr)
 
 
@@ -216,7 +243,7 @@ def test_start_does_not_serve_when_loading_fails(
 def test_setup_writes_a_private_env_file_in_the_repo_root(
     ssm: tuple[str, Any], env: dict[str, str], tmp_path: Path
 ) -> None:
-    put_secrets(ssm[1], "/diminuendo/dev/")
+    put_secrets(ssm[1], "/diminuendo/dev/", DEV_MODE="true", LD_PRELOAD="/tmp/evil.so")
     checkout = tmp_path / "checkout"
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy(SETUP, checkout / "scripts" / "setup.sh")
@@ -230,6 +257,7 @@ def test_setup_writes_a_private_env_file_in_the_repo_root(
     values = dotenv_values(env_file, interpolate=False)
     assert {name: values[name] for name in SECRETS} == SECRETS
     assert len(values) == len(SECRETS) + 12
+    assert "DEV_MODE" not in values and "LD_PRELOAD" not in values
     assert_no_secret_in(done.stdout + done.stderr)
 
 

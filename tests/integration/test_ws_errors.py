@@ -8,6 +8,7 @@ import re
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
 from tests.conftest import Client, Gateway, client, free_port
 
 LEAK = re.compile(r"Traceback|File \"|\.py\b|/usr/|/work/|site-packages")
@@ -99,7 +100,7 @@ async def test_not_authenticated_outside_dev_mode(start_gateway) -> None:
         DEV_MODE="false",
         AUTH0_DOMAIN=f"http://127.0.0.1:{free_port()}",
         AUTH0_AUDIENCE="https://diminuendo.test",
-        PODIUM_SECRETS_KEY="k",
+        PODIUM_SECRETS_KEY=LOCAL_STACK_SECRETS_KEY,
     )
     async with client(gw.ws_url, handshake=False) as c:
         welcome = await c.recv()

@@ -13,8 +13,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from diminuendo.local.ports import free_ports
 from diminuendo.local.stack import LocalStack, LocalStackConfig
+from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
+from diminuendo.upstreams.sealing import SealingKey, instance_aad, seal
 
 API_KEY = "test-key"
+SECRETS_KEY = SealingKey.parse(LOCAL_STACK_SECRETS_KEY)
+METADATA = {"tenant_id": "acme", "session_id": "sess_local", "user_id": "dev"}
+SEALED = {"key": SECRETS_KEY, "aad": instance_aad("acme", "sess_local")}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -83,14 +88,30 @@ class Podium:
         self.http = http
         self.url = stack.podium_url
 
-    async def create_instance(self, agent_type: str, config: dict[str, Any] | None = None) -> str:
+    async def create_instance(
+        self,
+        agent_type: str,
+        config: dict[str, Any] | None = None,
+        secrets: dict[str, str] | None = None,
+    ) -> str:
+        """An instance as the gateway creates one: its secrets (by default the Ensemble key the
+        chat agent needs) sealed for its tenant and session."""
         found = await self.http.get(
             f"{self.url}/api/v1/deployments", params={"agent_type": agent_type}
         )
         deployment_id = found.json()["deployments"][0]["deployment_id"]
         created = await self.http.post(
             f"{self.url}/api/v1/instances",
-            json={"deployment_id": deployment_id, "config": config or {}, "metadata": {}},
+            json={
+                "deployment_id": deployment_id,
+                "config": config or {},
+                "secrets": {
+                    "sealed": seal(
+                        {"ensemble_api_key": API_KEY} if secrets is None else secrets, **SEALED
+                    )
+                },
+                "metadata": METADATA,
+            },
         )
         assert created.status_code == 201, created.text
         return created.json()["instance_id"]

@@ -11,6 +11,8 @@ import pytest
 from diminuendo.local.podium import deployment_id
 from diminuendo.local.podium_store import PodiumStore
 from diminuendo.local.stack import LocalStack
+from diminuendo.upstreams.sealing import SealingKey, instance_aad, seal
+from tests.local.conftest import SECRETS_KEY
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -70,7 +72,13 @@ async def test_instance_lifecycle(stack: LocalStack, client: httpx.AsyncClient) 
         json={
             "deployment_id": deployment_id,
             "config": {"delay_ms": 1},
-            "secrets": {"ensemble_api_key": "sk-super-secret-value"},
+            "secrets": {
+                "sealed": seal(
+                    {"ensemble_api_key": "sk-super-secret-value"},
+                    SECRETS_KEY,
+                    aad=instance_aad("t1", "s1"),
+                )
+            },
             "metadata": {"tenant_id": "t1", "session_id": "s1", "user_id": "u1"},
         },
     )
@@ -103,6 +111,9 @@ async def test_instance_lifecycle(stack: LocalStack, client: httpx.AsyncClient) 
         {"deployment_id": 5},
         {"deployment_id": deployment_id("echo", "1.0.0"), "config": []},
         {"deployment_id": deployment_id("echo", "1.0.0"), "secrets": "x"},
+        # Plaintext secrets are refused, not kept: the gateway only ever sends them sealed.
+        {"deployment_id": deployment_id("echo", "1.0.0"), "secrets": {"ensemble_api_key": "k"}},
+        {"deployment_id": deployment_id("echo", "1.0.0"), "secrets": {"sealed": 5}},
     ],
 )
 async def test_create_rejects_bad_bodies(
@@ -111,6 +122,36 @@ async def test_create_rejects_bad_bodies(
     reply = await client.post(f"{stack.podium_url}/api/v1/instances", json=body)
     assert reply.status_code == 400
     assert reply.json()["error"]["code"] == "INVALID_REQUEST"
+
+
+@pytest.mark.parametrize(
+    ("key", "sealed_for", "cause"),
+    [
+        (SealingKey(b"k" * 32), ("t1", "s1"), "PODIUM_SECRETS_KEY differs"),
+        (SECRETS_KEY, ("t1", "s2"), "sealed for another instance"),
+        (SECRETS_KEY, ("t2", "s1"), "sealed for another instance"),
+    ],
+)
+async def test_secrets_it_cannot_open_are_a_clear_422(
+    stack: LocalStack,
+    client: httpx.AsyncClient,
+    key: SealingKey,
+    sealed_for: tuple[str, str],
+    cause: str,
+) -> None:
+    sealed = seal({"ensemble_api_key": "sk-super-secret-value"}, key, aad=instance_aad(*sealed_for))
+    reply = await client.post(
+        f"{stack.podium_url}/api/v1/instances",
+        json={
+            "deployment_id": deployment_id("echo", "1.0.0"),
+            "secrets": {"sealed": sealed},
+            "metadata": {"tenant_id": "t1", "session_id": "s1", "user_id": "u1"},
+        },
+    )
+    assert reply.status_code == 422
+    error = reply.json()["error"]
+    assert error["code"] == "SECRETS_UNREADABLE" and cause in error["message"]
+    assert "sk-super-secret-value" not in reply.text and sealed not in reply.text
 
 
 async def test_messages_paginate_backwards(podium, store: PodiumStore) -> None:

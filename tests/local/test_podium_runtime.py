@@ -8,7 +8,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from diminuendo.local.agents import DEMO_FILE
+from diminuendo.local.agents import DEMO_FAIL, DEMO_FILE, DEMO_PERMISSION
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -345,3 +345,37 @@ async def test_chat_agent_failure_is_an_error_event(podium) -> None:
         assert error["code"] == "AGENT_ERROR" and error["turn_id"] == "trn_1"
         await runtime.send("process_message", text="retry", turn_id="trn_2")
         assert (await runtime.next_event())["event_type"] == "stream_start"
+
+
+async def test_demo_triggers_a_runtime_error_and_a_permission_request(podium) -> None:
+    """The deterministic triggers the edge adapters' tests rely on."""
+    instance_id = await podium.create_instance("demo", {"delay_ms": 1})
+    async with podium.runtime(instance_id) as runtime:
+        await runtime.send("process_message", text=DEMO_FAIL, turn_id="trn_1")
+        error = (await runtime.until("error"))[-1]["content"]
+        assert error["code"] == "AGENT_ERROR" and error["turn_id"] == "trn_1"
+
+        for turn_id, approved, outcome in (("trn_2", False, "refused"), ("trn_3", True, "granted")):
+            await runtime.send("process_message", text=DEMO_PERMISSION, turn_id=turn_id)
+            asked = (await runtime.until("tool.permission_requested"))[-1]["content"]
+            assert asked["tool_name"] == "bash" and DEMO_FILE in asked["description"]
+            await runtime.send("answer", request_id=asked["request_id"], approved=approved)
+            events = await runtime.until("stream_end")
+            resolved = next(e for e in events if e["event_type"] == "tool.approval_resolved")
+            assert resolved["content"]["approved"] is approved
+            assert f"Permission {outcome}" in events[-1]["content"]["final_text"]
+
+
+@pytest.mark.parametrize(
+    ("secrets", "cause"),
+    [({"ensemble_api_key": "not-the-key"}, "HTTP 401"), ({}, "no ensemble_api_key")],
+)
+async def test_chat_agent_calls_ensemble_with_its_instance_secret(
+    podium, secrets: dict[str, str], cause: str
+) -> None:
+    """The key comes from the secrets the instance was created with, not from the stand-in."""
+    instance_id = await podium.create_instance("chat", secrets=secrets)
+    async with podium.runtime(instance_id) as runtime:
+        await runtime.send("process_message", text="hello", turn_id="trn_1")
+        error = (await runtime.until("error"))[-1]["content"]
+    assert error["code"] == "AGENT_ERROR" and cause in error["message"]

@@ -20,7 +20,7 @@ from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.http import UpstreamHttp
 from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
 from diminuendo.upstreams.runtime_socket import ClientSocket, open_socket
-from tests.local.conftest import API_KEY, Podium
+from tests.local.conftest import API_KEY, SECRETS_KEY, Podium
 from tests.local.ws_peer import Peer, frame
 
 pytestmark = pytest.mark.timeout(20)
@@ -118,7 +118,7 @@ async def open_runtime(
 async def podium_client(podium: Podium) -> AsyncIterator[PodiumClient]:
     http = UpstreamHttp("podium", podium.url, API_KEY)
     try:
-        yield PodiumClient(http, API_KEY)
+        yield PodiumClient(http, API_KEY, secrets_key=SECRETS_KEY, instance_secrets={})
     finally:
         await http.aclose()
 
@@ -179,7 +179,9 @@ async def test_refused_upgrades_are_upstream_unavailable(
     podium: Podium, podium_client: PodiumClient
 ) -> None:
     instance_id = await podium.create_instance("echo")
-    wrong_key = PodiumClient(podium_client.http, "wrong-key")
+    wrong_key = PodiumClient(
+        podium_client.http, "wrong-key", secrets_key=SECRETS_KEY, instance_secrets={}
+    )
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed_port = f"ws://127.0.0.1:{unused.getsockname()[1]}/agent/{instance_id}"

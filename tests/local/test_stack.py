@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from diminuendo.local.stack import LocalStack, LocalStackConfig
+from diminuendo.upstreams.sealing import SealingKey
+from tests.local.conftest import API_KEY
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -49,6 +51,36 @@ async def test_state_survives_a_restart(
         assert "sandbox.provisioning" not in seen  # not the instance's first turn
         assert seen["file.changed"]["iteration"] == 2
         assert len((await podium.messages(instance_id))["messages"]) == 4
+    finally:
+        await restarted.stop()
+
+
+@pytest.mark.parametrize(
+    ("restarted_key", "answer"),
+    [(None, "You said: hello"), (SealingKey(b"r" * 32), "no ensemble_api_key")],
+)
+async def test_instance_secrets_are_kept_sealed_across_a_restart(
+    stack: LocalStack,
+    config: LocalStackConfig,
+    podium,
+    restarted_key: SealingKey | None,
+    answer: str,
+) -> None:
+    """The chat agent's Ensemble key is opened again from the sealed copy after a restart; a
+    stack restarted with another key cannot open it, and the turn says so (never runs keyless)."""
+    instance_id = await podium.create_instance("chat")
+    await stack.stop()
+    database = b"".join(path.read_bytes() for path in stack.state_dir.glob("podium.sqlite3*"))
+    assert API_KEY.encode() not in database
+
+    restarted = LocalStack(replace(config, secrets_key=restarted_key or config.secrets_key))
+    await restarted.start()
+    try:
+        async with podium.runtime(instance_id) as runtime:
+            await runtime.send("process_message", text="hello", turn_id="trn_1")
+            events = await runtime.until("stream_end" if restarted_key is None else "error")
+        content = events[-1]["content"]
+        assert answer in (content.get("final_text") or content.get("message", ""))
     finally:
         await restarted.stop()
 

@@ -126,6 +126,11 @@ def test_full_mapping() -> None:
     assert mapped == Identity(user_id="auth0|abc", email="a@b.c", tenant_id="acme", role=Role.ADMIN)
 
 
+def test_the_identity_expires_with_its_token() -> None:
+    assert identity({TENANT_CLAIM: "acme", "exp": 1_900_000_000}).expires_at == 1_900_000_000.0
+    assert DEV_IDENTITY.expires_at is None  # dev identities do not expire
+
+
 @pytest.mark.parametrize(
     ("claims", "tenant"),
     [

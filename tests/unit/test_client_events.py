@@ -58,6 +58,7 @@ SAMPLES: dict[str, tuple[type, dict[str, Any]]] = {
             }
         },
     ),
+    "auth_expiring": (ev.AuthExpiring, {"expiresAt": 1764171294000}),
     "heartbeat": (ev.Heartbeat, {"ts": 5}),
     "pong": (ev.Pong, {"id": "r1", "ts": 4, "serverTs": 5}),
     "ack": (ev.Ack, {"id": "r1", "for": "steer"}),

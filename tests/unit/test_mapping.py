@@ -46,12 +46,28 @@ ROWS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "usage": {"inputTokens": 3, "outputTokens": 5},
         },
     ),
+    # A runtime's own code is not one a client can switch on; a §12 code is kept.
     (
         "error",
         {"code": "AGENT_CRASHED", "message": "boom"},
-        {"type": "turn_error", "code": "AGENT_CRASHED", "message": "boom"},
+        {"type": "turn_error", "code": "UPSTREAM_ERROR", "message": "boom"},
+    ),
+    (
+        "error",
+        {"code": "SESSION_BUSY", "message": "  "},
+        {"type": "turn_error", "code": "SESSION_BUSY", "message": ""},
     ),
     ("error", {}, {"type": "turn_error", "code": "UPSTREAM_ERROR", "message": ""}),
+    # Runtime text is shown to users: keys, URL credentials and paths are taken out (§12).
+    (
+        "error",
+        {"message": "api_key=abc123 https://u:pw@h/x at /srv/app/agent.py"},
+        {
+            "type": "turn_error",
+            "code": "UPSTREAM_ERROR",
+            "message": "api_key=[REDACTED] https://[REDACTED]@h/x at [path]",
+        },
+    ),
     (
         "tool.call_start",
         {"tool_call_id": "tc1", "tool_name": "bash"},
@@ -280,6 +296,13 @@ def test_unknown_name() -> None:
 @pytest.mark.parametrize("content", [{}, {"text": ""}, {"text": None}, {"text": 42}])
 def test_empty_text_is_dropped(name: str, content: dict[str, Any]) -> None:
     assert map_event(frame(name, **content)) is None
+
+
+def test_turn_error_messages_are_cut_to_500_characters_without_traceback() -> None:
+    text = "it failed " * 100 + '\nTraceback (most recent call last):\n  File "x.py"'
+    message = map_event(frame("error", message=text))["message"]
+    assert len(message) == 500 and message.startswith("it failed")
+    assert "Traceback" not in map_event(frame("error", message="no\n" + text[-60:]))["message"]
 
 
 def test_internal_fields_never_leak() -> None:

@@ -31,15 +31,16 @@ REGION = "us-east-1"
 PATH = "/diminuendo/test/"
 
 # Values a naive quoting scheme would break: quotes, spaces, newlines, `$`, backquotes, escapes.
+# The names are settings that hold free text, since ssm-env exports no other name.
 TRICKY = {
-    "SINGLE_QUOTE": "it's 'quoted'",
-    "DOUBLE_QUOTE": 'say "hi"',
-    "SPACES": "  leading and trailing  ",
-    "NEWLINES": "line one\nline two\n",
-    "DOLLAR": "$HOME ${PATH} $(id) `id`",
-    "BACKSLASH": "back\\slash \\' \\n",
-    "UNICODE": "päßwörd-✓",
-    "SEMICOLON": "a; echo pwned #",
+    "PODIUM_API_KEY": "it's 'quoted'",
+    "PODIUM_SECRETS_KEY": 'say "hi"',
+    "ENSEMBLE_API_KEY": "  leading and trailing  ",
+    "UNISON_API_KEY": "line one\nline two\n",
+    "METRICS_TOKEN": "$HOME ${PATH} $(id) `id`",
+    "FORWARDED_SECRET": "back\\slash \\' \\n",
+    "AUTH0_CLIENT_ID": "päßwörd-✓",
+    "OTEL_EXPORTER_OTLP_HEADERS": "a; echo pwned #",
 }
 
 
@@ -303,7 +304,7 @@ def test_values_never_reach_stderr_or_logs(
 ) -> None:
     for name, value in TRICKY.items():
         put(moto_ssm, f"{PATH}{name.lower()}", value, secure=True)
-    monkeypatch.setenv("SPACES", "set-in-env")  # exercises the "kept" report too
+    monkeypatch.setenv("ENSEMBLE_API_KEY", "set-in-env")  # exercises the "kept" report too
     caplog.clear()
     caplog.set_level(logging.DEBUG)  # botocore logs response bodies at DEBUG
 
@@ -311,13 +312,78 @@ def test_values_never_reach_stderr_or_logs(
 
     assert code == 0
     assert out  # the values are in the requested output…
-    assert "SPACES" in err
+    assert "ENSEMBLE_API_KEY" in err
     logged = caplog.text
     assert "GetParametersByPath" in logged  # botocore did log, at DEBUG
     for value in TRICKY.values():  # …and nowhere else
         assert value.strip() not in err
         assert value.strip() not in logged
     assert logging.getLogger("botocore.parsers").level == logging.NOTSET  # restored
+
+
+# --- only known names are exported ------------------------------------------------------------
+
+UNSAFE = {
+    "LD_PRELOAD": "/tmp/evil-preload.so",
+    "PYTHONPATH": "/tmp/evil-site",
+    "PATH": "/tmp/evil-bin",
+    "DEV_MODE": "true",
+    "DEV_MODE_ALLOW_REMOTE": "true",
+    "SOMETHING_ELSE": "value-of-something",
+}
+SAFE = {
+    "PODIUM_API_KEY": "podium-key-value",
+    "WS_RATE_LIMIT": "120/10s",
+    "AWS_REGION": "eu-west-1",
+    "OTEL_SERVICE_NAME": "gateway-eu",
+}
+
+
+@pytest.mark.parametrize("fmt", ssm.FORMATS)
+def test_only_settings_and_aws_otel_names_are_exported(
+    moto_ssm: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    tmp_path: Path,
+) -> None:
+    """Whoever can write the parameter store must not choose what the gateway process runs.
+    Before the fix every name was exported: `LD_PRELOAD` and `PYTHONPATH` load code into the
+    gateway, `PATH` changes what start.sh execs, `DEV_MODE` turns authentication off."""
+    for name, value in {**UNSAFE, **SAFE}.items():
+        put(moto_ssm, f"{PATH}{name.lower().replace('_', '-')}", value, secure=True)
+    for name in SAFE:
+        monkeypatch.delenv(name, raising=False)  # else the environment would win
+    target = tmp_path / "out"
+
+    code, out, err = run_main(capsys, "--path", PATH, "--format", fmt, "--output", str(target))
+
+    assert (code, out) == (0, "")
+    written = target.read_text()
+    for name, value in SAFE.items():
+        assert name in written and value in written
+    for name, value in UNSAFE.items():
+        assert f"{name}=" not in written and f'"{name}"' not in written and value not in written
+        assert f"ssm-env: skipped {name} from {PATH}: " in err
+        assert value not in err
+    assert "authentication off" in err.split("skipped DEV_MODE from")[1].splitlines()[0]
+    assert err.count("\n") == len(UNSAFE) + 1  # one warning each, then the summary
+    assert f"{len(SAFE)} variable(s)" in err
+
+
+def test_a_path_holding_no_setting_at_all_exits_2_unless_allow_empty(
+    moto_ssm: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put(moto_ssm, f"{PATH}ld-preload", "/tmp/evil.so")
+    put(moto_ssm, f"{PATH}dev-mode", "true")
+
+    code, out, err = run_main(capsys, "--path", PATH, "--format", "export")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1].startswith("ssm-env: none of the 2 parameter(s) under")
+    assert "/tmp/evil.so" not in err
+
+    code, out, _ = run_main(capsys, "--path", PATH, "--format", "export", "--allow-empty")
+    assert (code, out) == (0, "")
 
 
 # --- AWS failures: one line, non-zero, no values -----------------------------------------------

@@ -32,6 +32,7 @@ const pretty = (value) => (typeof value === "string" ? value : JSON.stringify(va
 
 const state = {
   ws: null,
+  authenticated: false, // on the current socket (a later `authenticated` is a token refresh)
   backoff: BACKOFF_MIN_MS,
   reconnectTimer: null,
   lastHeard: 0,
@@ -57,6 +58,7 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}/ws`, ["diminuendo.v1"]);
   state.ws = ws;
+  state.authenticated = false;
   setConn("connecting");
   ws.onopen = () => {
     state.lastHeard = Date.now();
@@ -105,6 +107,35 @@ function send(type, fields = {}) {
   state.pending.set(id, type);
   state.ws.send(JSON.stringify({ ...fields, type, id }));
   return id;
+}
+
+// ---- tokens
+// The console is served in dev mode only, where the gateway needs no token and identities never
+// expire. Pointed at a gateway that does (PROTOCOL.md §3), it takes its token from a token
+// source, asked again whenever the gateway says the current one is expiring: a function
+// `window.diminuendoToken` (it may return a Promise), else sessionStorage "diminuendo.token".
+
+async function currentToken() {
+  const source = globalThis.diminuendoToken;
+  if (typeof source === "function") return await source();
+  if (typeof source === "string") return source;
+  try {
+    return sessionStorage.getItem("diminuendo.token");
+  } catch (err) {
+    return null; // storage disabled
+  }
+}
+
+async function authenticate(missing) {
+  let token;
+  try {
+    token = await currentToken();
+  } catch (err) {
+    showError("AUTH", `the token source failed: ${err}`);
+    return;
+  }
+  if (token) send("authenticate", { token });
+  else showError("AUTH", missing);
 }
 
 // ---- panels
@@ -485,7 +516,10 @@ function handle(frame) {
   const turn = () => turnView(frame.turnId || "(unknown turn)");
   switch (frame.type) {
     case "welcome":
-      if (frame.requiresAuth) showError("AUTH", "This gateway requires a token; the dev console runs in dev mode only.");
+      if (frame.requiresAuth) authenticate('This gateway requires a token: set window.diminuendoToken or sessionStorage "diminuendo.token".');
+      break;
+    case "auth_expiring":
+      authenticate(`The token expires at ${clock(frame.expiresAt)} and there is no token source to refresh it.`);
       break;
     case "connected":
       $("client-id").textContent = frame.clientId;
@@ -493,6 +527,8 @@ function handle(frame) {
     case "authenticated":
       state.backoff = BACKOFF_MIN_MS;
       $("identity").textContent = `${frame.identity?.userId} (${frame.identity?.role}, tenant ${frame.identity?.tenantId})`;
+      if (state.authenticated) break; // a refreshed token: the socket and its joins stay
+      state.authenticated = true;
       requestSessions();
       if (state.session) rejoin();
       break;

@@ -1,0 +1,84 @@
+"""Cost of the fleet's replay log in Valkey: appends per second through the fenced Lua script
+(`diminuendo.fleet.replay_log`), and bytes of Valkey memory per retained event.
+
+    python bench/valkey_append.py                       # starts its own valkey-server
+    python bench/valkey_append.py --url redis://host:6379/0 --sessions 500 --events 200000
+
+Each session is leased once (as its owner would), then `--concurrency` tasks append `--events`
+payloads of `--payload` bytes spread over the sessions, each append one round trip (the gateway's
+case: one frame, one append). Memory is `INFO memory`'s `used_memory` after the run minus before,
+over the events Valkey retains (`XLEN` summed), so trimming by `--max-events` is accounted for.
+Run on a quiet machine; the figures go to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from diminuendo.fleet.connection import open_client
+from diminuendo.fleet.keys import Keyspace
+from diminuendo.fleet.lease import Leases
+from diminuendo.fleet.replay_log import ReplayLog
+from diminuendo.local.valkey import LocalValkey
+
+
+async def run(url: str, args: argparse.Namespace) -> None:
+    client = open_client(url, timeout_s=5.0)
+    keys = Keyspace("dimbench")
+    log = ReplayLog(client, url, keys, max_events=args.max_events, max_bytes=args.max_bytes)
+    leases = Leases(client, url, keys, "bench")
+    sessions = [f"ses_bench{n:06d}" for n in range(args.sessions)]
+    await client.flushall()
+    before = int((await client.info("memory"))["used_memory"])
+    tokens = []
+    for session in sessions:
+        lease = await leases.acquire(session, 600_000)
+        assert lease is not None
+        tokens.append(lease.token)
+    payload = b'{"type":"text","data":"' + b"x" * max(args.payload - 25, 0) + b'"}'
+    remaining = iter(range(args.events))
+
+    async def worker() -> None:
+        for n in remaining:
+            index = n % len(sessions)
+            await log.append(sessions[index], payload, owner_token=tokens[index])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    elapsed = time.perf_counter() - started
+    after = int((await client.info("memory"))["used_memory"])
+    retained = sum([await client.xlen(keys.session(s).log) for s in sessions])
+    print(f"valkey_append: {args.events} appends of {len(payload)} B over {args.sessions} sessions")
+    print(f"valkey_append: {args.events / elapsed:,.0f} appends/s ({args.concurrency} in flight)")
+    print(f"valkey_append: {retained} events retained, {(after - before) / retained:,.0f} B/event")
+    await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="an existing Valkey (default: start one)")
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--payload", type=int, default=300, help="bytes per event")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-events", type=int, default=10_000)
+    parser.add_argument("--max-bytes", type=int, default=8 * 1024 * 1024)
+    args = parser.parse_args()
+    if args.url:
+        asyncio.run(run(args.url, args))
+        return
+    with tempfile.TemporaryDirectory(prefix="valkey-bench-") as data_dir:
+        server = LocalValkey(Path(data_dir))
+        server.start()
+        try:
+            asyncio.run(run(server.url, args))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

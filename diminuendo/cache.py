@@ -1,0 +1,64 @@
+"""`BoundedCache`: the one shape of every lookup cache that a client can key (agent types, user
+ids): a size bound and a freshness window.
+
+A cache keyed by what clients send grows with what they send: a flood of random agent types or
+user ids would otherwise keep one entry each for the life of the process. So every entry expires
+after `ttl_s`, and past `max_entries` the entry stored longest ago goes first. Pure (the clock is
+injectable), no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[K, V]):
+    __slots__ = ("_clock", "_entries", "max_entries", "ttl_s")
+
+    def __init__(
+        self, max_entries: int, ttl_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: K) -> bool:
+        return self._fresh(key) is not None
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """The value stored for `key` less than `ttl_s` ago, else `default` (a stale entry is
+        dropped on the way)."""
+        entry = self._fresh(key)
+        return default if entry is None else entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        """Store `value`; the entry stored longest ago goes when the bound is exceeded."""
+        entries = self._entries
+        entries[key] = (self._clock(), value)
+        entries.move_to_end(key)
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+    def _fresh(self, key: K) -> tuple[float, V] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._clock() - entry[0] >= self.ttl_s:
+            del self._entries[key]
+            return None
+        return entry

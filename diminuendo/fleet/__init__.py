@@ -1,0 +1,12 @@
+"""The Valkey layer of fleet mode (issue 16, docs/FLEET.md): the foundation that lets many
+gateway instances serve one session as if they were one.
+
+Self-contained and not wired into sessions yet (settings refuse `REDIS_URL` until it is):
+
+- `keys`        key and channel names, hash-tagged per session;
+- `connection`  the client (RESP3, timeouts, fail fast) and the layer's exceptions;
+- `replay_log`  a session's events in a stream appended by one fenced Lua script;
+- `lease`       one owner per session, with a fencing token the append script checks;
+- `recovery`    pure: merges live pub/sub messages with a stream read (Centrifugo's recovery);
+- `bus`         a pub/sub subscriber that reconnects itself and reports every possible gap.
+"""
