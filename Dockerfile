@@ -1,11 +1,15 @@
 # Diminuendo gateway image: the zipapp built by ./build.sh and the SSM-aware start script, on a
-# slim Python of the SAME minor version as the pyz shebang (its compiled wheels are cp311 and
-# manylinux/glibc: Debian-based slim is compatible, Alpine/musl is not).
+# slim Python of the SAME minor version as the pyz (its compiled wheels are for that CPython
+# minor and manylinux/glibc: Debian-based slim is compatible, Alpine/musl is not). One build
+# argument picks both:
 #
 #   ./build.sh && docker build -t diminuendo:$(git rev-parse --short HEAD) .
+#   PYTHON=python3.13 ./build.sh && docker build --build-arg PYTHON_VERSION=3.13 -t … .
 #
 # See docs/PACKAGING.md (read-only root filesystems, grace period, SSM).
-FROM python:3.11-slim-bookworm
+ARG PYTHON_VERSION=3.11
+FROM python:${PYTHON_VERSION}-slim-bookworm
+ARG PYTHON_VERSION
 
 # A fixed, non-root uid/gid so volume ownership and Kubernetes `runAsNonRoot` checks are stable.
 # SHIV_ROOT (where the pyz extracts itself on first start) and DATA_DIR must be writable by it,
@@ -18,7 +22,7 @@ RUN groupadd --system --gid 10001 diminuendo \
 
 # Root-owned and read-only for the service user. (No chmod on the pyz: shiv made it 0755 and a
 # chmod would copy 34 MiB into another layer; start.sh is tiny, so make sure it is executable.)
-COPY dist/diminuendo.pyz /app/diminuendo.pyz
+COPY dist/diminuendo-py${PYTHON_VERSION}.pyz /app/diminuendo.pyz
 COPY scripts/start.sh /app/start.sh
 RUN chmod 0755 /app/start.sh
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build dist/diminuendo.pyz — one shiv zipapp holding the gateway and every dependency — then
-# smoke-test the file that was built (docs/PACKAGING.md).
+# Build dist/diminuendo-pyX.Y.pyz — one shiv zipapp holding the gateway and every dependency,
+# for the CPython minor X.Y that builds it — then smoke-test the file that was built, run by that
+# same interpreter (docs/PACKAGING.md).
 #
 #   ./build.sh                        build + smoke test
 #   ./build.sh --check-reproducible   build twice from scratch, require identical sha256, smoke test
@@ -8,13 +9,17 @@
 #
 # Needs only Python 3.11+ with pip (and the package index pip is configured for); the build tools
 # (shiv) live in their own venv under build/. Environment:
-#   PYTHON                  interpreter to build for (default python3.11, else python3); the pyz
-#                           shebang is pinned to its minor version: `/usr/bin/env python3.X`
+#   PYTHON                  interpreter to build for: a name (python3.13), a version (3.13) or a
+#                           path; a version manager's shim that refuses is looked through
+#                           (scripts/python.sh). Default python3.11 (the Dockerfile's default
+#                           PYTHON_VERSION), else python3; only the default build is also
+#                           dist/diminuendo.pyz. The shebang is `/usr/bin/env python3.X`.
 #   SOURCE_DATE_EPOCH       zip timestamps (default: time of the last commit, else 1980-01-01)
 #   PIP_CONSTRAINT          a constraints file, to pin dependency versions across time
 #   DIMINUENDO_CHECK_REPRODUCIBLE=1   same as --check-reproducible
 #   DIMINUENDO_SKIP_SMOKE=1           same as --no-smoke
-# Artifacts: dist/diminuendo.pyz; everything else under build/ (both git-ignored).
+# Artifacts: dist/diminuendo-pyX.Y.pyz (and dist/diminuendo.pyz, the same file, for the default
+# build); everything else under build/pyX.Y/ (both git-ignored).
 set -euo pipefail
 umask 022
 export LC_ALL=C TZ=UTC PYTHONHASHSEED=0 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -37,7 +42,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 build="$root/build"
 dist="$root/dist"
-pyz="$dist/diminuendo.pyz"
+DEFAULT_PYTHON=python3.11  # the Dockerfile's default PYTHON_VERSION
 
 check_repro="${DIMINUENDO_CHECK_REPRODUCIBLE:-0}"
 smoke=1
@@ -61,15 +66,25 @@ die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 started=$SECONDS
 
 # --- the interpreter, and the minor version the pyz is pinned to -------------------------------
-if [[ -z "${PYTHON:-}" ]]; then
-    if command -v python3.11 >/dev/null 2>&1; then PYTHON=python3.11; else PYTHON=python3; fi
+# shellcheck source=scripts/python.sh
+source "$root/scripts/python.sh"
+if [[ -n "${PYTHON:-}" ]]; then
+    python="$(resolve_python "$PYTHON")" || die "set PYTHON to an interpreter that runs"
+    default_build=0
+else
+    python="$(resolve_python "$DEFAULT_PYTHON" 2>/dev/null || resolve_python python3)" \
+        || die "no $DEFAULT_PYTHON or python3 here (set PYTHON=…)"
+    default_build=1
 fi
-command -v "$PYTHON" >/dev/null 2>&1 || die "no $PYTHON on PATH (set PYTHON=…)"
-minor="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
-    || die "Python 3.11+ is required, $PYTHON is $minor"
+minor="$(python_minor "$python")" || die "cannot build with $python"
 shebang="/usr/bin/env python$minor"
-command -v "python$minor" >/dev/null 2>&1 || die "python$minor (the pyz shebang) is not on PATH"
+pyz="$dist/diminuendo-py$minor.pyz"
+work="$build/py$minor"  # per minor: builds for two interpreters never share a directory
+log "build: Python $minor ($python) → ${pyz#"$root"/}"
+# The shebang is for the machine that runs the pyz. Here, the smoke test runs it with $python.
+if ! "python$minor" -c '' >/dev/null 2>&1; then
+    log "build: note: python$minor on PATH does not run here; run the pyz as: $python ${pyz#"$root"/}"
+fi
 
 if [[ -z "${SOURCE_DATE_EPOCH:-}" ]]; then
     SOURCE_DATE_EPOCH="$(git -C "$root" log -1 --format=%ct 2>/dev/null || true)"
@@ -81,11 +96,11 @@ export SOURCE_DATE_EPOCH
 venv="$build/venv-py$minor"
 vpy="$venv/bin/python"
 stamp="$venv/.build-tools"
-want="shiv==$SHIV_VERSION $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+want="shiv==$SHIV_VERSION $("$python" -c 'import sys; print(sys.version.split()[0])')"
 if [[ ! -x "$vpy" || "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
     log "build: creating the build venv $venv"
     rm -rf "$venv"
-    "$PYTHON" -m venv "$venv" || die "cannot create a venv with $PYTHON (install its venv module)"
+    "$python" -m venv "$venv" || die "cannot create a venv with $python (install its venv module)"
     pip_ install --quiet "shiv==$SHIV_VERSION"
     echo "$want" >"$stamp"
 fi
@@ -93,7 +108,7 @@ fi
 # --- one build: source copy → wheel → site-packages → normalised → shiv -------------------------
 build_once() {
     local out="$1"
-    local src="$build/src" wheels="$build/wheels" site="$build/site-packages"
+    local src="$work/src" wheels="$work/wheels" site="$work/site-packages"
     rm -rf "$src" "$wheels" "$site"
     mkdir -p "$src" "$wheels" "$dist"
 
@@ -133,7 +148,7 @@ PY
         --only-binary=:all: --target "$site" "$wheel"
 
     # What was resolved, usable as PIP_CONSTRAINT to rebuild the same set later.
-    pip_ freeze --path "$site" | grep -v -E '^diminuendo( |==|@)' >"$build/requirements.lock"
+    pip_ freeze --path "$site" | grep -v -E '^diminuendo( |==|@)' >"$work/requirements.lock"
 
     # Remove what depends on the build machine or directory, fix modes (umask-proof).
     "$vpy" - "$site" <<'PY'
@@ -194,14 +209,14 @@ PY
 build_once "$pyz"
 sha="$(sha256sum "$pyz" | cut -d' ' -f1)"
 log "build: $pyz sha256 $sha"
-log "build: resolved dependencies in build/requirements.lock ($(wc -l <"$build/requirements.lock") packages)"
+log "build: resolved dependencies in ${work#"$root"/}/requirements.lock ($(wc -l <"$work/requirements.lock") packages)"
 
 if [[ "$check_repro" == 1 ]]; then
     log "reproducible: building again from scratch"
-    build_once "$build/diminuendo.pyz.second"
-    sha2="$(sha256sum "$build/diminuendo.pyz.second" | cut -d' ' -f1)"
+    build_once "$work/diminuendo.pyz.second"
+    sha2="$(sha256sum "$work/diminuendo.pyz.second" | cut -d' ' -f1)"
     if [[ "$sha" != "$sha2" ]]; then
-        "$vpy" - "$pyz" "$build/diminuendo.pyz.second" <<'PY' >&2 || true
+        "$vpy" - "$pyz" "$work/diminuendo.pyz.second" <<'PY' >&2 || true
 import sys, zipfile
 a, b = ({i.filename: (i.CRC, i.external_attr, i.date_time) for i in zipfile.ZipFile(p).infolist()}
         for p in sys.argv[1:3])
@@ -213,13 +228,13 @@ if list(a) != list(b):
 PY
         die "reproducible: NO — two builds differ ($sha vs $sha2)"
     fi
-    rm -f "$build/diminuendo.pyz.second"
+    rm -f "$work/diminuendo.pyz.second"
     log "reproducible: yes, two builds are byte-identical (sha256 $sha)"
 fi
 
 # --- smoke test the built file ------------------------------------------------------------------
 if [[ "$smoke" == 1 ]]; then
-    smoke_dir="$build/smoke"
+    smoke_dir="$work/smoke"
     rm -rf "$smoke_dir"
     mkdir -p "$smoke_dir"
     # SHIV_ROOT: where the pyz extracts itself. Under build/ (not /tmp, which may be noexec).
@@ -234,26 +249,27 @@ if [[ "$smoke" == 1 ]]; then
     log "smoke: imports (SHIV_INTERPRETER=1)"
     imports="import sanic, sanic_ext, uvloop, msgspec, jwt, cryptography, httpx, boto3, loguru"
     imports+=", websockets, prometheus_client, diminuendo.app, diminuendo, os, sys"
-    out="$(cd "$smoke_dir" && SHIV_INTERPRETER=1 timeout 120 "$pyz" -c "$imports
+    out="$(cd "$smoke_dir" && SHIV_INTERPRETER=1 timeout 120 "$python" "$pyz" -c "$imports
 assert os.path.realpath(diminuendo.__file__).startswith(os.path.realpath(os.environ['SHIV_ROOT'])), diminuendo.__file__
 print('ok', sys.version.split()[0])")" || die "smoke: imports failed"
     [[ "$out" == ok* ]] || die "smoke: imports printed $out"
     log "smoke: imports ok (Python ${out#ok }, diminuendo from the extracted pyz)"
 
-    version_line="$(cd "$smoke_dir" && timeout 60 "$pyz" --version)" \
+    version_line="$(cd "$smoke_dir" && timeout 60 "$python" "$pyz" --version)" \
         || die "smoke: --version failed"
     log "smoke: console entry ok ($version_line)"
 
     status=0
     bad="$(cd "$smoke_dir" && env -i PATH="$PATH" HOME="$smoke_dir" SHIV_ROOT="$SHIV_ROOT" \
-        timeout 60 "$pyz" check-config 2>&1)" || status=$?
+        timeout 60 "$python" "$pyz" check-config 2>&1)" || status=$?
     [[ "$status" == 2 && "$bad" == *"config error:"* ]] \
         || die "smoke: check-config without configuration should exit 2 (got $status): $bad"
     log "smoke: bad configuration refused with exit 2 ($(grep -c 'config error:' <<<"$bad") problems)"
 
     cat >"$smoke_dir/smoke_pyz.py" <<'PY'
 """Run by the pyz's own interpreter: local stand-ins + gateway from the pyz, one WebSocket turn,
-SIGTERM drain, and the same with WORKERS=2 (spawned workers). Every wait is bounded."""
+SIGTERM drain, and the same with WORKERS=2 (spawned workers). Every wait is bounded. Every
+process runs the pyz with this interpreter (sys.executable), not through its shebang."""
 
 import asyncio
 import json
@@ -283,7 +299,7 @@ def free_port() -> int:
 
 def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     log = (WORK / f"{name}.log").open("wb")
-    proc = subprocess.Popen([PYZ, *args], cwd=WORK, env={**CHILD_ENV, **env}, stdout=log,
+    proc = subprocess.Popen([sys.executable, PYZ, *args], cwd=WORK, env={**CHILD_ENV, **env}, stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     proc.name = name  # type: ignore[attr-defined]
     procs.append(proc)
@@ -498,11 +514,16 @@ PY
     mkdir -p "$smoke_dir/run"
     log "smoke: stand-ins + gateway from the pyz (time limit ${SMOKE_TIMEOUT}s)"
     (cd "$smoke_dir/run" && SHIV_INTERPRETER=1 timeout -k 15 "$SMOKE_TIMEOUT" \
-        "$pyz" "$smoke_dir/smoke_pyz.py" "$pyz" "$smoke_dir/run") \
+        "$python" "$pyz" "$smoke_dir/smoke_pyz.py" "$pyz" "$smoke_dir/run") \
         || die "smoke: gateway smoke test failed (logs in $smoke_dir/run/)"
     log "smoke: all checks passed"
 fi
 
+if [[ "$default_build" == 1 ]]; then
+    ln -f "$pyz" "$dist/diminuendo.pyz"  # the same file under the name the docs and ops know
+fi
 size="$(stat -c %s "$pyz")"
 log "$(awk -v s="$size" -v t="$((SECONDS - started))" -v p="${pyz#"$root"/}" \
     'BEGIN { printf "pyz: %s %d bytes (%.1f MiB), built in %d s", p, s, s / 1048576, t }')"
+[[ "$default_build" == 1 ]] && log "pyz: dist/diminuendo.pyz is the same file (default build)"
+exit 0

@@ -54,6 +54,10 @@ def _sanic_config(settings: Settings) -> dict[str, Any]:
         # Sanic keepalive task per socket.
         "WEBSOCKET_PING_INTERVAL": None,
         "GRACEFUL_SHUTDOWN_TIMEOUT": settings.graceful_shutdown_timeout_s,
+        # uvloop always (not just Sanic's "when installed" default, which SANIC_USE_UVLOOP can
+        # turn off): on asyncio since Python 3.12, Sanic's shutdown waits for every idle
+        # keep-alive client to leave before it closes them (docs/DECISIONS.md).
+        "USE_UVLOOP": True,
         "REQUEST_MAX_SIZE": 2 * 1024 * 1024,
         "OAS": True,
         "OAS_UI_DEFAULT": "redoc",

@@ -243,6 +243,8 @@ class EnsembleStandIn:
         try:
             async with aclosing(deltas):
                 async for piece in deltas:
+                    if self.service.stopping:
+                        return await self._end_stopping(response)
                     await response.send(_sse("delta", {"text": piece}))
         except UpstreamFailure as failure:
             logger.warning("local ensemble: {} failed: {}", model, failure.message)
@@ -252,6 +254,11 @@ class EnsembleStandIn:
             result = _proxied_result(model, messages, done)
             result["id"] = generation_id
             await response.send(_sse("completed", result))
+        await response.eof()
+
+    async def _end_stopping(self, response: HTTPResponse) -> None:
+        """End a stream cut short by a stop with `failed`, so the caller learns why."""
+        await response.send(_sse("failed", self.service.stopping_error()))
         await response.eof()
 
     async def _stream(
@@ -264,6 +271,8 @@ class EnsembleStandIn:
         for piece in pieces:
             if _DELTA_DELAY_S[model]:
                 await asyncio.sleep(_DELTA_DELAY_S[model])
+            if self.service.stopping:
+                return await self._end_stopping(response)
             await response.send(_sse("delta", {"text": piece}))
         await response.send(_sse("completed", result))
         await response.eof()

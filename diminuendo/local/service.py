@@ -19,8 +19,11 @@ from sanic.server.async_server import AsyncioServer
 
 FAULT_MODES = ("ok", "unavailable", "hang")
 HANG_LIMIT_S = 120.0
+# A stop waits this long for busy connections to finish, then as long again at most for the
+# aborted ones to be gone: `stop()` returns within STOP_BOUND_S plus the listeners' own time.
 _SHUTDOWN_GRACE_S = 1.0
 _SHUTDOWN_POLLS = 50
+STOP_BOUND_S = 2 * _SHUTDOWN_GRACE_S
 _ERROR_CODES = {
     400: "INVALID_REQUEST",
     401: "UNAUTHORIZED",
@@ -79,6 +82,7 @@ class LocalService:
         self._api_key = api_key
         self._public_paths = frozenset(public_paths)
         self._server: AsyncioServer | None = None
+        self._stopping = False
         # configure_logging=False: the gateway may share this process and owns logging setup.
         app = Sanic(f"local_{name}_{next(_app_ids)}", configure_logging=False)
         app.config.TOUCHUP = False
@@ -95,6 +99,15 @@ class LocalService:
         app.add_route(self._get_fault, "/_local/fault", methods=["GET"], name="get_fault")
         app.add_route(self._set_fault, "/_local/fault", methods=["POST"], name="set_fault")
 
+    @property
+    def stopping(self) -> bool:
+        """True from the start of `stop()`: long responses end early with a clear error."""
+        return self._stopping
+
+    def stopping_error(self) -> dict[str, str]:
+        """The `{code, message}` that ends work cut short by a stop."""
+        return {"code": "UNAVAILABLE", "message": f"{self.name} is stopping"}
+
     async def start(self, host: str, port: int) -> None:
         try:
             server = await self.app.create_server(host=host, port=port, return_asyncio_server=True)
@@ -108,34 +121,34 @@ class LocalService:
         self._server = server
 
     async def stop(self) -> None:
-        """Close the listener, then every connection: idle ones at once, busy ones after a grace.
+        """Stop listening, then end every connection; returns within about `STOP_BOUND_S`.
 
-        This mirrors what `app.run()` does on shutdown, which `create_server` leaves to us.
+        Requests hung by the fault switch are released and answered 503 "<name> is stopping";
+        idle keep-alive connections close at once; busy ones get `_SHUTDOWN_GRACE_S` to send
+        their response, then are cut (websockets with close 1001). Only then is the listener
+        awaited: since Python 3.12 `Server.wait_closed()` waits for every open connection
+        (CPython gh-79033), so awaiting it first, as Sanic's own runner does, hangs for as long
+        as one client keeps a connection alive. (uvloop's `wait_closed()`, and asyncio's up to
+        3.11, return at once.) This mirrors what `app.run()` does on shutdown, which
+        `create_server` leaves to us.
         """
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping = True
         self.fault.release_all()
         await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        for conn in list(server.connections):
-            conn.close_if_idle()
-        # Sanic offers no event for "all connections gone", so poll for a bounded time, closing
-        # HTTP connections as their last response goes out (websockets are already closing).
-        for _ in range(_SHUTDOWN_POLLS):
-            if not server.connections:
-                break
-            await asyncio.sleep(_SHUTDOWN_GRACE_S / _SHUTDOWN_POLLS)
-            for conn in list(server.connections):
-                if getattr(conn, "websocket", None) is None:
-                    conn.close_if_idle()
-        for conn in list(server.connections):
-            websocket = getattr(conn, "websocket", None)
-            if websocket is not None:
-                websocket.fail_connection(code=1001)
-            else:
-                conn.abort()
+        # The asyncio server itself: Sanic's `AsyncioServer.close()` would also spawn a task
+        # awaiting `wait_closed()`, left pending on 3.12+ until the last connection is gone.
+        server.server.close()
+        await _end_connections(server.connections)
+        try:
+            async with asyncio.timeout(_SHUTDOWN_GRACE_S):
+                await server.wait_closed()
+        except TimeoutError:
+            # Every connection was aborted above: only a transport that ignores abort() gets
+            # here, and waiting longer would not help.
+            logger.warning("local {}: connections still open after stopping", self.name)
         await server.after_stop()
         Sanic.unregister_app(self.app)
 
@@ -152,6 +165,8 @@ class LocalService:
             return None
         if self.fault.mode == "hang":
             await self.fault.hang()
+        if self._stopping:
+            return error_response(503, **self.stopping_error())
         return error_response(503, "UNAVAILABLE", f"{self.name} is unavailable (fault switch)")
 
     async def _get_fault(self, request: Request) -> HTTPResponse:
@@ -175,3 +190,26 @@ class LocalService:
         trace = "".join(traceback.format_exception(exc))
         logger.error("local {} failed on {}:\n{}", self.name, request.path, trace)
         return error_response(500, "INTERNAL", "internal error")
+
+
+async def _end_connections(connections: set[Any]) -> None:
+    """Close idle connections now, busy ones as their response ends, the rest after the grace.
+
+    Sanic offers no event for "all connections gone", so poll for a bounded time, closing HTTP
+    connections as their last response goes out (websockets are already closing).
+    """
+    for conn in list(connections):
+        conn.close_if_idle()
+    for _ in range(_SHUTDOWN_POLLS):
+        if not connections:
+            return
+        await asyncio.sleep(_SHUTDOWN_GRACE_S / _SHUTDOWN_POLLS)
+        for conn in list(connections):
+            if getattr(conn, "websocket", None) is None:
+                conn.close_if_idle()
+    for conn in list(connections):
+        websocket = getattr(conn, "websocket", None)
+        if websocket is not None:
+            websocket.fail_connection(code=1001)
+        else:
+            conn.abort()

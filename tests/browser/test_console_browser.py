@@ -46,6 +46,7 @@ expect.set_options(timeout=STEP_TIMEOUT_MS)
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.one_python,
     pytest.mark.timeout(60),
 ]
 

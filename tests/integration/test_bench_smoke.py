@@ -17,6 +17,7 @@ BENCHMARKS = ("mapping", "connect", "create", "health", "idle", "stream")
 
 
 @pytest.mark.slow
+@pytest.mark.one_python
 @pytest.mark.timeout(150)
 def test_every_benchmark_runs_at_smoke_size(tmp_path: Path) -> None:
     started = time.monotonic()

@@ -1,5 +1,6 @@
-"""Packaging: `./build.sh` builds a reproducible zipapp and smoke-tests it; the Dockerfile, the
-`.dockerignore` and the configuration examples agree with the code (docs/PACKAGING.md)."""
+"""Packaging: `./build.sh` builds a reproducible zipapp for the interpreter it is given and
+smoke-tests it with that interpreter; the Dockerfile, the `.dockerignore`, the supported Python
+versions and the configuration examples agree with the code and CI (docs/PACKAGING.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from diminuendo import __version__
 from diminuendo.settings import _VARS, ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PYZ = ROOT / "dist" / "diminuendo.pyz"
+DEFAULT_PYZ = ROOT / "dist" / "diminuendo.pyz"
+THIS_MINOR = f"{sys.version_info.major}.{sys.version_info.minor}"
 PRODUCTION_ENV = ROOT / "config" / "production.env.example"
 DEV_ENV = ROOT / "config" / "dev.env.example"
 BUILD_TIMEOUT_S = 840
@@ -85,12 +87,23 @@ def dockerfile_env() -> dict[str, str]:
     return env
 
 
-def copies() -> dict[str, str]:
+def expand(text: str, build_args: dict[str, str] | None = None) -> str:
+    """`${NAME}` replaced as `docker build` would: `--build-arg`s, else the `ARG NAME=default`."""
+    values: dict[str, str] = {}
+    for args in instruction("ARG"):
+        name, sep, default = args.partition("=")
+        if sep:
+            values[name] = default
+    values.update(build_args or {})
+    return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
+
+
+def copies(build_args: dict[str, str] | None = None) -> dict[str, str]:
     """Image path → build-context path for every COPY."""
     result: dict[str, str] = {}
     for args in instruction("COPY"):
         tokens = json.loads(args) if args.startswith("[") else shlex.split(args)
-        tokens = [t for t in tokens if not t.startswith("--")]
+        tokens = [expand(t, build_args) for t in tokens if not t.startswith("--")]
         *sources, dest = tokens
         for source in sources:
             target = dest + Path(source).name if dest.endswith("/") else dest
@@ -110,23 +123,49 @@ def shebang_minor(data: bytes) -> str:
     return match.group(1).decode()
 
 
-def base_image_minor() -> str:
+def base_image_minor(build_args: dict[str, str] | None = None) -> str:
     (base,) = instruction("FROM")
+    base = expand(base, build_args)
     match = re.fullmatch(r"python:(3\.\d+)(?:\.\d+)?-slim(?:-\w+)?", base)
     assert match, f"base image must be python:3.X-slim…, got {base!r}"
     return match.group(1)
 
 
-def test_dockerfile_base_image_is_the_python_minor_the_project_targets() -> None:
+def ci_pythons() -> list[str]:
+    """The Python versions `.ci/run` runs the suite on, the first being the default."""
+    match = re.search(r"^PYTHONS=\(([^)]*)\)", (ROOT / ".ci" / "run").read_text(), re.M)
+    assert match, ".ci/run must list its versions as PYTHONS=(3.X …)"
+    return match.group(1).split()
+
+
+def test_supported_versions_are_the_ones_ci_proves() -> None:
+    """setup.cfg's classifiers and python_requires, and the README, say what CI runs."""
+    versions = ci_pythons()
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     classifiers = cfg["metadata"]["classifiers"]
-    targeted = re.findall(r"Programming Language :: Python :: (3\.\d+)", classifiers)
-    assert base_image_minor() in targeted
-    default_python = re.search(r"PYTHON=python(3\.\d+)", (ROOT / "build.sh").read_text())
+    assert re.findall(r"Programming Language :: Python :: (3\.\d+)", classifiers) == versions
+    lowest = min(versions, key=lambda v: tuple(map(int, v.split("."))))
+    assert cfg["options"]["python_requires"] == f">={lowest}"
+    supported = f"Python {', '.join(versions[:-1])} or {versions[-1]}"
+    assert supported in (ROOT / "README.md").read_text(), f"README must say {supported!r}"
+
+
+def test_dockerfile_base_image_is_the_python_minor_the_project_targets() -> None:
+    assert base_image_minor() == ci_pythons()[0], "the image's default is CI's first Python"
+    default_python = re.search(r"DEFAULT_PYTHON=python(3\.\d+)", (ROOT / "build.sh").read_text())
     assert default_python and default_python.group(1) == base_image_minor(), (
-        "build.sh's default interpreter (the pyz shebang) must match the image"
+        "build.sh's default interpreter (dist/diminuendo.pyz) must match the image's default"
     )
+
+
+def test_one_build_argument_switches_the_image_python_and_the_pyz_together() -> None:
+    for version in ci_pythons():
+        build_args = {"PYTHON_VERSION": version}
+        assert base_image_minor(build_args) == version
+        pyz = copies(build_args)["/app/diminuendo.pyz"]
+        assert pyz == f"dist/diminuendo-py{version}.pyz", "what build.sh writes for that Python"
+        assert dockerignore_allows(pyz), f"{pyz} is excluded from the build context"
 
 
 def test_dockerfile_runs_as_a_fixed_non_root_user() -> None:
@@ -139,7 +178,8 @@ def test_dockerfile_runs_as_a_fixed_non_root_user() -> None:
 
 def test_dockerfile_copies_only_the_pyz_and_start_script_and_runs_them() -> None:
     copied = copies()
-    assert sorted(copied.values()) == ["dist/diminuendo.pyz", "scripts/start.sh"]
+    default_pyz = f"dist/diminuendo-py{base_image_minor()}.pyz"
+    assert sorted(copied.values()) == [default_pyz, "scripts/start.sh"]
     cmd = exec_form(instruction("CMD")[-1])
     assert cmd[0] in copied, f"CMD {cmd[0]} is not a file COPY puts in the image"
     start = ROOT / copied[cmd[0]]
@@ -147,7 +187,7 @@ def test_dockerfile_copies_only_the_pyz_and_start_script_and_runs_them() -> None
     env = dockerfile_env()
     # start.sh runs DIMINUENDO_PYZ (default /app/diminuendo.pyz): it must be the copied pyz.
     pyz_path = env.get("DIMINUENDO_PYZ", "/app/diminuendo.pyz")
-    assert copied.get(pyz_path) == "dist/diminuendo.pyz"
+    assert copied.get(pyz_path) == default_pyz
     assert "/app/diminuendo.pyz" in start.read_text()
 
 
@@ -331,7 +371,18 @@ def test_build_script_is_valid_bash() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(BUILD_TIMEOUT_S + 60)
 def test_build_sh_builds_a_reproducible_pyz_that_passes_its_smoke_test() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    """Built for the Python running this test, named by its minor as a bare `pythonX.Y`: the
+    default build (PYTHON unset) on the image's default Python, else `PYTHON=python3.X`. Where
+    that name is a pyenv shim that refuses (3.13 installed, not selected), build.sh finds the
+    interpreter itself, and its smoke test runs the pyz with it, never through the shebang.
+
+    Before the fix: `PYTHON=python3.13 ./build.sh` stopped at once ("pyenv: python3.13: command
+    not found"); with a path it built, but the smoke test ran the pyz through its `python3.13`
+    shebang, which the shim refuses, and the result overwrote dist/diminuendo.pyz."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHON")}
+    default_build = base_image_minor() == THIS_MINOR
+    if not default_build:
+        env["PYTHON"] = f"python{THIS_MINOR}"
     result = subprocess.run(
         ["bash", str(ROOT / "build.sh"), "--check-reproducible"],
         cwd=ROOT,
@@ -346,14 +397,18 @@ def test_build_sh_builds_a_reproducible_pyz_that_passes_its_smoke_test() -> None
     assert result.returncode == 0, output[-6000:]
     for line in SMOKE_LINES:
         assert line in output, f"missing {line!r} in build output:\n{output[-6000:]}"
+    assert f"smoke: imports ok (Python {THIS_MINOR}." in output
 
-    assert PYZ.is_file() and os.access(PYZ, os.X_OK)
-    size = re.search(r"^pyz: dist/diminuendo\.pyz (\d+) bytes", output, re.M)
-    assert size and int(size.group(1)) == PYZ.stat().st_size
-    data = PYZ.read_bytes()
-    assert shebang_minor(data) == base_image_minor(), "pyz shebang and image Python differ"
+    pyz = ROOT / "dist" / f"diminuendo-py{THIS_MINOR}.pyz"
+    assert pyz.is_file() and os.access(pyz, os.X_OK)
+    size = re.search(rf"^pyz: dist/{re.escape(pyz.name)} (\d+) bytes", output, re.M)
+    assert size and int(size.group(1)) == pyz.stat().st_size
+    if default_build:
+        assert DEFAULT_PYZ.samefile(pyz), "the default build is also dist/diminuendo.pyz"
+    data = pyz.read_bytes()
+    assert shebang_minor(data) == THIS_MINOR, "the shebang names the Python it was built for"
 
-    with zipfile.ZipFile(PYZ) as archive:
+    with zipfile.ZipFile(pyz) as archive:
         names = archive.namelist()
         environment = json.loads(archive.read("environment.json"))
     assert environment["entry_point"] == "diminuendo.cli:main"
