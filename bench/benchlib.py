@@ -220,6 +220,9 @@ BENCH_GATEWAY_ENV = {
     "LOG_LEVEL": "warning",
     "LOG_FORMAT": "json",
     "WS_RATE_LIMIT": "1000000/10s",
+    # Every benchmark client is the one dev-mode tenant, so its quota must not be the limit
+    # (PROTOCOL §13's per-tenant default of 1,000 is below the 2,000-5,000 sessions measured).
+    "MAX_ACTIVE_SESSIONS_PER_TENANT": "1000000",
 }
 
 
