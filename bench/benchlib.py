@@ -223,9 +223,6 @@ BENCH_GATEWAY_ENV = {
     # Every benchmark client is the one dev-mode tenant, so its quota must not be the limit
     # (PROTOCOL §13's per-tenant default of 1,000 is below the 2,000-5,000 sessions measured).
     "MAX_ACTIVE_SESSIONS_PER_TENANT": "1000000",
-    # Capacity keeps its last tenth for tenants under their fair share (docs/DECISIONS.md), so one
-    # tenant reaches at most 90% of MAX_ACTIVE_SESSIONS: 6,000 lets it hold the 5,000 measured.
-    "MAX_ACTIVE_SESSIONS": "6000",
 }
 
 

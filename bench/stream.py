@@ -290,7 +290,8 @@ async def run_stream(bench: bl.Bench) -> dict[str, Any]:
     stack = bench.start_stack()
     gateway = bench.start_gateway(
         stack,
-        MAX_ACTIVE_SESSIONS=str(max(5000, sessions)),
+        # Room for the capacity reserve (the last tenth kept for tenants under their share).
+        MAX_ACTIVE_SESSIONS=str(max(5000, sessions * 12 // 10)),
         MAX_CONNECTIONS=str(max(10_000, sessions + 100)),
     )
     bench.wait_health_ok(gateway)
