@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shlex
 import stat
-import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -50,6 +48,7 @@ from diminuendo import __version__
 from diminuendo.client import DiminuendoClient, ServerError
 from diminuendo.client import events as ev
 from diminuendo.client.errors import ClientError
+from diminuendo.client.token_command import TokenCommandFailed, run_token_command
 from diminuendo.edges.acp_mapping import (
     Ask,
     FileDiff,
@@ -67,7 +66,6 @@ from diminuendo.edges.acp_mapping import (
 DEFAULT_URL = "ws://127.0.0.1:8001/ws"
 HISTORY_PAGE = 500
 HISTORY_MAX_PAGES = 20  # a session/load replays at most 10,000 messages
-TOKEN_COMMAND_TIMEOUT_S = 30.0
 
 # Gateway error codes (PROTOCOL §12) → JSON-RPC error codes the editor understands: ACP's
 # "auth required" (-32000), "resource not found" (-32002) and invalid params (-32602). Every
@@ -114,7 +112,7 @@ class GatewayAgent:
             if self._client is None:
                 token = self._token
                 if self._token_command:
-                    token = await asyncio.to_thread(run_token_command, self._token_command)
+                    token = await asyncio.to_thread(_run_token_command, self._token_command)
                 client = DiminuendoClient.connect(self.url, token=token)
                 try:
                     await client.open()
@@ -296,23 +294,11 @@ def _text(content: ev.FileContent) -> str | None:
     return content.content if content.encoding == "utf-8" else None
 
 
-def run_token_command(command: str) -> str:
-    """The token a command prints (e.g. a CLI that reads a cached Auth0 session), stripped."""
-    result = subprocess.run(
-        shlex.split(command),
-        capture_output=True,
-        text=True,
-        timeout=TOKEN_COMMAND_TIMEOUT_S,
-        check=False,
-    )
-    token = result.stdout.strip()
-    if result.returncode != 0 or not token:
-        raise RequestError(
-            -32000,
-            f"--token-command exited with {result.returncode} and printed no token",
-            {"code": "NOT_AUTHENTICATED"},
-        )
-    return token
+def _run_token_command(command: str) -> str:
+    try:
+        return run_token_command(command)
+    except TokenCommandFailed as exc:
+        raise RequestError(-32000, str(exc), {"code": "NOT_AUTHENTICATED"}) from None
 
 
 def make_parser() -> argparse.ArgumentParser:

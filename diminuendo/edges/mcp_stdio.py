@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +27,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from diminuendo import __version__
+from diminuendo.client.token_command import TokenCommandFailed, run_token_command
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 EXIT_USAGE = 2
@@ -57,12 +56,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def _token(args: argparse.Namespace) -> str | None:
     if args.token_command:
-        done = subprocess.run(
-            shlex.split(args.token_command), capture_output=True, text=True, timeout=60, check=False
-        )
-        if done.returncode != 0 or not done.stdout.strip():
-            raise SystemExit(f"--token-command failed (exit {done.returncode})")
-        return done.stdout.strip()
+        try:
+            return run_token_command(args.token_command)
+        except TokenCommandFailed as exc:
+            raise SystemExit(str(exc)) from None
     return args.token or None
 
 

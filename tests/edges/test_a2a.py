@@ -31,7 +31,6 @@ from google.protobuf.struct_pb2 import Struct
 
 from diminuendo.client import DiminuendoClient
 from diminuendo.local.agents import DEMO_FILE
-from tests.security.conftest import prod  # noqa: F401  (the production-gateway fixture)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -243,7 +242,7 @@ async def test_the_0_3_methods_of_older_clients(a2a):
     ]
 
 
-async def test_tenant_walls_viewers_and_tokens(prod):  # noqa: F811
+async def test_tenant_walls_viewers_and_tokens(prod):
     p = prod(EDGE_ADAPTERS="a2a")
     alice = A2A(p.gw.url, p.token(user="auth0|alice", tenant="acme"))
     mallory = A2A(p.gw.url, p.token(user="auth0|mallory", tenant="evil"))

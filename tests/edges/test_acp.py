@@ -32,7 +32,6 @@ from acp.schema import (
 from diminuendo.client import DiminuendoClient
 from diminuendo.local.agents import DEMO_FILE
 from tests.conftest import Gateway
-from tests.security.conftest import prod  # noqa: F401  (the production-gateway fixture)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -197,7 +196,7 @@ async def test_permission_refused_and_a_runtime_error(start_gateway, tmp_path):
         assert "failed on request" in str(failed.value)
 
 
-async def test_tenant_walls_and_viewers(prod, tmp_path):  # noqa: F811
+async def test_tenant_walls_and_viewers(prod, tmp_path):
     p = prod(EDGE_ADAPTERS="")
     alice = p.token(user="auth0|alice", tenant="acme", role="developer")
     mallory = p.token(user="auth0|mallory", tenant="evil", role="developer")
@@ -231,7 +230,7 @@ async def test_tenant_walls_and_viewers(prod, tmp_path):  # noqa: F811
         assert forbidden.value.data == {"code": "FORBIDDEN"}
 
 
-async def test_a_bad_token_is_an_auth_error_not_a_crash(prod, tmp_path):  # noqa: F811
+async def test_a_bad_token_is_an_auth_error_not_a_crash(prod, tmp_path):
     p = prod(EDGE_ADAPTERS="")
     async with acp_agent(p.gw, "echo", Editor(), tmp_path / "acp.log", "not-a-jwt") as conn:
         with pytest.raises(RequestError) as refused:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,19 +16,13 @@ pytest.importorskip("ag_ui")
 from ag_ui.core import EventType
 
 from diminuendo.local.agents import DEMO_FAIL, DEMO_PERMISSION
-from tests.conftest import Gateway, Stack, client, gateway_process
+from tests.conftest import Gateway, client
 from tests.edges.agui_client import Run, run, run_input, verify_run
-from tests.security.conftest import prod  # noqa: F401  (the production-gateway factory)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def edge_gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = gateway_process(stack, tmp_path_factory.mktemp("agui"), EDGE_ADAPTERS="agui")
-    g.start()
-    yield g
-    g.stop()
+EDGE = "agui"  # the adapter of `edge_gateway` (tests/edges/conftest.py)
 
 
 @pytest.fixture
@@ -184,7 +178,7 @@ def httpx_json(body: dict) -> bytes:
     return json.dumps(body).encode()
 
 
-async def test_identity_and_isolation(prod) -> None:  # noqa: F811
+async def test_identity_and_isolation(prod) -> None:
     """Tenant B cannot see or drive tenant A's session through AG-UI; a viewer cannot start a
     run; no token, no run."""
     p = prod(EDGE_ADAPTERS="agui")

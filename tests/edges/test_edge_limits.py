@@ -32,7 +32,6 @@ from google.protobuf.json_format import MessageToDict
 from tests.edges.agui_client import run, run_input
 from tests.edges.test_a2a import A2A
 from tests.edges.test_mcp import mcp_client
-from tests.security.conftest import prod  # noqa: F401  (the production-gateway factory)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -84,7 +83,7 @@ async def agui_run_open(http: httpx.AsyncClient, session_id: str) -> AsyncIterat
         yield
 
 
-async def test_an_agui_run_counts_toward_the_user_cap(prod: Any) -> None:  # noqa: F811
+async def test_an_agui_run_counts_toward_the_user_cap(prod: Any) -> None:
     """Before the fix: the second run was accepted (200, a stream) while the first held the
     user's only place."""
     p = prod(**ONE_PER_USER)
@@ -96,7 +95,7 @@ async def test_an_agui_run_counts_toward_the_user_cap(prod: Any) -> None:  # noq
             assert refused.json()["error"]["code"] == "QUOTA_EXCEEDED"
 
 
-async def test_an_agui_run_ends_at_exp_plus_leeway(prod: Any) -> None:  # noqa: F811
+async def test_an_agui_run_ends_at_exp_plus_leeway(prod: Any) -> None:
     """Before the fix: the run went on after `exp` + leeway, to the end of the turn."""
     p = prod(**EXPIRING)
     token, exp = short_token(p)
@@ -134,7 +133,7 @@ async def mcp_turn_running(p: Any, token: str, session_id: str) -> AsyncIterator
             call.cancel()
 
 
-async def test_an_mcp_streamed_tool_call_counts_toward_the_user_cap(prod: Any) -> None:  # noqa: F811
+async def test_an_mcp_streamed_tool_call_counts_toward_the_user_cap(prod: Any) -> None:
     """Before the fix: the second run_turn was accepted (it started a turn) while the first
     held the user's only place."""
     p = prod(**ONE_PER_USER)
@@ -150,7 +149,7 @@ async def test_an_mcp_streamed_tool_call_counts_toward_the_user_cap(prod: Any) -
         assert not listed.is_error
 
 
-async def test_an_mcp_streamed_tool_call_ends_at_exp_plus_leeway(prod: Any) -> None:  # noqa: F811
+async def test_an_mcp_streamed_tool_call_ends_at_exp_plus_leeway(prod: Any) -> None:
     """Before the fix: the tool call went on after `exp` + leeway, to the end of the turn."""
     p = prod(**EXPIRING)
     token, exp = short_token(p)
@@ -175,7 +174,7 @@ def a2a_message(session_id: str) -> SendMessageRequest:
     return SendMessageRequest(message=msg)
 
 
-async def test_an_a2a_stream_counts_toward_the_user_cap(prod: Any) -> None:  # noqa: F811
+async def test_an_a2a_stream_counts_toward_the_user_cap(prod: Any) -> None:
     """Before the fix: the second message/stream was accepted (a task started) while the
     first held the user's only place."""
     p = prod(**ONE_PER_USER)
@@ -198,7 +197,7 @@ async def test_an_a2a_stream_counts_toward_the_user_cap(prod: Any) -> None:  # n
         await edge.aclose()
 
 
-async def test_an_a2a_stream_ends_at_exp_plus_leeway(prod: Any) -> None:  # noqa: F811
+async def test_an_a2a_stream_ends_at_exp_plus_leeway(prod: Any) -> None:
     """Before the fix: the stream went on after `exp` + leeway, to the end of the turn."""
     p = prod(**EXPIRING)
     token, exp = short_token(p)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,18 +18,12 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from diminuendo.local.agents import DEMO_FAIL, DEMO_FILE, DEMO_PERMISSION
-from tests.conftest import Gateway, Stack, client, gateway_process
-from tests.security.conftest import prod  # noqa: F401  (the production-gateway factory)
+from tests.conftest import Gateway, client
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def edge_gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = gateway_process(stack, tmp_path_factory.mktemp("mcp"), EDGE_ADAPTERS="mcp")
-    g.start()
-    yield g
-    g.stop()
+EDGE = "mcp"  # the adapter of `edge_gateway` (tests/edges/conftest.py)
 
 
 def mcp_client(url: str, token: str | None = None) -> Client:
@@ -206,7 +199,7 @@ async def test_bad_arguments_are_tool_errors(edge_gateway: Gateway) -> None:
         assert preflight.status_code == 204 and "mcp-protocol-version" in allowed
 
 
-async def test_identity_and_isolation(prod) -> None:  # noqa: F811
+async def test_identity_and_isolation(prod) -> None:
     """The same bearer token as REST: tenant B cannot see or drive tenant A's session, a viewer
     cannot start a turn, and no token is a 401 before any MCP message is read."""
     p = prod(EDGE_ADAPTERS="mcp")
@@ -285,7 +278,7 @@ async def test_stdio_forwards_to_the_gateway(edge_gateway: Gateway) -> None:
         assert "via stdio" in transcript.contents[0].text
 
 
-async def test_stdio_takes_its_token_from_a_command_and_fails_in_one_line(prod) -> None:  # noqa: F811
+async def test_stdio_takes_its_token_from_a_command_and_fails_in_one_line(prod) -> None:
     p = prod(EDGE_ADAPTERS="mcp")
     token = p.token(tenant="acme")
     server = StdioServerParameters(
