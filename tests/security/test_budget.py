@@ -55,6 +55,12 @@ async def fill_session(c: Client, deltas: int, pad: int = PAD) -> tuple[str, int
     last seq). `c` does not join: a burst of megabytes in a moment could make even a reading
     client a slow consumer under the small budgets these tests set."""
     session_id = await new_session(c, "slow")
+    return session_id, await run_slow_turn(c, session_id, deltas, pad)
+
+
+async def run_slow_turn(c: Client, session_id: str, deltas: int, pad: int = PAD) -> int:
+    """Run a `slow` turn of about `deltas` events at full speed without joining (see
+    `fill_session`) and return the session's last seq once it is over."""
     text = json.dumps({"deltas": deltas, "interval_ms": 0, "pad": pad})
     await c.request({"type": "run_turn", "sessionId": session_id, "text": text})
     async with asyncio.timeout(60):
@@ -62,7 +68,7 @@ async def fill_session(c: Client, deltas: int, pad: int = PAD) -> tuple[str, int
             listing = await c.request({"type": "list_sessions"})
             (meta,) = [s for s in listing["sessions"] if s["id"] == session_id]
             if meta["status"] == "ready":
-                return session_id, meta["lastSeq"]
+                return meta["lastSeq"]
             await asyncio.sleep(0.2)
 
 
@@ -369,7 +375,6 @@ async def test_sse_stream_that_never_reads_ends_at_the_byte_budget(prod) -> None
     token = p.token()
     async with p.client(token, max_size=None) as owner:
         session_id = await new_session(owner, "slow")
-        await join_ready(owner, session_id)
         sock = tiny_receive_buffer_socket(p.gw.port)
         sock.setblocking(True)
         sock.sendall(
@@ -379,9 +384,9 @@ async def test_sse_stream_that_never_reads_ends_at_the_byte_budget(prod) -> None
             ).encode()
         )
         await asyncio.sleep(0.5)  # subscribed
-        text = json.dumps({"deltas": 900, "interval_ms": 0, "pad": 16_000})
-        await owner.request({"type": "run_turn", "sessionId": session_id, "text": text})
-        await owner.recv_until("turn_complete", timeout=60)
+        # The owner does not join: under the same 1 MiB budget a loaded machine could make even
+        # a reading client a slow consumer of this burst.
+        await run_slow_turn(owner, session_id, 900, pad=16_000)
 
     def drain() -> tuple[int, bool]:
         sock.settimeout(10)
