@@ -206,7 +206,7 @@ async def test_no_request_is_lost_while_the_owners_subscriber_reconnects(pair, f
 async def test_malformed_inbox_messages_are_dropped_and_the_inbox_keeps_working(
     pair, fleet
 ) -> None:
-    a, b, owner = pair
+    _, b, owner = pair
     channel = fleet.keys.inbox("inst-a").channel
     for junk in (b"", b"not json", b'{"type":"req"}', b'{"type":"req","id":1}'):
         await fleet.client.publish(channel, junk)
