@@ -127,6 +127,10 @@ _FAILURE_MESSAGES = {
 }
 
 
+class _Closing(Exception):
+    """Set on the requests still waiting when the forwarder closes."""
+
+
 class _ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
@@ -200,8 +204,9 @@ class Forwarder:
             with suppress(asyncio.CancelledError, Exception):
                 await task
         self._bus_task = None
-        for waiter in self._pending.values():
-            waiter.cancel()
+        for request_id, waiter in self._pending.items():
+            if not waiter.done():  # its sender gets an answer, not a cancellation
+                waiter.set_exception(_Closing(request_id))
 
     # --- the sender's side ----------------------------------------------------------------
 
@@ -238,7 +243,10 @@ class Forwarder:
                 raise ForwardFailed("timeout", command.session_id, 1000)
             done, _ = await asyncio.wait({waiter}, timeout=min(LIVENESS_CHECK_S, remaining))
             if done:
-                return waiter.result()
+                try:
+                    return waiter.result()
+                except _Closing:  # this instance is shutting down
+                    raise ForwardFailed("unavailable", command.session_id, 1000) from None
             if await self._listening(owner):
                 absent_since = None
                 continue
@@ -320,10 +328,9 @@ class Forwarder:
         now = time.monotonic()
         self._seen[request_id] = now
         horizon = now - self._retain_ms / 1000
-        for old, at in list(self._seen.items()):  # oldest first: stop at the first recent one
-            if at >= horizon:
-                break
-            del self._seen[old]
+        seen = self._seen
+        while seen and (oldest := next(iter(seen))) and seen[oldest] < horizon:  # oldest first
+            del seen[oldest]
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

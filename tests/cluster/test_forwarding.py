@@ -5,7 +5,9 @@ nor a reply is lost, or run twice, across a reconnect of a subscriber."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from diminuendo.fleet.forwarding import Command, Forwarder, ForwardFailed, NotOwner
+from diminuendo.local.valkey import LocalValkey
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from tests.cluster.conftest import Fleet
 from tests.cluster.test_valkey_trouble import until
@@ -228,3 +231,54 @@ async def test_forwarding_round_trip_on_loopback(pair, capsys) -> None:
     with capsys.disabled():
         print(f"\nforward round trip: p50 {p50:.2f} ms, p99 {p99:.2f} ms (200 sequential)")
     assert p50 < 50  # loose: a loaded shared machine; the real figure is printed
+
+
+async def test_closing_the_sender_answers_its_waiting_requests(pair) -> None:
+    _, b, _owner = pair
+    forwarded = asyncio.create_task(b.forward("7:inst-a", command("wait")))
+    await asyncio.sleep(0.1)
+    await b.close()
+    with pytest.raises(ForwardFailed) as closing:
+        await asyncio.wait_for(forwarded, 2)
+    assert closing.value.reason == "unavailable"
+
+
+async def test_an_owner_killed_mid_request_is_found_gone(
+    fleet: Fleet, valkey_server: LocalValkey
+) -> None:
+    """SIGKILL of the owner's process while it runs the command: the kernel closes its
+    connections, its inbox loses its subscriber, and the sender fails in about
+    `absent_grace_s` rather than at its timeout."""
+    lease = await fleet.leases("inst-killed").acquire(SESSION, 10_000)
+    assert lease is not None
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.cluster.forward_owner",
+        valkey_server.url,
+        "inst-killed",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    b = Forwarder(
+        fleet.client, fleet.url, fleet.keys, "inst-b", _never_called, timeout_s=30, absent_grace_s=1
+    )
+    try:
+        assert await _line(owner) == "ready"
+        await b.start()
+        forwarded = asyncio.create_task(b.forward(lease.token, command("wait")))
+        assert await _line(owner) == "ran run_turn"
+        started = time.monotonic()
+        owner.send_signal(signal.SIGKILL)
+        with pytest.raises(ForwardFailed) as gone:
+            await asyncio.wait_for(forwarded, 5)
+        assert gone.value.reason == "owner_gone" and time.monotonic() - started < 2.5
+    finally:
+        if owner.returncode is None:
+            owner.kill()
+        await asyncio.wait_for(owner.wait(), 5)
+        await b.close()
+
+
+async def _line(process: asyncio.subprocess.Process, timeout_s: float = 10) -> str:
+    assert process.stdout is not None
+    return (await asyncio.wait_for(process.stdout.readline(), timeout_s)).decode().strip()
