@@ -89,3 +89,20 @@ async def test_a_failed_call_degrades_at_once_and_a_probe_restores(
     finally:
         await availability.close()
         await client.aclose()
+
+
+async def test_starting_against_a_hung_valkey_returns_within_the_bound(
+    own_valkey: LocalValkey,
+) -> None:
+    client = open_client(own_valkey.url)
+    availability = FleetAvailability(client, own_valkey.url)
+    own_valkey.pause()
+    try:
+        started = time.monotonic()
+        await availability.start()
+        assert time.monotonic() - started < 1.5
+        assert not availability.use_valkey and "timed out" in availability.reason
+    finally:
+        own_valkey.resume()
+        await availability.close()
+        await client.aclose()

@@ -17,7 +17,7 @@ import pytest
 from diminuendo.fleet.forwarding import Command, Forwarder, ForwardFailed, NotOwner
 from diminuendo.local.valkey import LocalValkey
 from diminuendo.protocol.errors import ErrorCode, GatewayError
-from tests.cluster.conftest import Fleet
+from tests.cluster.conftest import Fleet, make_fleet
 from tests.cluster.test_valkey_trouble import until
 
 SESSION = "ses_f0f0f0f0f0f0f0f0"
@@ -282,3 +282,23 @@ async def test_an_owner_killed_mid_request_is_found_gone(
 async def _line(process: asyncio.subprocess.Process, timeout_s: float = 10) -> str:
     assert process.stdout is not None
     return (await asyncio.wait_for(process.stdout.readline(), timeout_s)).decode().strip()
+
+
+async def test_valkey_down_is_a_clear_error_within_the_bound(own_valkey: LocalValkey) -> None:
+    fleet = await make_fleet(own_valkey.url)
+    b = Forwarder(fleet.client, fleet.url, fleet.keys, "inst-b", _never_called)
+    await b.start()
+    own_valkey.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ForwardFailed) as down:
+            await b.forward("7:inst-a", command())
+        assert time.monotonic() - started < 1.0
+        assert (down.value.reason, down.value.code) == (
+            "unavailable",
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+        )
+        assert "127.0.0.1" not in down.value.message  # no server names to clients
+    finally:
+        await b.close()
+        await fleet.client.aclose()
