@@ -168,7 +168,7 @@ def stop(proc: subprocess.Popen, timeout: float) -> tuple[int | None, float]:
 def run_pyz(
     pyz: str, args: list[str], cwd: Path, env: Mapping[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """One short run of the pyz, output and errors together."""
+    """One short run of the pyz, bounded by `timeout`; its output and errors captured."""
     return subprocess.run(
         [sys.executable, pyz, *args],
         cwd=cwd,
