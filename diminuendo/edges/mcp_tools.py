@@ -30,7 +30,7 @@ from diminuendo import __version__
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.abandoned import stop_abandoned_turn
-from diminuendo.edges.mcp_asgi import SCOPE_GATEWAY, SCOPE_IDENTITY
+from diminuendo.edges.asgi import SCOPE_GATEWAY, SCOPE_IDENTITY
 from diminuendo.edges.mcp_turn import TurnWatch, summary
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.stream_limits import held_stream, token_expired
