@@ -31,6 +31,7 @@ from diminuendo.edges.a2a_mapping import (
     answer_from,
 )
 from diminuendo.edges.a2a_tasks import caller
+from diminuendo.edges.replies import send_reply
 from diminuendo.edges.subscription import decode_event, subscribed
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.stream_limits import SLOW_CONSUMER, stream_deadline, token_expired
@@ -144,30 +145,18 @@ class GatewayExecutor(AgentExecutor):
         joined: dict[str, Any],
         resume: dict[str, Any] | None,
     ) -> bool:
-        """Start the turn, or (on a task waiting for input) answer it; False when the message
-        is no answer (the task asks again, still `input-required`)."""
-        if resume is not None:
-            projection.turn_id = resume.get("turnId")
-            return await self._answer(context, event_queue, projection, joined, resume)
+        """Start the turn; on a task waiting for input, send the message as the answer to the
+        pending request instead. False when the message is no answer (the task asks again,
+        still `input-required`)."""
         gateway, identity = caller(context.call_context)
-        text = context.get_user_input()
-        if not text.strip():
-            raise GatewayError(ErrorCode.INVALID_MESSAGE, "The message has no text part")
-        turn = await gateway.sessions.run_turn(identity, projection.context_id, text)
-        projection.turn_id = turn.turn_id
-        return True
-
-    async def _answer(
-        self,
-        context: RequestContext,
-        event_queue: EventQueue,
-        projection: TaskProjection,
-        joined: dict[str, Any],
-        resume: dict[str, Any],
-    ) -> bool:
-        """Send the message as the answer to the pending request; False when it is no answer
-        (the task asks again, still `input-required`)."""
-        gateway, identity = caller(context.call_context)
+        if resume is None:
+            text = context.get_user_input()
+            if not text.strip():
+                raise GatewayError(ErrorCode.INVALID_MESSAGE, "The message has no text part")
+            turn = await gateway.sessions.run_turn(identity, projection.context_id, text)
+            projection.turn_id = turn.turn_id
+            return True
+        projection.turn_id = resume.get("turnId")
         request_id = resume.get("requestId")
         pending = next((p for p in joined.get("pending", []) if p["requestId"] == request_id), None)
         if pending is None:
@@ -179,14 +168,7 @@ class GatewayExecutor(AgentExecutor):
             )
             await event_queue.enqueue_event(again)
             return False
-        await gateway.sessions.answer(
-            identity,
-            projection.context_id,
-            request_id,
-            answers=answer.answers,
-            approved=answer.approved,
-            dismissed=answer.dismissed,
-        )
+        await send_reply(gateway, identity, projection.context_id, request_id, answer)
         return True
 
     async def _stream(

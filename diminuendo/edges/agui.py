@@ -35,6 +35,7 @@ from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.abandoned import stop_abandoned_turn
 from diminuendo.edges.agui_interrupts import resume_answer
 from diminuendo.edges.agui_projection import RunProjection
+from diminuendo.edges.replies import send_reply
 from diminuendo.edges.subscription import decode_event, subscribed
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import SseSubscriber, authorize
@@ -210,14 +211,8 @@ async def _resume(
             raise GatewayError(
                 ErrorCode.INVALID_STATE, "No pending interrupt with that id", session_id=session_id
             )
-        answer = resume_answer(asked, entry)
-        await gateway.sessions.answer(
-            identity,
-            session_id,
-            entry.interrupt_id,
-            answers=answer.answers,
-            approved=answer.approved,
-            dismissed=answer.dismissed,
+        await send_reply(
+            gateway, identity, session_id, entry.interrupt_id, resume_answer(asked, entry)
         )
 
 

@@ -31,6 +31,7 @@ from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.asgi import SCOPE_GATEWAY, SCOPE_IDENTITY
 from diminuendo.edges.mcp_follow import follow, tool_result
 from diminuendo.edges.mcp_turn import TurnWatch
+from diminuendo.edges.replies import send_reply
 from diminuendo.gateway.context import Gateway
 from diminuendo.protocol import messages as m
 from diminuendo.protocol.codec import convert_message
@@ -140,14 +141,7 @@ class Tools:
 
         async def answer(watch: TurnWatch, joined: dict[str, Any]) -> None:
             watch.turn_id = (joined.get("currentTurn") or {}).get("turnId")
-            await gateway.sessions.answer(
-                identity,
-                given.session_id,
-                given.request_id,
-                answers=given.answers,
-                approved=given.approved,
-                dismissed=given.dismissed,
-            )
+            await send_reply(gateway, identity, given.session_id, given.request_id, given)
 
         return await follow(ctx, gateway, identity, given.session_id, answer)
 
