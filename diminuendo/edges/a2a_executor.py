@@ -102,11 +102,10 @@ class GatewayExecutor(AgentExecutor):
         # Where the stream of a task waiting for an answer stood (None: the task is not waiting).
         resume = MessageToDict(task.metadata) if waiting and task is not None else None
         subscriber = FrameQueue(gateway.settings.ws_send_buffer_bytes)
-        joined: dict[str, Any] = {}
+        joined: dict[str, Any] = {}  # the join snapshot, once joined
 
-        def on_join(snapshot: dict[str, Any], replay: Replay) -> None:
-            joined.update(snapshot)
-            for frame in replay.frames:
+        def replay(snapshot: dict[str, Any], missed: Replay) -> None:
+            for frame in missed.frames:
                 subscriber.deliver(frame)
 
         after_seq = (resume or {}).get("lastSeq")
@@ -121,8 +120,8 @@ class GatewayExecutor(AgentExecutor):
                 subscriber,
                 after_seq=int(after_seq) if isinstance(after_seq, int | float) else None,
                 epoch=(resume or {}).get("epoch"),
-                on_join=on_join,
-            ):
+                on_join=replay,
+            ) as joined:
                 projection.epoch = joined.get("epoch", "")
                 if not await self._start(context, event_queue, projection, joined, resume):
                     return
