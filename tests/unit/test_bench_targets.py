@@ -1,0 +1,166 @@
+"""`bench/run-all`'s targets table (bench/lib/targets.py): the verdict and the measured text of
+each row, from result files as the benchmarks write them. The expected rows are what run-all
+printed before the targets became a table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from lib.targets import TARGETS, Check, check_targets, lookup
+
+IDLE = "10,000 idle connections < 600 MB RSS"
+PER_CONN = "idle ≤ 60 KB per connection"
+STREAM = "5,000 sessions, 20,000 ev/s, p99 < 50 ms"
+FANOUT = "fan-out (no target; p99 < 50 ms for reference)"
+DEV = "connect+auth p50 < 2 ms (dev)"
+JWT = "connect+auth p50 < 3 ms (JWT warm)"
+CREATE = "create_session p50 < 5 ms"
+HEALTH = "/health ≥ 10,000 req/s (one worker)"
+MAPPING = "mapping ≥ 200,000 ev/s on one core"
+
+
+def results(
+    *,
+    conns: int = 10_000,
+    rss: float = 512.3,
+    kb: float = 40.1,
+    sessions: int = 5000,
+    rate: int = 19_500,
+    p99: float = 31.2,
+    pinned: bool = True,
+    offered: int = 20_000,
+    n: int = 1000,
+    dev: float = 1.234,
+    jwt: float = 2.5,
+    create: float = 3.1,
+    rps: float = 12_345.6,
+    duration: float = 10.0,
+    events: int = 200_000,
+    mapping: int = 456_789,
+) -> dict[str, list[dict[str, Any]]]:
+    stream = {
+        "turns": sessions,
+        "delivered_pieces_per_s": rate,
+        "latency_ms": {"p99": p99},
+        "pinned": pinned,
+        "offered_pieces_per_s": offered,
+    }
+    fanout = {"subscribers": 1000, "delivered_pieces_per_s": 20_000, "latency_ms": {"p99": 12.5}}
+    return {
+        "idle": [
+            {"gateway": {"connections_opened": conns, "rss_open_mb": rss, "per_connection_kb": kb}}
+        ],
+        "stream": [{"stream": stream, "fanout": fanout}],
+        "connect": [
+            {
+                "params": {"connections": n},
+                "variants": {"dev": {"p50": dev}, "jwt-warm": {"p50": jwt}},
+            }
+        ],
+        "create": [{"sequential": {"p50": create, "n": n}}],
+        "health": [
+            {"params": {"duration_s": duration}, "gateway": {"rps": rps}, "bare": {"rps": 23_456.7}}
+        ],
+        "mapping": [
+            {
+                "params": {"events": events},
+                "text_delta": {"pipeline": {"events_per_s_best": mapping}},
+            }
+        ],
+    }
+
+
+def test_every_target_holds_at_full_size() -> None:
+    assert check_targets(results()) == [
+        (IDLE, "10000 conns, 512.3 MB", "HOLDS"),
+        (PER_CONN, "40.1 KB", "HOLDS"),
+        (STREAM, "5000 sessions, 19,500 ev/s, p99 31.2 ms", "HOLDS"),
+        (FANOUT, "1000 subs, 20,000 ev/s, p99 12.5 ms", "info"),
+        (DEV, "1.234 ms", "HOLDS"),
+        (JWT, "2.5 ms", "HOLDS"),
+        (CREATE, "3.1 ms", "HOLDS"),
+        (HEALTH, "12,346 req/s (bare Sanic 23,457)", "HOLDS"),
+        (MAPPING, "456,789 ev/s", "HOLDS"),
+    ]
+
+
+def test_a_figure_at_its_limit_on_the_wrong_side_misses() -> None:
+    rows = check_targets(
+        results(rss=700.0, kb=70.0, rate=18_000, dev=2.0, jwt=3.5, create=5.0, rps=9999.0)
+    )
+    verdicts = {title: verdict for title, _, verdict in rows}
+    assert verdicts == {
+        IDLE: "MISSES",
+        PER_CONN: "MISSES",
+        STREAM: "MISSES",
+        FANOUT: "info",
+        DEV: "MISSES",
+        JWT: "MISSES",
+        CREATE: "MISSES",
+        HEALTH: "MISSES",
+        MAPPING: "HOLDS",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "verdict"),
+    [
+        ({"p99": 51.0}, "MISSES"),  # the rate holds, the p99 does not
+        ({"p99": 49.9, "rate": 19_000}, "HOLDS"),
+        ({"sessions": 4999}, "n/a (smaller size)"),
+        ({"offered": 19_999}, "n/a (smaller size)"),
+        ({"pinned": False, "p99": 60.0}, "info"),  # shared cores: reported, not judged
+    ],
+)
+def test_the_stream_target_needs_rate_and_p99_at_full_size_on_a_pinned_gateway(
+    change: dict[str, Any], verdict: str
+) -> None:
+    (row,) = [r for r in check_targets(results(**change)) if r[0] == STREAM]
+    assert row[2] == verdict
+    assert row[1].endswith(" (shared cores)") == (change.get("pinned") is False)
+
+
+def test_a_smaller_run_is_reported_but_not_judged() -> None:
+    rows = check_targets(
+        results(conns=100, sessions=20, offered=200, n=20, duration=1.0, events=5000)
+    )
+    assert {verdict for title, _, verdict in rows if title != FANOUT} == {"n/a (smaller size)"}
+    # the per-connection figure is judged from 1,000 connections, the total RSS from 10,000
+    per_conn = {t: v for t, _, v in check_targets(results(conns=1000, kb=61.0))}
+    assert (per_conn[IDLE], per_conn[PER_CONN]) == ("n/a (smaller size)", "MISSES")
+
+
+def test_rows_follow_the_results_present_and_a_missing_figure_never_holds() -> None:
+    partial = {
+        "stream": [{"fanout": {"subscribers": 5, "delivered_pieces_per_s": 50, "latency_ms": {}}}],
+        "connect": [{"params": {"connections": 1000}, "variants": {"dev": {"n": 0}}}],
+        "create": [{"sequential": {"n": 600}}],
+    }
+    assert check_targets(partial) == [
+        (FANOUT, "5 subs, 50 ev/s, p99 None ms", "info"),
+        (DEV, "None ms", "MISSES"),
+        (CREATE, "None ms", "MISSES"),
+    ]
+    assert check_targets({}) == []
+
+
+def test_two_results_of_one_benchmark_give_two_rows_each() -> None:
+    two = results()
+    two["stream"].append({"stream": {**two["stream"][0]["stream"], "pinned": False}})
+    titles = [title for title, _, _ in check_targets(two) if title in (STREAM, FANOUT)]
+    assert titles == [STREAM, FANOUT, STREAM]
+
+
+def test_titles_are_unique_and_a_check_reads_a_dotted_path() -> None:
+    titles = [t.title for t in TARGETS]
+    assert len(titles) == len(set(titles))
+    assert Check("a.b", "<", 1).holds({"a": {"b": 0.5}})
+    assert not Check("a.b", "<", 1).holds({"a": {}})
+    assert lookup({"a": {"b": {"c": 3}}}, "a.b.c") == 3
+    assert lookup({"a": 1}, "a.b") is None
