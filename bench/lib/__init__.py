@@ -12,6 +12,7 @@
 * `results`: machine info, result files and the one summary line.
 * `profiling`: py-spy around a measurement.
 * `targets`: the issue's targets as a table, and the verdicts `run-all` prints.
+* `stream_clients`: the stream benchmark's client side (sessions, subscribers, counting).
 
 The scripts run with `bench/` first on `sys.path`, so they import `lib.<module>`.
 """
