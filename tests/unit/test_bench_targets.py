@@ -164,3 +164,10 @@ def test_titles_are_unique_and_a_check_reads_a_dotted_path() -> None:
     assert not Check("a.b", "<", 1).holds({"a": {}})
     assert lookup({"a": {"b": {"c": 3}}}, "a.b.c") == 3
     assert lookup({"a": 1}, "a.b") is None
+
+
+def test_bench_readme_shows_every_target_of_the_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "bench" / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| ") and "`" in line]
+    shown = [row for row in rows if row.split(" | ")[0] in {f"| {t.benchmark}" for t in TARGETS}]
+    assert [row.split(" | ")[1:3] for row in shown] == [[t.title, f"`{t.figure}`"] for t in TARGETS]
