@@ -109,6 +109,16 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "stream",
+        "5,000 sessions within 2 GB RSS (OPERATIONS §7)",
+        "stream.gateway_rss_peak_mb",
+        "<",
+        2048,
+        "MB",
+        judged_from=(("stream.turns", 5000),),
+        shown="{stream.turns} sessions, peak {stream.gateway_rss_peak_mb} MB",
+    ),
+    Target(
+        "stream",
         "fan-out (no target; p99 < 50 ms for reference)",
         "fanout.latency_ms.p99",
         "<",

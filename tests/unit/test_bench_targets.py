@@ -17,6 +17,7 @@ from lib.targets import TARGETS, Check, check_targets, lookup
 IDLE = "10,000 idle connections < 600 MB RSS"
 PER_CONN = "idle ≤ 60 KB per connection"
 STREAM = "5,000 sessions, 20,000 ev/s, p99 < 50 ms"
+STREAM_RSS = "5,000 sessions within 2 GB RSS (OPERATIONS §7)"
 FANOUT = "fan-out (no target; p99 < 50 ms for reference)"
 DEV = "connect+auth p50 < 2 ms (dev)"
 JWT = "connect+auth p50 < 3 ms (JWT warm)"
@@ -35,6 +36,7 @@ def results(
     p99: float = 31.2,
     pinned: bool = True,
     offered: int = 20_000,
+    peak: float = 609.0,
     n: int = 1000,
     dev: float = 1.234,
     jwt: float = 2.5,
@@ -50,6 +52,7 @@ def results(
         "latency_ms": {"p99": p99},
         "pinned": pinned,
         "offered_pieces_per_s": offered,
+        "gateway_rss_peak_mb": peak,
     }
     fanout = {"subscribers": 1000, "delivered_pieces_per_s": 20_000, "latency_ms": {"p99": 12.5}}
     return {
@@ -81,6 +84,7 @@ def test_every_target_holds_at_full_size() -> None:
         (IDLE, "10000 conns, 512.3 MB", "HOLDS"),
         (PER_CONN, "40.1 KB", "HOLDS"),
         (STREAM, "5000 sessions, 19,500 ev/s, p99 31.2 ms", "HOLDS"),
+        (STREAM_RSS, "5000 sessions, peak 609.0 MB", "HOLDS"),
         (FANOUT, "1000 subs, 20,000 ev/s, p99 12.5 ms", "info"),
         (DEV, "1.234 ms", "HOLDS"),
         (JWT, "2.5 ms", "HOLDS"),
@@ -92,13 +96,16 @@ def test_every_target_holds_at_full_size() -> None:
 
 def test_a_figure_at_its_limit_on_the_wrong_side_misses() -> None:
     rows = check_targets(
-        results(rss=700.0, kb=70.0, rate=18_000, dev=2.0, jwt=3.5, create=5.0, rps=9999.0)
+        results(
+            rss=700.0, kb=70.0, rate=18_000, peak=2048.0, dev=2.0, jwt=3.5, create=5.0, rps=9999.0
+        )
     )
     verdicts = {title: verdict for title, _, verdict in rows}
     assert verdicts == {
         IDLE: "MISSES",
         PER_CONN: "MISSES",
         STREAM: "MISSES",
+        STREAM_RSS: "MISSES",
         FANOUT: "info",
         DEV: "MISSES",
         JWT: "MISSES",
@@ -153,8 +160,8 @@ def test_rows_follow_the_results_present_and_a_missing_figure_never_holds() -> N
 def test_two_results_of_one_benchmark_give_two_rows_each() -> None:
     two = results()
     two["stream"].append({"stream": {**two["stream"][0]["stream"], "pinned": False}})
-    titles = [title for title, _, _ in check_targets(two) if title in (STREAM, FANOUT)]
-    assert titles == [STREAM, FANOUT, STREAM]
+    titles = [title for title, _, _ in check_targets(two) if title.startswith("5,000")]
+    assert titles == [STREAM, STREAM_RSS, STREAM, STREAM_RSS]
 
 
 def test_titles_are_unique_and_a_check_reads_a_dotted_path() -> None:
