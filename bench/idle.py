@@ -101,7 +101,8 @@ async def warm_up(
 
 
 async def dump_memory(server: Gateway) -> None:
-    """SIGUSR2 to a gateway under tools/serve_traced.py, and wait until its dump is written."""
+    """SIGUSR2 to a gateway under tools/serve_traced.py; wait until its dump is written and it
+    answers again."""
     trace = server.server.log.parent / "gateway-memory.txt"
     os.kill(server.pid, signal.SIGUSR2)
     for _ in range(600):  # the dump blocks the gateway's loop for a while
