@@ -14,18 +14,16 @@ Run on a quiet machine; the figures go to bench/RESULTS.md.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from lib.options import option, parse_options
+from lib.valkey import valkey_url
 
 from diminuendo.fleet.connection import open_client
 from diminuendo.fleet.keys import Keyspace
 from diminuendo.fleet.lease import Leases
 from diminuendo.fleet.replay_log import ReplayLog
-from diminuendo.local.valkey import LocalValkey
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,16 +72,8 @@ async def run(url: str, options: ValkeyAppendOptions) -> None:
 
 def main() -> None:
     options = parse_options(ValkeyAppendOptions, __doc__.splitlines()[0])
-    if options.url:
-        asyncio.run(run(options.url, options))
-        return
-    with tempfile.TemporaryDirectory(prefix="valkey-bench-") as data_dir:
-        server = LocalValkey(Path(data_dir))
-        server.start()
-        try:
-            asyncio.run(run(server.url, options))
-        finally:
-            server.stop()
+    with valkey_url(options.url) as url:
+        asyncio.run(run(url, options))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 * `profiling`: py-spy around a measurement.
 * `targets`: the issue's targets as a table, and the verdicts `run-all` prints.
 * `stream_clients`: the stream benchmark's client side (sessions, subscribers, counting).
+* `valkey`: the Valkey of the fleet benchmarks (`--url`, or one of their own).
 
 The scripts run with `bench/` first on `sys.path`, so they import `lib.<module>`.
 """
