@@ -15,16 +15,16 @@ and the receiver's CPU time (`time.process_time`) per published message. Run on 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
-import tempfile
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import redis
+from lib.options import option, parse_options
+from lib.valkey import valkey_url
 
 from diminuendo.fleet.broadcasts import TenantBroadcasts, _Broadcast
 from diminuendo.fleet.bus import Bus
@@ -34,6 +34,30 @@ from diminuendo.fleet.keys import Keyspace
 KEYS = Keyspace("dimbench")
 ALL_TENANTS = "dimbench:tenants"  # the single channel of the alternative
 EVENT = {"type": "session_created", "session": {"id": "ses_0123456789abcdef", "name": "x" * 40}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValkeyBroadcastOptions:
+    url: str | None = option(None, "an existing Valkey (default: start one)")
+    tenants: int = option(1000)
+    served: int = option(100, "tenants this instance serves")
+    messages: int = option(20_000)
+
+
+class Tally:
+    """Messages the receiving instance got, and those for tenants it serves (`done` once all
+    of the latter have arrived)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = 0
+        self.delivered = 0
+        self.done = asyncio.Event()
+
+    def deliver(self, _owner: str, _event: dict[str, Any]) -> None:
+        self.delivered += 1
+        if self.delivered == self.expected:
+            self.done.set()
 
 
 def publish(url: str, tenants: int, messages: int, single: bool) -> None:
@@ -51,33 +75,28 @@ def publish(url: str, tenants: int, messages: int, single: bool) -> None:
     client.close()
 
 
-async def receive(url: str, args: argparse.Namespace, single: bool) -> None:
-    served = [f"tenant-{n}" for n in range(args.served)]
-    expected = args.messages * args.served // args.tenants
-    delivered = 0
-    received = 0
-    done = asyncio.Event()
+def one_channel_bus(url: str, served: list[str], tally: Tally) -> Bus:
+    """The alternative: every tenant's broadcasts on one channel, decoded and then dropped
+    unless the tenant is served here."""
+    wanted = set(served)
+    decode = msgspec.json.Decoder(_Broadcast).decode
 
-    def deliver(_owner: str, _event: dict[str, Any]) -> None:
-        nonlocal delivered
-        delivered += 1
-        if delivered == expected:
-            done.set()
+    def on_message(_channel: str, data: bytes) -> None:
+        tally.received += 1
+        message = decode(data)
+        if message.tenant_id in wanted:
+            tally.deliver(message.owner_id, message.event)
 
+    return Bus(url, on_message=on_message, on_gap=lambda _c: None, timeout_s=5.0)
+
+
+async def receive(url: str, options: ValkeyBroadcastOptions, single: bool) -> None:
+    served = [f"tenant-{n}" for n in range(options.served)]
+    tally = Tally(options.messages * options.served // options.tenants)
     client = open_client(url, timeout_s=5.0)
     before = int((await client.info("memory"))["used_memory"])
     if single:
-        wanted = set(served)
-        decode = msgspec.json.Decoder(_Broadcast).decode
-
-        def on_message(_channel: str, data: bytes) -> None:
-            nonlocal received
-            received += 1
-            message = decode(data)
-            if message.tenant_id in wanted:
-                deliver(message.owner_id, message.event)
-
-        bus = Bus(url, on_message=on_message, on_gap=lambda _c: None, timeout_s=5.0)
+        bus = one_channel_bus(url, served, tally)
         task = asyncio.create_task(bus.run())
         started = time.perf_counter()
         await bus.subscribe(ALL_TENANTS)
@@ -94,61 +113,46 @@ async def receive(url: str, args: argparse.Namespace, single: bool) -> None:
         await broadcasts.start()
         started = time.perf_counter()
         for tenant in served:
-            await broadcasts.watch(tenant, deliver)
+            await broadcasts.watch(tenant, tally.deliver)
     subscribed_ms = (time.perf_counter() - started) * 1000
     after = int((await client.info("memory"))["used_memory"])
 
     sender = multiprocessing.get_context("spawn").Process(
-        target=publish, args=(url, args.tenants, args.messages, single)
+        target=publish, args=(url, options.tenants, options.messages, single)
     )
     cpu = time.process_time()
     sender.start()
-    await asyncio.wait_for(done.wait(), 120)
+    await asyncio.wait_for(tally.done.wait(), 120)
     cpu = time.process_time() - cpu
     sender.join(30)
     if single:
         task.cancel()
     else:
-        received = delivered
+        tally.received = tally.delivered
         await broadcasts.close()
     mode = "one channel" if single else "per tenant"
-    channels = 1 if single else args.served
+    channels = 1 if single else options.served
     print(
         f"valkey_broadcast [{mode}]: {channels} channel(s) subscribed in {subscribed_ms:.0f} ms, "
         f"{(after - before) / channels:,.0f} B of Valkey memory each"
     )
     print(
-        f"valkey_broadcast [{mode}]: received {received} of {args.messages} messages "
-        f"({delivered} for served tenants), receiver CPU {cpu * 1e6 / args.messages:.2f} µs "
-        f"per published message"
+        f"valkey_broadcast [{mode}]: received {tally.received} of {options.messages} messages "
+        f"({tally.delivered} for served tenants), receiver CPU "
+        f"{cpu * 1e6 / options.messages:.2f} µs per published message"
     )
     await client.aclose()
 
 
-async def run(url: str, args: argparse.Namespace) -> None:
+async def run(url: str, options: ValkeyBroadcastOptions) -> None:
     for single in (False, True):
-        await receive(url, args, single)
+        await receive(url, options, single)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="an existing Valkey (default: start one)")
-    parser.add_argument("--tenants", type=int, default=1000)
-    parser.add_argument("--served", type=int, default=100, help="tenants this instance serves")
-    parser.add_argument("--messages", type=int, default=20_000)
-    args = parser.parse_args()
-    if args.url:
-        asyncio.run(run(args.url, args))
-        return
-    from diminuendo.local.valkey import LocalValkey
-
-    with tempfile.TemporaryDirectory(prefix="valkey-bench-") as data_dir:
-        server = LocalValkey(Path(data_dir))
-        server.start()
-        try:
-            asyncio.run(run(server.url, args))
-        finally:
-            server.stop()
+    options = parse_options(ValkeyBroadcastOptions, __doc__.splitlines()[0])
+    with valkey_url(options.url) as url:
+        asyncio.run(run(url, options))
 
 
 if __name__ == "__main__":
