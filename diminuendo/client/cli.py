@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from diminuendo.client.connection import DiminuendoClient, TokenSource
+from diminuendo.client.client import DiminuendoClient
 from diminuendo.client.errors import ClientError
 from diminuendo.client.events import (
     ApprovalResolved,
@@ -44,6 +44,7 @@ from diminuendo.client.events import (
     UnknownEvent,
     UsageUpdate,
 )
+from diminuendo.client.tokens import TokenSource
 
 DEFAULT_URL = "ws://127.0.0.1:8001/ws"
 MAX_OUTPUT_CHARS = 2000  # tool output beyond this is cut: the transcript stays readable
