@@ -120,8 +120,9 @@ class Printer:
                 self.line("usage", f"{inputs} in, {outputs} out{price}")
             case QuestionRequested(questions=questions):
                 for question in questions:
-                    options = f" [{' / '.join(map(str, question.options))}]"
-                    self.line("question", question.text + (options if question.options else ""))
+                    choices = question.options or ()
+                    options = f" [{' / '.join(map(str, choices))}]" if choices else ""
+                    self.line("question", question.text + options)
             case PermissionRequested(tool_name=name, description=description):
                 self.line("permission", f"{name}: {description}")
             case ApprovalResolved(answers=answers, approved=approved, dismissed=dismissed):
