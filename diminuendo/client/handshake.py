@@ -61,7 +61,7 @@ async def open_socket(
     (retrying may help), `ServerError` (the server said why) or `ProtocolError`."""
     try:
         ws = await connect(
-            upgrade_url(url, protocol_version),
+            _upgrade_url(url, protocol_version),
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             compression=None,  # §2: no compression
             max_size=None,  # the server bounds its own frames; a file may be large
@@ -82,7 +82,7 @@ async def open_socket(
         raise
 
 
-def upgrade_url(url: str, protocol_version: int) -> str:
+def _upgrade_url(url: str, protocol_version: int) -> str:
     """The URL with `?protocolVersion=N`, so the server refuses a version it does not speak
     before the handshake, also in dev mode where no `authenticate` is sent."""
     parts = urlsplit(url)
