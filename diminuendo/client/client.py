@@ -67,7 +67,7 @@ class DiminuendoClient(Connection):
         the snapshot; with it (and the `epoch` it belongs to) it first replays what came after.
         Joining a session this client already follows adds another subscription that starts
         with the next event, so `after_seq`/`epoch` are then refused."""
-        return Joining(self, session_id, after_seq, epoch)
+        return Joining(lambda: self._subscribe(session_id, after_seq, epoch))
 
     async def _subscribe(
         self, session_id: str, after_seq: int | None, epoch: str | None
@@ -77,10 +77,10 @@ class DiminuendoClient(Connection):
         if feed is not None:
             if after_seq is not None or epoch is not None:
                 raise ValueError(f"already following {session_id}: a second subscription is live")
-            return feed.add(Subscription(self, feed))
+            return feed.subscribe(self._unsubscribe)
         feed = Feed(session_id, after_seq, epoch)
         self._feeds[session_id] = feed
-        subscription = feed.add(Subscription(self, feed))
+        subscription = feed.subscribe(self._unsubscribe)
         try:
             await self._send_join(feed)
             async with asyncio.timeout(self.request_timeout_s):

@@ -9,15 +9,12 @@ sends the feed's `join_message` and hands it the frames of its session.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any
 
 from diminuendo.client.errors import ConnectionLost
 from diminuendo.client.events import Event, Gap, StateSnapshot
 from diminuendo.client.replies import message
-
-if TYPE_CHECKING:
-    from diminuendo.client.client import DiminuendoClient
 
 
 class _End:
@@ -91,7 +88,11 @@ class Feed:
         for subscription in self.subscriptions:
             subscription._queue.put_nowait(item)
 
-    def add(self, subscription: Subscription) -> Subscription:
+    def subscribe(
+        self, unsubscribe: Callable[[Feed, Subscription], Awaitable[None]]
+    ) -> Subscription:
+        """A new reader, from the next event on; `unsubscribe` runs when it is closed."""
+        subscription = Subscription(self, unsubscribe)
         self.subscriptions.append(subscription)
         return subscription
 
@@ -122,9 +123,11 @@ class Subscription:
     Events are queued without bound while nobody iterates: the client always keeps reading, so
     the server never closes it as a slow consumer."""
 
-    def __init__(self, client: DiminuendoClient, feed: Feed) -> None:
-        self._client = client
+    def __init__(
+        self, feed: Feed, unsubscribe: Callable[[Feed, Subscription], Awaitable[None]]
+    ) -> None:
         self._feed = feed
+        self._unsubscribe = unsubscribe  # the client's: the last reader leaves the session
         self._queue: asyncio.Queue[Event | Gap | _End] = asyncio.Queue()
 
     @property
@@ -151,25 +154,22 @@ class Subscription:
     async def close(self) -> None:
         """Stop reading; the last subscription of a session leaves it. Best effort: the server
         forgets a subscription anyway when the socket closes."""
-        await self._client._unsubscribe(self._feed, self)
+        await self._unsubscribe(self._feed, self)
 
 
 class Joining:
     """What `join()` returns: await it for a `Subscription`, or use it as an async context
     manager that closes the subscription on exit."""
 
-    def __init__(
-        self, client: DiminuendoClient, session_id: str, after_seq: int | None, epoch: str | None
-    ) -> None:
-        self._client = client
-        self._args = (session_id, after_seq, epoch)
+    def __init__(self, subscribe: Callable[[], Coroutine[Any, Any, Subscription]]) -> None:
+        self._subscribe = subscribe
         self._subscription: Subscription | None = None
 
     def __await__(self) -> Generator[Any, None, Subscription]:
-        return self._client._subscribe(*self._args).__await__()
+        return self._subscribe().__await__()
 
     async def __aenter__(self) -> Subscription:
-        self._subscription = await self._client._subscribe(*self._args)
+        self._subscription = await self._subscribe()
         return self._subscription
 
     async def __aexit__(self, *exc_info: object) -> None:
