@@ -13,7 +13,6 @@ from diminuendo.client.cli import MAX_OUTPUT_CHARS, Printer
 from diminuendo.client.events import (
     Event,
     Gap,
-    SessionMeta,
     StateSnapshot,
     UnknownEvent,
     decode_event,
@@ -21,22 +20,12 @@ from diminuendo.client.events import (
 
 FUTURE_EVENT = "some.future_event"  # a type this client does not know yet
 
-SNAPSHOT = StateSnapshot(
-    session_id="s1",
-    epoch="e2",
-    last_seq=9,
-    gap=True,
-    session=SessionMeta(
-        id="s1",
-        tenant_id="t",
-        owner_id="u",
-        agent_type="demo",
-        status="ready",
-        created_at=1,
-        updated_at=1,
-        last_activity_at=1,
-    ),
+SNAPSHOT = decode_event(
+    '{"type":"state_snapshot","sessionId":"s1","epoch":"e2","lastSeq":9,"gap":true,"session":'
+    '{"id":"s1","tenantId":"t","ownerId":"u","agentType":"demo","status":"ready","createdAt":1,'
+    '"updatedAt":1,"lastActivityAt":1}}'
 )
+assert isinstance(SNAPSHOT, StateSnapshot)
 GAP = Gap(
     session_id="s1",
     epoch="e2",
