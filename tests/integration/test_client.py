@@ -449,8 +449,11 @@ async def restart_mid_turn(
     gw: Gateway, client: DiminuendoClient, subscription: Subscription
 ) -> tuple[TurnStarted, Gap]:
     """Run a long turn, restart the gateway (SIGTERM: clients get 1001) on the same port after
-    a few events, and read until the client has re-joined: up to and including the `Gap`."""
-    started = await client.run_turn(subscription.session_id, slow(1000, 10))
+    a few events, and read until the client has re-joined: up to and including the `Gap`.
+
+    The turn lasts 30 s, longer than any restart: with a 10 s turn a gateway slow to start on a
+    loaded machine found the turn already over."""
+    started = await client.run_turn(subscription.session_id, slow(3000, 10))
     seen = 0
     async for item in subscription:
         seen += 1
