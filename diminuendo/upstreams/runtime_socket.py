@@ -12,13 +12,11 @@ the server are answered by the protocol (we flush its output after every read an
 
 Fast path for plain text frames: at 20,000 inbound frames/s, websockets' generator-based
 `Frame.parse` was 20% of the gateway's CPU (plus ~8% in `receive_data`, `Protocol.parse` and its
-StreamReader), and nearly every frame is a small, final, unmasked text frame. So once the socket
-is open, `data_received` splits the bytes into frames itself by reading just the 2-10 byte header
-(`frame_bounds`, RFC 6455 §5.2) and hands such a frame's payload straight to `on_message`. Any
-other frame (control, binary, fragment) is fed to the protocol whole, so its parser always stops
-at a frame boundary; anything the protocol must reject (masked, reserved bits, too big) and all
-bytes after it go to the protocol, which fails the connection. The opening handshake is fed to
-the protocol up to the end of the 101 response only, so frames after it can take the fast path.
+StreamReader). So once the socket is open, a `diminuendo.wire.FrameReader` splits the bytes into
+frames and hands a plain text frame's payload straight to `on_message`; every other frame goes
+to the protocol whole, and anything the protocol must reject (and all bytes after it) goes to the
+protocol, which fails the connection. The opening handshake is fed to the protocol up to the end
+of the 101 response only, so frames after it can take the fast path.
 
 Keepalive without a task: each socket owns one `loop.call_later` timer that is either "send the
 next ping" or "the pong is late" (or, once closing, "give up waiting for the server to close").
@@ -42,48 +40,13 @@ from websockets.http11 import USER_AGENT
 from websockets.protocol import CLOSED, OPEN
 from websockets.uri import parse_uri
 
-MessageHandler = Callable[[bytes], None]
+from diminuendo.wire import FrameReader
 
-_FIN = 0x80  # first header byte: FIN, RSV1-3, opcode
-_RSV = 0x70
-_OPCODE = 0x0F
-_MASKED = 0x80  # second header byte: MASK, payload length
-_FINAL_TEXT = _FIN | TEXT.value  # the frames the fast path delivers itself
-_DATA_OPCODES = (CONT.value, TEXT.value, BINARY.value)  # not control frames
+MessageHandler = Callable[[bytes], None]
 
 # How `data_received` reads: the opening handshake's response, then frames (the fast path),
 # then, once anything unusual has happened, everything through the protocol's own parser.
 _RESPONSE, _FRAMES, _PROTOCOL = "response", "frames", "protocol"
-
-
-def frame_bounds(data: bytes | bytearray, offset: int) -> tuple[int, int, int, int] | None:
-    """The header of the frame at `data[offset:]` (RFC 6455 §5.2): `(header_length,
-    payload_length, first_byte, second_byte)`, or None while the header is incomplete.
-
-    `header_length` includes the 4-byte masking key when the MASK bit is set. The payload may
-    still be incomplete: the frame ends at `offset + header_length + payload_length`.
-    """
-    available = len(data) - offset
-    if available < 2:
-        return None
-    first, second = data[offset], data[offset + 1]
-    length = second & 0x7F
-    header = 2
-    if length == 126:
-        header = 4
-        if available < header:
-            return None
-        length = (data[offset + 2] << 8) | data[offset + 3]
-    elif length == 127:
-        header = 10
-        if available < header:
-            return None
-        length = int.from_bytes(data[offset + 2 : offset + 10], "big")
-    if second & _MASKED:
-        header += 4
-        if available < header:
-            return None
-    return header, length, first, second
 
 
 class SocketUnavailable(Exception):
@@ -123,11 +86,8 @@ class ClientSocket(asyncio.Protocol):
         self._fragments: list[bytes] | None = None  # a fragmented text message in progress
         # The fast path (see the module docstring): bytes the protocol has not seen yet.
         self._reading = _RESPONSE
-        self._buffer = bytearray()  # the start of an incomplete frame (or of the response)
-        self._wanted = 0  # the buffered frame is complete at this many bytes (0: unknown)
-        self._in_message = False  # the protocol is in the middle of a fragmented message
-        max_size = protocol.max_message_size
-        self._max_size = 2**64 if max_size is None else max_size
+        self._response = bytearray()  # the start of the opening handshake's response
+        self._frames = FrameReader(self._message, self._other_frame, protocol.max_message_size)
         self._timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._ping_sent_at = 0.0
@@ -165,6 +125,7 @@ class ClientSocket(asyncio.Protocol):
         self._on_message = _ignore_message
         self._on_closed = _ignore_closed
         self._held = None
+        self._frames.stop()  # what follows goes to the protocol, which is closing
         if self._lost or self._transport is None:
             return
         if self._protocol.state is OPEN:
@@ -195,20 +156,22 @@ class ClientSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._reading is _FRAMES:
-            self._receive_frames(data)
+            rest = self._frames.feed(data)
+            if self._frames.stopped:
+                self._hand_over(rest)
         elif self._reading is _RESPONSE:
             self._receive_response(data)
         else:
             self._feed(data)
 
     def eof_received(self) -> None:
-        self._hand_over(self._take_buffer())
+        self._hand_over(self._take_unread())
         self._protocol.receive_eof()
         self._flush()
         # Returning None lets the transport close itself; connection_lost follows.
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._hand_over(self._take_buffer())
+        self._hand_over(self._take_unread())
         self._protocol.receive_eof()  # idempotent: the protocol is CLOSED from here on
         self._lost = True
         self._cancel_timer()
@@ -229,7 +192,7 @@ class ClientSocket(asyncio.Protocol):
 
     def _receive_response(self, data: bytes) -> None:
         """Feed the protocol the opening handshake's response, but not the frames after it."""
-        buffer = self._buffer
+        buffer = self._response
         buffer += data
         end = buffer.find(b"\r\n\r\n")
         # Without the end of the headers yet, hold back only what may be the start of it.
@@ -240,48 +203,15 @@ class ClientSocket(asyncio.Protocol):
             self._feed(head)
         if self._protocol.state is OPEN:
             self._reading = _FRAMES
-            self._receive_frames(b"")
+            self.data_received(self._take_unread())
         elif end >= 0 or self._handshake is None:  # a refusal (and its body), or a failure
-            self._hand_over(self._take_buffer())
+            self._hand_over(self._take_unread())
 
-    def _receive_frames(self, data: bytes) -> None:
-        """The fast path: `_split` what has arrived; keep an incomplete frame for later."""
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._wanted:
-                return
-            data = self._take_buffer()
-        used = self._split(data)
-        if used < len(data):
-            buffer += memoryview(data)[used:]
-
-    def _split(self, data: bytes) -> int:
-        """Handle the complete frames at the start of `data`, in order; return their length."""
-        protocol = self._protocol
-        offset, end = 0, len(data)
-        while offset < end:
-            bounds = frame_bounds(data, offset)
-            if bounds is None:
-                self._wanted = 0
-                return offset
-            header, length, first, second = bounds
-            bad = second & _MASKED or first & _RSV or length > self._max_size
-            if bad or protocol.state is not OPEN:  # it fails the connection, or is closing
-                self._hand_over(data[offset:])
-                return end
-            stop = offset + header + length
-            if stop > end:
-                self._wanted = stop - offset
-                return offset
-            if first == _FINAL_TEXT and not self._in_message:
-                self._message(data[offset + header : stop])
-            else:
-                if (first & _OPCODE) in _DATA_OPCODES:  # a fragment starts, goes on or ends
-                    self._in_message = not (first & _FIN)
-                self._feed(data[offset:stop])
-            offset = stop
-        return offset
+    def _other_frame(self, frame: bytes) -> None:
+        """A frame off the fast path, whole: the protocol parses it (and may start closing)."""
+        self._feed(frame)
+        if self._protocol.state is not OPEN:
+            self._frames.stop()
 
     def _hand_over(self, data: bytes) -> None:
         """From now on, the protocol parses every byte (it fails the connection if it must)."""
@@ -289,9 +219,10 @@ class ClientSocket(asyncio.Protocol):
         if data:
             self._feed(data)
 
-    def _take_buffer(self) -> bytes:
-        data = bytes(self._buffer)
-        self._buffer.clear()
+    def _take_unread(self) -> bytes:
+        """What arrived and no one has parsed yet: part of the response, or of a frame."""
+        data = bytes(self._response) + self._frames.take_buffer()
+        self._response.clear()
         return data
 
     def _feed(self, data: bytes) -> None:

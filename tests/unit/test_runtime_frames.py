@@ -15,7 +15,8 @@ from websockets.protocol import CLOSING
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from diminuendo.upstreams.runtime_socket import ClientSocket, frame_bounds
+from diminuendo.upstreams.runtime_socket import ClientSocket
+from diminuendo.wire import frame_bounds
 
 # ----- frame_bounds -----------------------------------------------------------------------------
 
