@@ -10,17 +10,13 @@ callbacks instead: `data_received` feeds the parser and hands each complete text
 `on_message(bytes)` synchronously, in order, with no task, future or copy per message. Pings from
 the server are answered by the protocol (we flush its output after every read and every send).
 
-Fast path for plain text frames: at 20,000 inbound frames/s, websockets' generator-based
-`Frame.parse` was 20% of the gateway's CPU (plus ~8% in `receive_data`, `Protocol.parse` and its
-StreamReader). So once the socket is open, a `diminuendo.wire.FrameReader` splits the bytes into
-frames and hands a plain text frame's payload straight to `on_message`; every other frame goes
-to the protocol whole, and anything the protocol must reject (and all bytes after it) goes to the
-protocol, which fails the connection. The opening handshake is fed to the protocol up to the end
-of the 101 response only, so frames after it can take the fast path.
+Fast path: websockets' generator-based `Frame.parse` was 20% of the gateway's CPU at 20,000
+inbound frames/s, so once the socket is open a `diminuendo.wire.FrameReader` splits the bytes and
+hands plain text payloads straight to `on_message`; everything else goes to the protocol. The
+opening handshake is fed to the protocol up to the end of the 101 response only.
 
-Keepalive without a task: each socket owns one `loop.call_later` timer that is either "send the
-next ping" or "the pong is late" (or, once closing, "give up waiting for the server to close").
-A pong that does not come within `ping_timeout` fails the connection, so a dead peer is noticed.
+Keepalive without a task: each socket owns one timer (`keepalive.KeepaliveTimer`); a pong that
+does not come within `ping_timeout` fails the connection, so a dead peer is noticed.
 
 Not supported (the runtime socket does not need them): compression, subprotocols, HTTP proxies,
 redirects, binary messages (dropped), sending fragmented messages.
@@ -40,6 +36,7 @@ from websockets.http11 import USER_AGENT
 from websockets.protocol import CLOSED, OPEN
 from websockets.uri import parse_uri
 
+from diminuendo.upstreams.keepalive import KeepaliveTimer
 from diminuendo.wire import FrameReader
 
 MessageHandler = Callable[[bytes], None]
@@ -74,9 +71,7 @@ class ClientSocket(asyncio.Protocol):
         self._protocol = protocol
         self._on_message = on_message
         self._on_closed = on_closed
-        self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
-        self._close_timeout = close_timeout
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._handshake: asyncio.Future[None] | None = self._loop.create_future()
@@ -88,11 +83,14 @@ class ClientSocket(asyncio.Protocol):
         self._reading = _RESPONSE
         self._response = bytearray()  # the start of the opening handshake's response
         self._frames = FrameReader(self._message, self._other_frame, protocol.max_message_size)
-        self._timer: asyncio.TimerHandle | None = None
-        self._ping_payload: bytes | None = None
-        self._ping_sent_at = 0.0
-        self._pings = 0
-        self._closing_armed = False
+        self._keepalive = KeepaliveTimer(
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            send_ping=self._send_ping,
+            pong_overdue=self._pong_overdue,
+            close_overdue=self.abort,
+        )
         self._lost = False
         self._lost_waiter: asyncio.Future[None] | None = None
 
@@ -122,8 +120,8 @@ class ClientSocket(asyncio.Protocol):
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake and silence the callbacks. The server closes TCP; if it
         does not within `close_timeout`, the connection is aborted. See `wait_closed`."""
-        self._on_message = _ignore_message
-        self._on_closed = _ignore_closed
+        self._on_message = _ignore
+        self._on_closed = _ignore
         self._held = None
         self._frames.stop()  # what follows goes to the protocol, which is closing
         if self._lost or self._transport is None:
@@ -131,8 +129,8 @@ class ClientSocket(asyncio.Protocol):
         if self._protocol.state is OPEN:
             self._protocol.send_close(code, reason)
             self._flush()
-            self._arm_close_deadline()
-        elif not self._closing_armed:
+            self._keepalive.arm_close(connected=self._protocol.state is not CLOSED)
+        elif not self._keepalive.closing:
             self._transport.abort()
 
     async def wait_closed(self) -> None:
@@ -174,7 +172,7 @@ class ClientSocket(asyncio.Protocol):
         self._hand_over(self._take_unread())
         self._protocol.receive_eof()  # idempotent: the protocol is CLOSED from here on
         self._lost = True
-        self._cancel_timer()
+        self._keepalive.cancel()
         if self._handshake is not None:
             self._fail_handshake(
                 self._protocol.handshake_exc
@@ -236,8 +234,8 @@ class ClientSocket(asyncio.Protocol):
         for event in events:
             if type(event) is Frame:
                 self._frame(event)
-        if not self._closing_armed and protocol.close_expected():
-            self._arm_close_deadline()
+        if not self._keepalive.closing and protocol.close_expected():
+            self._keepalive.arm_close(connected=self._protocol.state is not CLOSED)
 
     # ----- opening --------------------------------------------------------------------------
 
@@ -251,16 +249,12 @@ class ClientSocket(asyncio.Protocol):
             assert self._handshake is not None
             self._handshake.set_result(None)
             self._handshake = None
-            self._schedule_ping(self._loop.time())
+            self._keepalive.start()
 
     def _fail_handshake(self, exc: BaseException) -> None:
         waiter, self._handshake = self._handshake, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
-
-    async def _opened(self) -> None:
-        assert self._handshake is not None
-        await self._handshake
 
     def _release_held(self) -> None:
         """Deliver what arrived before the opener resumed, then go live."""
@@ -287,7 +281,7 @@ class ClientSocket(asyncio.Protocol):
                     self._message(whole)
             # else: the rest of a binary message, dropped with its first frame
         elif opcode is PONG:
-            self._pong(frame.data)
+            self._keepalive.pong(frame.data)
         elif opcode is BINARY:
             logger.debug("dropping a binary message on {!r}", self)
         # PING: the protocol already queued the pong, and data_received flushed it. CLOSE: the
@@ -307,7 +301,7 @@ class ClientSocket(asyncio.Protocol):
             logger.exception("runtime message handler failed")
 
     def _report_closed(self) -> None:
-        on_closed, self._on_closed = self._on_closed, _ignore_closed
+        on_closed, self._on_closed = self._on_closed, _ignore
         try:
             on_closed(self)
         except Exception:
@@ -331,43 +325,16 @@ class ClientSocket(asyncio.Protocol):
             else:
                 transport.close()
 
-    # ----- keepalive and close deadline (one timer per socket) ------------------------------
+    # ----- keepalive (see keepalive.py) ---------------------------------------------------
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _schedule_ping(self, after: float) -> None:
-        if self._ping_interval is not None and not self._closing_armed:
-            self._timer = self._loop.call_at(after + self._ping_interval, self._ping)
-
-    def _ping(self) -> None:
-        self._timer = None
+    def _send_ping(self, payload: bytes) -> bool:
         if not self.is_open:
-            return
-        self._pings += 1
-        payload = self._pings.to_bytes(4, "big")
-        self._ping_payload = payload
-        self._ping_sent_at = self._loop.time()
+            return False
         self._protocol.send_ping(payload)
         self._flush()
-        if self._ping_timeout is None:
-            self._ping_payload = None
-            self._schedule_ping(self._ping_sent_at)
-        else:
-            self._timer = self._loop.call_later(self._ping_timeout, self._pong_overdue)
-
-    def _pong(self, payload: bytes) -> None:
-        if self._ping_payload is None or payload != self._ping_payload:
-            return  # unsolicited, or an answer to an older ping
-        self._ping_payload = None
-        self._cancel_timer()
-        # Ping every `ping_interval` from the last ping, or at once if the pong took longer.
-        self._schedule_ping(max(self._ping_sent_at, self._loop.time() - self._ping_interval))
+        return True
 
     def _pong_overdue(self) -> None:
-        self._timer = None
         logger.warning("{!r}: no pong within {} s, dropping it", self, self._ping_timeout)
         if self._protocol.state is OPEN:
             self._protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
@@ -375,20 +342,9 @@ class ClientSocket(asyncio.Protocol):
         assert self._transport is not None
         self._transport.abort()  # the peer is not answering: do not wait for its close
 
-    def _arm_close_deadline(self) -> None:
-        """The closing handshake started: the server should close TCP within `close_timeout`."""
-        self._closing_armed = True
-        self._cancel_timer()
-        if self._protocol.state is not CLOSED:
-            self._timer = self._loop.call_later(self._close_timeout, self.abort)
 
-
-def _ignore_message(data: bytes) -> None:
-    pass
-
-
-def _ignore_closed(socket: ClientSocket) -> None:
-    pass
+def _ignore(_: object) -> None:
+    """The callbacks of a socket its owner has closed."""
 
 
 async def open_socket(
@@ -433,7 +389,7 @@ async def open_socket(
                 lambda: socket, uri.host, uri.port, ssl=True if uri.secure else None
             )
             socket._flush()  # the handshake request
-            await socket._opened()
+            await cast("asyncio.Future[None]", socket._handshake)  # set: no 101 before the request
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         socket.abort()
         raise SocketUnavailable(f"{url}: {exc!r}") from exc
