@@ -29,13 +29,17 @@ FINAL_TEXT = FIN | TEXT  # a whole text message in one frame: nearly every frame
 
 _MEDIUM = struct.Struct("!BBH").pack
 _LONG = struct.Struct("!BBQ").pack
+_SHORT_TEXT = tuple(bytes((FINAL_TEXT, length)) for length in range(126))
 
 
 def frame_header(length: int, first: int = FINAL_TEXT, mask: int = 0) -> bytes:
     """The header of one frame with `length` payload bytes: `first` is its first byte (FIN and
     opcode; by default a final text frame, which is what the gateway writes), `mask` is `MASK`
-    for a client's frame, whose 4-byte masking key the caller appends."""
+    for a client's frame, whose 4-byte masking key the caller appends. The two-byte headers of
+    short text frames are built once: a lookup costs a third of building the bytes."""
     if length < 126:
+        if first == FINAL_TEXT and not mask:
+            return _SHORT_TEXT[length]
         return bytes((first, mask | length))
     if length < 65536:
         return _MEDIUM(first, mask | 126, length)
