@@ -5,9 +5,10 @@ whole, byte by byte and in random cuts."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
-from websockets.frames import Close, Frame, Opcode
+from websockets.frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, Close, Frame, Opcode
 from websockets.streams import StreamReader
 
 from diminuendo.wire import FrameReader, close_payload, frame_bounds, frame_header, masked_frame
@@ -78,19 +79,43 @@ def test_a_close_payload_is_what_websockets_reads() -> None:
     assert Close.parse(parse(wire, mask=True).data) == Close(1008, "policy")
 
 
-# ----- frame_bounds -------------------------------------------------------------------------------
+# ----- frame_bounds -----------------------------------------------------------------------------
+
+BOUNDS_CASES = [
+    (opcode, fin, length)
+    for length in (0, 125, 126, 65535, 65536)
+    for opcode, fin in ((TEXT, True), (TEXT, False), (CONT, False), (CONT, True), (BINARY, True))
+] + [(PING, True, 0), (PING, True, 125), (PONG, True, 4), (CLOSE, True, 2)]
 
 
-@pytest.mark.parametrize("length", BOUNDARY_LENGTHS)
-@pytest.mark.parametrize("mask", [False, True])
-def test_frame_bounds_reads_what_websockets_writes(length: int, mask: bool) -> None:
-    wire = Frame(Opcode.TEXT, b"x" * length).serialize(mask=mask)
+@pytest.mark.parametrize(("opcode", "fin", "length"), BOUNDS_CASES)
+def test_frame_bounds_reads_what_websockets_writes(opcode: Any, fin: bool, length: int) -> None:
+    wire = Frame(opcode, b"x" * length, fin=fin).serialize(mask=False)
     header = len(wire) - length
-    assert header == (2 if length < 126 else 4 if length < 65536 else 10) + (4 if mask else 0)
+    assert header == (2 if length < 126 else 4 if length < 65536 else 10)
     assert frame_bounds(wire, 0) == (header, length, wire[0], wire[1])
+    assert wire[0] == (0x80 if fin else 0) | opcode
+    # At an offset, in a bytearray, and with only the header (the payload still to come).
     assert frame_bounds(bytearray(b"junk" + wire), 4) == (header, length, wire[0], wire[1])
+    assert frame_bounds(wire[:header], 0) == (header, length, wire[0], wire[1])
     for cut in range(header):
         assert frame_bounds(wire[:cut], 0) is None, cut
+        assert frame_bounds(b"junk" + wire[:cut], 4) is None, cut
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
+def test_frame_bounds_counts_a_masking_key_in_the_header(length: int) -> None:
+    wire = Frame(TEXT, b"x" * length).serialize(mask=True)
+    header = len(wire) - length
+    assert header == (6 if length < 126 else 8 if length < 65536 else 14)
+    assert frame_bounds(wire, 0) == (header, length, wire[0], wire[1])
+    assert wire[1] & 0x80
+    assert frame_bounds(wire[: header - 1], 0) is None
+
+
+def test_frame_bounds_reads_a_64_bit_length() -> None:
+    wire = bytes([0x81, 127]) + (2**40 + 3).to_bytes(8, "big")
+    assert frame_bounds(wire, 0) == (10, 2**40 + 3, 0x81, 127)
 
 
 # ----- FrameReader --------------------------------------------------------------------------------
