@@ -35,6 +35,7 @@ from sanic.http.constants import Stage
 from sanic.http.http1 import Http
 from sanic.server.protocols.base_protocol import SanicProtocol
 from sanic.server.protocols.http_protocol import HttpProtocol
+from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.frames import Frame
@@ -208,11 +209,13 @@ def stop_receiving(ws: WebsocketImplProtocol) -> None:
         ws.resume_frames()
 
 
-# What this module reads below the public APIs, by owner: checked on the real classes (and on a
-# real `WebsocketImplProtocol`, whose attributes are set in `__init__`), not on version strings.
+# What this module, and `gateway.ws.GatewayWebSocketProtocol` (a subclass of Sanic's), read below
+# the public APIs, by owner: checked on the real classes (and on a real `WebsocketImplProtocol`,
+# whose attributes are set in `__init__`), not on version strings.
 _INTERNALS: dict[str, tuple[str, ...]] = {
     "SanicProtocol": ("_can_write", "_time", "transport"),
     "HttpProtocol": ("_http", "recv_buffer"),
+    "WebSocketProtocol": ("websocket",),
     "Http": ("stage",),
     "WebsocketImplProtocol": (
         "assembler",
@@ -234,6 +237,7 @@ def check_internals() -> None:
     owners: dict[str, object] = {
         "SanicProtocol": SanicProtocol,
         "HttpProtocol": HttpProtocol,
+        "WebSocketProtocol": WebSocketProtocol,
         "Http": Http,
         "WebsocketImplProtocol": WebsocketImplProtocol(ServerProtocol()),
         "WebsocketFrameAssembler": WebsocketFrameAssembler,
