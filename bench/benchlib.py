@@ -14,6 +14,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from diminuendo.wire import (
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    FrameReader,
+    close_payload,
+    frame_bounds,
+    masked_frame,
+)
+
 # ----- a minimal WebSocket client -----------------------------------------------------------
 
 
@@ -22,7 +33,7 @@ class WSError(Exception):
 
 
 class WS(asyncio.Protocol):
-    """The client end of one WebSocket, parsing as little as possible.
+    """The client end of one WebSocket, parsing as little as possible (`diminuendo.wire`).
 
     Text frames are handed to `on_text(payload_bytes)` when set, else queued for `recv()`. Pings
     are answered, a close frame is echoed. No extension, no compression; server frames are
@@ -38,9 +49,9 @@ class WS(asyncio.Protocol):
         self.upgraded: asyncio.Future[int] = loop.create_future()
         self.closed: asyncio.Future[int | None] = loop.create_future()
         self.close_code: int | None = None
-        self._buf = bytearray()
-        self._is_open = False
-        self._frag: bytearray | None = None
+        self._head = bytearray()  # the upgrade response, until its blank line
+        self._frames: FrameReader | None = None  # set once upgraded
+        self._frag: list[bytes] | None = None
         self._inbox: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
 
@@ -50,7 +61,7 @@ class WS(asyncio.Protocol):
         transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._is_open = False
+        self._frames = None
         if not self.upgraded.done():
             self.upgraded.set_exception(WSError(f"connection lost before upgrade: {exc}"))
         if not self.closed.done():
@@ -58,74 +69,66 @@ class WS(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        if not self._is_open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
+        frames = self._frames
+        if frames is None:
+            data = self._read_head(data)
+            frames = self._frames
+            if frames is None:
                 return
-            head = bytes(buf[:end])
-            del buf[: end + 4]
-            try:
-                self.status = int(head.split(b" ", 2)[1])
-            except (IndexError, ValueError):
-                self.status = 0
-            if self.status != 101:
-                if not self.upgraded.done():
-                    self.upgraded.set_exception(WSError(f"upgrade refused: HTTP {self.status}"))
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            self._is_open = True
-            self.upgraded.set_result(101)
-        self._parse()
+        frames.feed(data)
+        if frames.stopped and self.transport is not None:  # a frame no server may send
+            self.transport.close()
 
-    def _parse(self) -> None:
-        buf = self._buf
-        n = len(buf)
-        pos = 0
-        while n - pos >= 2:
-            b0 = buf[pos]
-            length = buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            end = pos + head + length
-            if end > n:
-                break
-            payload = bytes(buf[pos + head : end])
-            pos = end
-            opcode = b0 & 0x0F
-            if opcode in (1, 2, 0):
-                if not b0 & 0x80:  # a fragment: keep it until the final one
-                    self._frag = (self._frag or bytearray()) + payload
-                    continue
-                if opcode == 0 and self._frag is not None:
-                    payload = bytes(self._frag + payload)
-                    self._frag = None
-                if self.on_text is not None:
-                    self.on_text(payload)
-                else:
-                    self._inbox.append(payload)
-                    self._wake()
-            elif opcode == 9:
-                self._send_frame(0xA, payload)
-            elif opcode == 8:
-                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                with contextlib.suppress(Exception):
-                    self._send_frame(0x8, payload[:2])
-                if self.transport is not None:
-                    self.transport.close()
-        if pos:
-            del buf[:pos]
+    def _read_head(self, data: bytes) -> bytes:
+        """Take the upgrade response from the start of the stream; return the bytes after it."""
+        head = self._head
+        head += data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            return b""
+        try:
+            self.status = int(head[:end].split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            self.status = 0
+        rest = bytes(head[end + 4 :])
+        head.clear()
+        if self.status != 101:
+            if not self.upgraded.done():
+                self.upgraded.set_exception(WSError(f"upgrade refused: HTTP {self.status}"))
+            if self.transport is not None:
+                self.transport.close()
+            return b""
+        self._frames = FrameReader(self._message, self._other_frame)
+        self.upgraded.set_result(101)
+        return rest
+
+    def _other_frame(self, frame: bytes) -> None:
+        """A frame off the text fast path: a fragment, a binary message, a ping or a close."""
+        bounds = frame_bounds(frame, 0)
+        assert bounds is not None  # the reader hands on whole frames only
+        first = bounds[2]
+        payload = frame[bounds[0] :]
+        opcode = first & 0x0F
+        if opcode == PING:
+            self._send_frame(PONG, payload)
+        elif opcode == CLOSE:
+            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+            with contextlib.suppress(Exception):
+                self._send_frame(CLOSE, payload[:2])
+            if self.transport is not None:
+                self.transport.close()
+        elif opcode < CLOSE:  # a data frame: keep fragments until the final one
+            self._frag = (self._frag or []) + [payload]
+            if first & 0x80:
+                whole, self._frag = b"".join(self._frag), None
+                self._message(whole)
+
+    def _message(self, payload: bytes) -> None:
+        if self.on_text is not None:
+            self.on_text(payload)
+        else:
+            self._inbox.append(payload)
+            self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -136,23 +139,10 @@ class WS(asyncio.Protocol):
     def _send_frame(self, opcode: int, payload: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        n = len(payload)
-        if n < 126:
-            header = bytes((0x80 | opcode, 0x80 | n))
-        elif n < 65536:
-            header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-        else:
-            header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-        mask = os.urandom(4)
-        if n:
-            key = (mask * (n // 4 + 1))[:n]
-            payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(
-                n, "big"
-            )
-        self.transport.write(header + mask + payload)
+        self.transport.write(masked_frame(opcode, payload))
 
     def send_text(self, text: str | bytes) -> None:
-        self._send_frame(0x1, text.encode() if isinstance(text, str) else text)
+        self._send_frame(TEXT, text.encode() if isinstance(text, str) else text)
 
     def send_json(self, message: dict[str, Any]) -> None:
         self.send_text(json.dumps(message, separators=(",", ":")))
@@ -179,7 +169,7 @@ class WS(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             with contextlib.suppress(Exception):
-                self._send_frame(0x8, (1000).to_bytes(2, "big"))
+                self._send_frame(CLOSE, close_payload(1000))
             self.transport.close()
 
     def abort(self) -> None:

@@ -23,16 +23,31 @@ from diminuendo.observability import context
 from diminuendo.observability.tracing import configure_tracing, shutdown_tracing
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.redaction import safe_message
+from diminuendo.sanic_ws import check_internals
 from diminuendo.settings import Settings
 
 APP_NAME = "diminuendo"
 IDLE_SWEEP_INTERVAL_S = 30.0
 
 
+class GatewayApp(Sanic):
+    """Sanic serving through the gateway's connection protocol (`ws.GatewayWebSocketProtocol`:
+    its fast writer, health probes, UTF-8 check) unless a caller names another, so the app runs
+    the same under the cli, Sanic's own runner (`prepare`/`run`) and `create_server`."""
+
+    def prepare(self, *args: Any, protocol: Any = None, **kwargs: Any) -> None:
+        super().prepare(*args, protocol=protocol or ws.GatewayWebSocketProtocol, **kwargs)
+
+    async def create_server(self, *args: Any, protocol: Any = None, **kwargs: Any) -> Any:
+        protocol = protocol or ws.GatewayWebSocketProtocol
+        return await super().create_server(*args, protocol=protocol, **kwargs)
+
+
 def create_app(settings: Settings) -> Sanic:
     """The Sanic app for `settings`, built in named steps; the `Gateway` itself is built per
-    worker in `before_server_start`."""
-    app = Sanic(APP_NAME, configure_logging=False)
+    worker in `before_server_start`. Fails at once if Sanic moved what `sanic_ws` reads."""
+    check_internals()
+    app = GatewayApp(APP_NAME, configure_logging=False)
     app.config.update(_sanic_config(settings))
     app.ctx.settings = settings
     host_guard.install(app, settings)

@@ -18,7 +18,6 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from diminuendo import __version__
-from diminuendo.gateway.ws import GatewayWebSocketProtocol
 from diminuendo.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -77,7 +76,6 @@ def _serve(settings: Settings, stack_config: object | None = None, reload: bool 
             port=settings.port,
             single_process=True,
             motd=False,
-            protocol=GatewayWebSocketProtocol,
             backlog=LISTEN_BACKLOG,
         )
         Sanic.serve_single(app)
@@ -89,7 +87,6 @@ def _serve(settings: Settings, stack_config: object | None = None, reload: bool 
             auto_reload=reload,
             reload_dir=str(PACKAGE_DIR) if reload else None,
             motd=False,
-            protocol=GatewayWebSocketProtocol,
             backlog=LISTEN_BACKLOG,
         )
         Sanic.serve(primary=app, app_loader=loader)

@@ -1,10 +1,11 @@
-"""Writing text frames to a Sanic WebSocket in the caller's own step, while the socket keeps up.
+"""The one module that reaches below Sanic's and websockets' public APIs (checked at start-up).
 
+Writing text frames to a Sanic WebSocket in the caller's own step, while the socket keeps up.
 Sanic's `Websocket.send` takes the connection's lock, awaits the transport's `_can_write` event
 and awaits its HTTP protocol's `send` for every frame. At tens of thousands of frames per second
 those awaits, and the writer task each caller needs to make them, are most of a core. While the
 transport is below its high-water mark none of it is needed: the frame (a two-to-ten-byte header
-and the payload) goes to the transport in one call, which takes it at once.
+from `diminuendo.wire` and the payload) goes to the transport in one call, which takes it at once.
 
 `writable` says when that is safe: the socket is open, the transport is not pushing back, and no
 Sanic writer (keepalive ping, close) is in the middle of its own write — those hold `conn_mutex`
@@ -14,37 +15,55 @@ across their awaits, and a frame must not jump ahead of bytes they already took 
 The receive side has two changes: a text message that is not UTF-8 fails the connection with
 1007, as RFC 6455 §8.1 and PROTOCOL §2 require (`close_on_invalid_utf8`), and once the handler
 stops reading, what the client still sends is dropped instead of waiting forever in Sanic's
-tasks (`stop_receiving`).
+tasks (`stop_receiving`). For the gateway's connection protocol (`gateway.ws`), `http_idle` and
+`keep_alive_from_now` read and reset Sanic's per-connection HTTP state.
 
-This reaches below Sanic's public `Websocket` API to `ws_proto`, `io_proto` and the frame
-assembler; Sanic is pinned to one major version in setup.cfg, and the backpressure,
-slow-consumer and invalid-UTF-8 tests exercise it.
+Every attribute read here is listed in `_INTERNALS`; `check_internals` (run by `create_app`)
+fails with the attribute's name when a Sanic or websockets release moves one, and
+tests/unit/test_sanic_ws.py pins the versions it was checked against to setup.cfg's.
 """
 
 from __future__ import annotations
 
-import struct
+import time
+from collections import deque
 from typing import Any
 
+import sanic
+import websockets
+from sanic.http.constants import Stage
+from sanic.http.http1 import Http
+from sanic.server.protocols.base_protocol import SanicProtocol
+from sanic.server.protocols.http_protocol import HttpProtocol
+from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.frames import Frame
 from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
+
+from diminuendo.wire import PING_FRAME, frame_header
 
 __all__ = [
+    "SUPPORTED_VERSIONS",
+    "check_internals",
     "close_on_invalid_utf8",
+    "http_idle",
     "is_open",
+    "keep_alive_from_now",
+    "last_heard",
     "stop_receiving",
-    "text_frame_header",
     "unsent_bytes",
     "wait_drained",
     "wait_writable",
     "writable",
     "write_ping",
+    "write_queued",
     "write_text",
 ]
 
-_PING_FRAME = b"\x89\x00"  # FIN + ping, unmasked, empty payload
+# The releases `_INTERNALS` was checked against; setup.cfg pins the same ranges.
+SUPPORTED_VERSIONS = {"sanic": ">=25.12,<26", "websockets": ">=14,<18"}
 
 
 def writable(ws: WebsocketImplProtocol) -> bool:
@@ -77,30 +96,32 @@ def unsent_bytes(ws: WebsocketImplProtocol) -> int:
 
 def write_text(ws: WebsocketImplProtocol, data: bytes) -> None:
     """Send `data` (UTF-8 JSON) as one text message. Only call after `writable(ws)` answered
-    True in the same synchronous step."""
-    ws.io_proto.transport.write(text_frame_header(len(data)) + data)
+    True in the same synchronous step. The protocol object has nothing to track for such a
+    frame (no fragmentation state, and Sanic negotiates no extensions), so bypassing it loses
+    nothing."""
+    ws.io_proto.transport.write(frame_header(len(data)) + data)
+
+
+def write_queued(ws: WebsocketImplProtocol, queue: deque[bytes]) -> int:
+    """Move queued text frames to the transport, in order, while it is `writable`; the bytes
+    moved. The one way a queue of ours (a client's `Connection`, a stand-in runtime's outbox)
+    drains into a socket."""
+    written = 0
+    while queue and writable(ws):
+        data = queue.popleft()
+        written += len(data)
+        write_text(ws, data)
+    return written
 
 
 def write_ping(ws: WebsocketImplProtocol) -> None:
     """Send a ping with an empty payload (after `writable(ws)`, like `write_text`)."""
-    ws.io_proto.transport.write(_PING_FRAME)
+    ws.io_proto.transport.write(PING_FRAME)
 
 
-_SHORT = struct.Struct("!BBH").pack
-_LONG = struct.Struct("!BBQ").pack
-
-
-def text_frame_header(length: int) -> bytes:
-    """The RFC 6455 header of one unfragmented, unmasked (server-to-client), uncompressed text
-    frame. `websockets` builds the same bytes through `Frame.serialize`, which measured 10 µs a
-    frame here (its generality: extensions, masking, validation); the header alone is this. The
-    protocol object has nothing to track for such a frame (no fragmentation state, and Sanic
-    negotiates no extensions), so bypassing it loses nothing."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 65536:
-        return _SHORT(0x81, 126, length)
-    return _LONG(0x81, 127, length)
+def last_heard(ws: WebsocketImplProtocol) -> float:
+    """When the client last sent anything, as the gateway's connection protocol records it."""
+    return ws.io_proto.last_heard
 
 
 async def wait_drained(protocol: Any) -> None:
@@ -118,6 +139,17 @@ async def wait_writable(ws: WebsocketImplProtocol) -> None:
         await io._can_write.wait()
     async with ws.conn_mutex:
         pass
+
+
+def http_idle(protocol: HttpProtocol) -> bool:
+    """Is no HTTP request in progress on this connection (none started, or the last answered)?"""
+    http = getattr(protocol, "_http", None)
+    return http is None or http.stage is Stage.IDLE
+
+
+def keep_alive_from_now(protocol: HttpProtocol) -> None:
+    """Restart Sanic's keep-alive timeout, as Sanic does after a response it wrote itself."""
+    protocol._time = time.monotonic()
 
 
 CLOSE_INVALID_DATA = 1007
@@ -175,3 +207,51 @@ def stop_receiving(ws: WebsocketImplProtocol) -> None:
     assembler.message_fetched.set()
     if ws.pause_frame_fut is not None:
         ws.resume_frames()
+
+
+# What this module, and `gateway.ws.GatewayWebSocketProtocol` (a subclass of Sanic's), read below
+# the public APIs, by owner: checked on the real classes (and on a real `WebsocketImplProtocol`,
+# whose attributes are set in `__init__`), not on version strings.
+_INTERNALS: dict[str, tuple[str, ...]] = {
+    "SanicProtocol": ("_can_write", "_time", "transport"),
+    "HttpProtocol": ("_http", "recv_buffer"),
+    "WebSocketProtocol": ("websocket",),
+    "Http": ("stage",),
+    "WebsocketImplProtocol": (
+        "assembler",
+        "conn_mutex",
+        "fail_connection",
+        "io_proto",
+        "pause_frame_fut",
+        "resume_frames",
+        "ws_proto",
+    ),
+    "WebsocketFrameAssembler": ("chunks", "decoder", "message_fetched", "protocol", "put"),
+    "ServerProtocol": ("state",),
+}
+
+
+def check_internals() -> None:
+    """Raise `RuntimeError` naming every attribute of `_INTERNALS` the installed Sanic or
+    websockets no longer has: an upgrade that moved one fails at start-up, not on a frame."""
+    owners: dict[str, object] = {
+        "SanicProtocol": SanicProtocol,
+        "HttpProtocol": HttpProtocol,
+        "WebSocketProtocol": WebSocketProtocol,
+        "Http": Http,
+        "WebsocketImplProtocol": WebsocketImplProtocol(ServerProtocol()),
+        "WebsocketFrameAssembler": WebsocketFrameAssembler,
+        "ServerProtocol": ServerProtocol(),
+    }
+    missing = [
+        f"{owner}.{name}"
+        for owner, names in _INTERNALS.items()
+        for name in names
+        if not hasattr(owners[owner], name)
+    ]
+    if missing:
+        raise RuntimeError(
+            f"diminuendo.sanic_ws reads {', '.join(missing)}, which sanic {sanic.__version__} / "
+            f"websockets {websockets.__version__} no longer have (checked against "
+            f"sanic{SUPPORTED_VERSIONS['sanic']}, websockets{SUPPORTED_VERSIONS['websockets']})"
+        )

@@ -34,10 +34,12 @@ from diminuendo.auth.identity import Identity
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.sanic_ws import (
     is_open,
+    last_heard,
     unsent_bytes,
     wait_writable,
     writable,
     write_ping,
+    write_queued,
     write_text,
 )
 from diminuendo.sessions.stream import Frame, ReplayPager
@@ -152,13 +154,8 @@ class Connection:
         try:
             while queue and not self.closed and is_open(ws):
                 await wait_writable(ws)
-                written = 0
-                while queue and writable(ws):
-                    data = queue.popleft()
-                    written += len(data)
-                    write_text(ws, data)
                 # The frames moved from the queue to the transport: still unsent.
-                self._queued_bytes -= written
+                self._queued_bytes -= write_queued(ws, queue)
                 self._transport_bytes = unsent_bytes(ws)
         except Exception as exc:  # the socket went away under us
             logger.debug("writer for {} stopped: {}", self.client_id, type(exc).__name__)
@@ -205,7 +202,7 @@ class Connection:
 
     def heard_at(self) -> float:
         """When the client last sent anything (a frame, a pong): `time.monotonic()` seconds."""
-        return self.ws.io_proto.last_heard
+        return last_heard(self.ws)
 
     def ping(self) -> None:
         """A WebSocket ping (empty payload): a live client answers it with a pong, and that pong

@@ -21,7 +21,7 @@ from sanic import Websocket
 from diminuendo.local.pacer import Pacer
 from diminuendo.local.podium_store import PodiumStore, Record
 from diminuendo.local.textutil import count_tokens, now_ms
-from diminuendo.sanic_ws import is_open, wait_writable, writable, write_text
+from diminuendo.sanic_ws import is_open, wait_writable, writable, write_queued, write_text
 
 BUFFER_LIMIT = 10_000
 _encode = msgspec.json.Encoder().encode
@@ -221,8 +221,7 @@ class InstanceRuntime:
                 self._wake.clear()
                 await self._wake.wait()
             elif writable(ws):
-                while outbox and writable(ws):
-                    write_text(ws, outbox.popleft())
+                write_queued(ws, outbox)
             elif is_open(ws):
                 await wait_writable(ws)
             else:

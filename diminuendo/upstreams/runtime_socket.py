@@ -10,19 +10,13 @@ callbacks instead: `data_received` feeds the parser and hands each complete text
 `on_message(bytes)` synchronously, in order, with no task, future or copy per message. Pings from
 the server are answered by the protocol (we flush its output after every read and every send).
 
-Fast path for plain text frames: at 20,000 inbound frames/s, websockets' generator-based
-`Frame.parse` was 20% of the gateway's CPU (plus ~8% in `receive_data`, `Protocol.parse` and its
-StreamReader), and nearly every frame is a small, final, unmasked text frame. So once the socket
-is open, `data_received` splits the bytes into frames itself by reading just the 2-10 byte header
-(`frame_bounds`, RFC 6455 §5.2) and hands such a frame's payload straight to `on_message`. Any
-other frame (control, binary, fragment) is fed to the protocol whole, so its parser always stops
-at a frame boundary; anything the protocol must reject (masked, reserved bits, too big) and all
-bytes after it go to the protocol, which fails the connection. The opening handshake is fed to
-the protocol up to the end of the 101 response only, so frames after it can take the fast path.
+Fast path: websockets' generator-based `Frame.parse` was 20% of the gateway's CPU at 20,000
+inbound frames/s, so once the socket is open a `diminuendo.wire.FrameReader` splits the bytes and
+hands plain text payloads straight to `on_message`; everything else goes to the protocol. The
+opening handshake is fed to the protocol up to the end of the 101 response only.
 
-Keepalive without a task: each socket owns one `loop.call_later` timer that is either "send the
-next ping" or "the pong is late" (or, once closing, "give up waiting for the server to close").
-A pong that does not come within `ping_timeout` fails the connection, so a dead peer is noticed.
+Keepalive without a task: each socket owns one timer (`keepalive.KeepaliveTimer`); a pong that
+does not come within `ping_timeout` fails the connection, so a dead peer is noticed.
 
 Not supported (the runtime socket does not need them): compression, subprotocols, HTTP proxies,
 redirects, binary messages (dropped), sending fragmented messages.
@@ -42,48 +36,14 @@ from websockets.http11 import USER_AGENT
 from websockets.protocol import CLOSED, OPEN
 from websockets.uri import parse_uri
 
-MessageHandler = Callable[[bytes], None]
+from diminuendo.upstreams.keepalive import KeepaliveTimer
+from diminuendo.wire import FrameReader
 
-_FIN = 0x80  # first header byte: FIN, RSV1-3, opcode
-_RSV = 0x70
-_OPCODE = 0x0F
-_MASKED = 0x80  # second header byte: MASK, payload length
-_FINAL_TEXT = _FIN | TEXT.value  # the frames the fast path delivers itself
-_DATA_OPCODES = (CONT.value, TEXT.value, BINARY.value)  # not control frames
+MessageHandler = Callable[[bytes], None]
 
 # How `data_received` reads: the opening handshake's response, then frames (the fast path),
 # then, once anything unusual has happened, everything through the protocol's own parser.
 _RESPONSE, _FRAMES, _PROTOCOL = "response", "frames", "protocol"
-
-
-def frame_bounds(data: bytes | bytearray, offset: int) -> tuple[int, int, int, int] | None:
-    """The header of the frame at `data[offset:]` (RFC 6455 §5.2): `(header_length,
-    payload_length, first_byte, second_byte)`, or None while the header is incomplete.
-
-    `header_length` includes the 4-byte masking key when the MASK bit is set. The payload may
-    still be incomplete: the frame ends at `offset + header_length + payload_length`.
-    """
-    available = len(data) - offset
-    if available < 2:
-        return None
-    first, second = data[offset], data[offset + 1]
-    length = second & 0x7F
-    header = 2
-    if length == 126:
-        header = 4
-        if available < header:
-            return None
-        length = (data[offset + 2] << 8) | data[offset + 3]
-    elif length == 127:
-        header = 10
-        if available < header:
-            return None
-        length = int.from_bytes(data[offset + 2 : offset + 10], "big")
-    if second & _MASKED:
-        header += 4
-        if available < header:
-            return None
-    return header, length, first, second
 
 
 class SocketUnavailable(Exception):
@@ -111,9 +71,7 @@ class ClientSocket(asyncio.Protocol):
         self._protocol = protocol
         self._on_message = on_message
         self._on_closed = on_closed
-        self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
-        self._close_timeout = close_timeout
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._handshake: asyncio.Future[None] | None = self._loop.create_future()
@@ -123,16 +81,16 @@ class ClientSocket(asyncio.Protocol):
         self._fragments: list[bytes] | None = None  # a fragmented text message in progress
         # The fast path (see the module docstring): bytes the protocol has not seen yet.
         self._reading = _RESPONSE
-        self._buffer = bytearray()  # the start of an incomplete frame (or of the response)
-        self._wanted = 0  # the buffered frame is complete at this many bytes (0: unknown)
-        self._in_message = False  # the protocol is in the middle of a fragmented message
-        max_size = protocol.max_message_size
-        self._max_size = 2**64 if max_size is None else max_size
-        self._timer: asyncio.TimerHandle | None = None
-        self._ping_payload: bytes | None = None
-        self._ping_sent_at = 0.0
-        self._pings = 0
-        self._closing_armed = False
+        self._response = bytearray()  # the start of the opening handshake's response
+        self._frames = FrameReader(self._message, self._other_frame, protocol.max_message_size)
+        self._keepalive = KeepaliveTimer(
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            send_ping=self._send_ping,
+            pong_overdue=self._pong_overdue,
+            close_overdue=self.abort,
+        )
         self._lost = False
         self._lost_waiter: asyncio.Future[None] | None = None
 
@@ -162,16 +120,17 @@ class ClientSocket(asyncio.Protocol):
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake and silence the callbacks. The server closes TCP; if it
         does not within `close_timeout`, the connection is aborted. See `wait_closed`."""
-        self._on_message = _ignore_message
-        self._on_closed = _ignore_closed
+        self._on_message = _ignore
+        self._on_closed = _ignore
         self._held = None
+        self._frames.stop()  # what follows goes to the protocol, which is closing
         if self._lost or self._transport is None:
             return
         if self._protocol.state is OPEN:
             self._protocol.send_close(code, reason)
             self._flush()
-            self._arm_close_deadline()
-        elif not self._closing_armed:
+            self._keepalive.arm_close(connected=self._protocol.state is not CLOSED)
+        elif not self._keepalive.closing:
             self._transport.abort()
 
     async def wait_closed(self) -> None:
@@ -195,23 +154,25 @@ class ClientSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._reading is _FRAMES:
-            self._receive_frames(data)
+            rest = self._frames.feed(data)
+            if self._frames.stopped:
+                self._hand_over(rest)
         elif self._reading is _RESPONSE:
             self._receive_response(data)
         else:
             self._feed(data)
 
     def eof_received(self) -> None:
-        self._hand_over(self._take_buffer())
+        self._hand_over(self._take_unread())
         self._protocol.receive_eof()
         self._flush()
         # Returning None lets the transport close itself; connection_lost follows.
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._hand_over(self._take_buffer())
+        self._hand_over(self._take_unread())
         self._protocol.receive_eof()  # idempotent: the protocol is CLOSED from here on
         self._lost = True
-        self._cancel_timer()
+        self._keepalive.cancel()
         if self._handshake is not None:
             self._fail_handshake(
                 self._protocol.handshake_exc
@@ -229,7 +190,7 @@ class ClientSocket(asyncio.Protocol):
 
     def _receive_response(self, data: bytes) -> None:
         """Feed the protocol the opening handshake's response, but not the frames after it."""
-        buffer = self._buffer
+        buffer = self._response
         buffer += data
         end = buffer.find(b"\r\n\r\n")
         # Without the end of the headers yet, hold back only what may be the start of it.
@@ -240,48 +201,15 @@ class ClientSocket(asyncio.Protocol):
             self._feed(head)
         if self._protocol.state is OPEN:
             self._reading = _FRAMES
-            self._receive_frames(b"")
+            self.data_received(self._take_unread())
         elif end >= 0 or self._handshake is None:  # a refusal (and its body), or a failure
-            self._hand_over(self._take_buffer())
+            self._hand_over(self._take_unread())
 
-    def _receive_frames(self, data: bytes) -> None:
-        """The fast path: `_split` what has arrived; keep an incomplete frame for later."""
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._wanted:
-                return
-            data = self._take_buffer()
-        used = self._split(data)
-        if used < len(data):
-            buffer += memoryview(data)[used:]
-
-    def _split(self, data: bytes) -> int:
-        """Handle the complete frames at the start of `data`, in order; return their length."""
-        protocol = self._protocol
-        offset, end = 0, len(data)
-        while offset < end:
-            bounds = frame_bounds(data, offset)
-            if bounds is None:
-                self._wanted = 0
-                return offset
-            header, length, first, second = bounds
-            bad = second & _MASKED or first & _RSV or length > self._max_size
-            if bad or protocol.state is not OPEN:  # it fails the connection, or is closing
-                self._hand_over(data[offset:])
-                return end
-            stop = offset + header + length
-            if stop > end:
-                self._wanted = stop - offset
-                return offset
-            if first == _FINAL_TEXT and not self._in_message:
-                self._message(data[offset + header : stop])
-            else:
-                if (first & _OPCODE) in _DATA_OPCODES:  # a fragment starts, goes on or ends
-                    self._in_message = not (first & _FIN)
-                self._feed(data[offset:stop])
-            offset = stop
-        return offset
+    def _other_frame(self, frame: bytes) -> None:
+        """A frame off the fast path, whole: the protocol parses it (and may start closing)."""
+        self._feed(frame)
+        if self._protocol.state is not OPEN:
+            self._frames.stop()
 
     def _hand_over(self, data: bytes) -> None:
         """From now on, the protocol parses every byte (it fails the connection if it must)."""
@@ -289,9 +217,10 @@ class ClientSocket(asyncio.Protocol):
         if data:
             self._feed(data)
 
-    def _take_buffer(self) -> bytes:
-        data = bytes(self._buffer)
-        self._buffer.clear()
+    def _take_unread(self) -> bytes:
+        """What arrived and no one has parsed yet: part of the response, or of a frame."""
+        data = bytes(self._response) + self._frames.take_buffer()
+        self._response.clear()
         return data
 
     def _feed(self, data: bytes) -> None:
@@ -305,8 +234,8 @@ class ClientSocket(asyncio.Protocol):
         for event in events:
             if type(event) is Frame:
                 self._frame(event)
-        if not self._closing_armed and protocol.close_expected():
-            self._arm_close_deadline()
+        if not self._keepalive.closing and protocol.close_expected():
+            self._keepalive.arm_close(connected=self._protocol.state is not CLOSED)
 
     # ----- opening --------------------------------------------------------------------------
 
@@ -320,16 +249,12 @@ class ClientSocket(asyncio.Protocol):
             assert self._handshake is not None
             self._handshake.set_result(None)
             self._handshake = None
-            self._schedule_ping(self._loop.time())
+            self._keepalive.start()
 
     def _fail_handshake(self, exc: BaseException) -> None:
         waiter, self._handshake = self._handshake, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
-
-    async def _opened(self) -> None:
-        assert self._handshake is not None
-        await self._handshake
 
     def _release_held(self) -> None:
         """Deliver what arrived before the opener resumed, then go live."""
@@ -356,7 +281,7 @@ class ClientSocket(asyncio.Protocol):
                     self._message(whole)
             # else: the rest of a binary message, dropped with its first frame
         elif opcode is PONG:
-            self._pong(frame.data)
+            self._keepalive.pong(frame.data)
         elif opcode is BINARY:
             logger.debug("dropping a binary message on {!r}", self)
         # PING: the protocol already queued the pong, and data_received flushed it. CLOSE: the
@@ -376,7 +301,7 @@ class ClientSocket(asyncio.Protocol):
             logger.exception("runtime message handler failed")
 
     def _report_closed(self) -> None:
-        on_closed, self._on_closed = self._on_closed, _ignore_closed
+        on_closed, self._on_closed = self._on_closed, _ignore
         try:
             on_closed(self)
         except Exception:
@@ -400,43 +325,16 @@ class ClientSocket(asyncio.Protocol):
             else:
                 transport.close()
 
-    # ----- keepalive and close deadline (one timer per socket) ------------------------------
+    # ----- keepalive (see keepalive.py) ---------------------------------------------------
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _schedule_ping(self, after: float) -> None:
-        if self._ping_interval is not None and not self._closing_armed:
-            self._timer = self._loop.call_at(after + self._ping_interval, self._ping)
-
-    def _ping(self) -> None:
-        self._timer = None
+    def _send_ping(self, payload: bytes) -> bool:
         if not self.is_open:
-            return
-        self._pings += 1
-        payload = self._pings.to_bytes(4, "big")
-        self._ping_payload = payload
-        self._ping_sent_at = self._loop.time()
+            return False
         self._protocol.send_ping(payload)
         self._flush()
-        if self._ping_timeout is None:
-            self._ping_payload = None
-            self._schedule_ping(self._ping_sent_at)
-        else:
-            self._timer = self._loop.call_later(self._ping_timeout, self._pong_overdue)
-
-    def _pong(self, payload: bytes) -> None:
-        if self._ping_payload is None or payload != self._ping_payload:
-            return  # unsolicited, or an answer to an older ping
-        self._ping_payload = None
-        self._cancel_timer()
-        # Ping every `ping_interval` from the last ping, or at once if the pong took longer.
-        self._schedule_ping(max(self._ping_sent_at, self._loop.time() - self._ping_interval))
+        return True
 
     def _pong_overdue(self) -> None:
-        self._timer = None
         logger.warning("{!r}: no pong within {} s, dropping it", self, self._ping_timeout)
         if self._protocol.state is OPEN:
             self._protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
@@ -444,20 +342,9 @@ class ClientSocket(asyncio.Protocol):
         assert self._transport is not None
         self._transport.abort()  # the peer is not answering: do not wait for its close
 
-    def _arm_close_deadline(self) -> None:
-        """The closing handshake started: the server should close TCP within `close_timeout`."""
-        self._closing_armed = True
-        self._cancel_timer()
-        if self._protocol.state is not CLOSED:
-            self._timer = self._loop.call_later(self._close_timeout, self.abort)
 
-
-def _ignore_message(data: bytes) -> None:
-    pass
-
-
-def _ignore_closed(socket: ClientSocket) -> None:
-    pass
+def _ignore(_: object) -> None:
+    """The callbacks of a socket its owner has closed."""
 
 
 async def open_socket(
@@ -502,7 +389,7 @@ async def open_socket(
                 lambda: socket, uri.host, uri.port, ssl=True if uri.secure else None
             )
             socket._flush()  # the handshake request
-            await socket._opened()
+            await cast("asyncio.Future[None]", socket._handshake)  # set: no 101 before the request
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         socket.abort()
         raise SocketUnavailable(f"{url}: {exc!r}") from exc

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from websockets.protocol import OPEN, State
 
 from diminuendo.gateway.connection import CLOSE_SLOW_CONSUMER, Connection
-from diminuendo.sanic_ws import text_frame_header
 from diminuendo.sessions.stream import ReplayPager, SessionStream
+from diminuendo.wire import frame_header
 
 
 @dataclass
@@ -71,7 +71,7 @@ def connection(ws: Ws, queue_max: int = 100, budget: int = 1000) -> Connection:
 
 
 def payloads(ws: Ws) -> list[bytes]:
-    return [chunk[len(text_frame_header(0)) :] for chunk in ws.io_proto.transport.written]
+    return [chunk[len(frame_header(0)) :] for chunk in ws.io_proto.transport.written]
 
 
 async def test_frames_go_straight_to_the_transport_while_it_keeps_up() -> None:

@@ -1,11 +1,10 @@
 """The fast path of `ClientSocket.data_received` (upstreams/runtime_socket.py) without a network:
-its header parser against websockets' own serializer, then a socket fed a scripted byte stream cut
-into every kind of chunk, checked against what websockets' protocol would have done."""
+a socket fed a scripted byte stream cut into every kind of chunk, checked against what websockets'
+protocol would have done. (Its header parser, `wire.frame_bounds`, is tested in test_wire.py.)"""
 
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
@@ -15,46 +14,7 @@ from websockets.protocol import CLOSING
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from diminuendo.upstreams.runtime_socket import ClientSocket, frame_bounds
-
-# ----- frame_bounds -----------------------------------------------------------------------------
-
-HEADER_CASES = [
-    (opcode, fin, length)
-    for length in (0, 125, 126, 65535, 65536)
-    for opcode, fin in ((TEXT, True), (TEXT, False), (CONT, False), (CONT, True), (BINARY, True))
-] + [(PING, True, 0), (PING, True, 125), (PONG, True, 4), (CLOSE, True, 2)]
-
-
-@pytest.mark.parametrize(("opcode", "fin", "length"), HEADER_CASES)
-def test_frame_bounds_reads_what_websockets_writes(opcode: Any, fin: bool, length: int) -> None:
-    wire = Frame(opcode, b"x" * length, fin=fin).serialize(mask=False)
-    header = len(wire) - length
-    assert header == (2 if length < 126 else 4 if length < 65536 else 10)
-    assert frame_bounds(wire, 0) == (header, length, wire[0], wire[1])
-    assert wire[0] == (0x80 if fin else 0) | opcode
-    # At an offset, in a bytearray, and with only the header (the payload still to come).
-    assert frame_bounds(bytearray(b"junk" + wire), 4) == (header, length, wire[0], wire[1])
-    assert frame_bounds(wire[:header], 0) == (header, length, wire[0], wire[1])
-    for cut in range(header):
-        assert frame_bounds(wire[:cut], 0) is None, cut
-        assert frame_bounds(b"junk" + wire[:cut], 4) is None, cut
-
-
-@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
-def test_frame_bounds_counts_a_masking_key_in_the_header(length: int) -> None:
-    wire = Frame(TEXT, b"x" * length).serialize(mask=True)
-    header = len(wire) - length
-    assert header == (6 if length < 126 else 8 if length < 65536 else 14)
-    assert frame_bounds(wire, 0) == (header, length, wire[0], wire[1])
-    assert wire[1] & 0x80
-    assert frame_bounds(wire[: header - 1], 0) is None
-
-
-def test_frame_bounds_reads_a_64_bit_length() -> None:
-    wire = bytes([0x81, 127]) + (2**40 + 3).to_bytes(8, "big")
-    assert frame_bounds(wire, 0) == (10, 2**40 + 3, 0x81, 127)
-
+from diminuendo.upstreams.runtime_socket import ClientSocket
 
 # ----- a socket fed by hand ---------------------------------------------------------------------
 
