@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -20,6 +21,7 @@ from sanic.worker.loader import AppLoader
 from diminuendo import __version__
 from diminuendo.gateway.ws import GatewayWebSocketProtocol
 from diminuendo.settings import ConfigError, Settings, load_settings
+from diminuendo.supervisor import STOP_MARGIN_S, Child, Supervisor
 
 EXIT_CONFIG = 2
 # Sanic's default of 100 drops SYNs in a reconnect storm after a deploy (measured in bench/).
@@ -66,34 +68,92 @@ def build_app(settings: Settings, stack_config: object | None = None) -> Sanic:
 
 
 def _serve(settings: Settings, stack_config: object | None = None, reload: bool = False) -> int:
-    """One process when possible; Sanic's worker manager for several workers or auto-reload
-    (which only works from a source checkout, never from the pyz)."""
+    """One process when possible; `WORKERS` > 1 as N single-process workers sharing the port
+    under `supervisor` (Sanic's worker manager can hang on SIGTERM, sanic#2997); Sanic's manager
+    only for auto-reload (dev, one worker, a source checkout — never the pyz)."""
     reload = reload and settings.dev_mode and PACKAGE_DIR.is_dir() and settings.workers == 1
+    if not reload and settings.workers == 1:
+        return serve_process(settings, stack_config)
+    if not reload:
+        workers = [
+            Child(f"worker-{n}", serve_process, (settings, None, True))
+            for n in range(1, settings.workers + 1)
+        ]
+        return _supervise(settings, workers, stack_config, reserve_port=settings.port)
     loader = AppLoader(factory=partial(build_app, settings, stack_config))
     app = loader.load()
-    if settings.workers == 1 and not reload:
-        app.prepare(
-            host=settings.host,
-            port=settings.port,
-            single_process=True,
-            motd=False,
-            protocol=GatewayWebSocketProtocol,
-            backlog=LISTEN_BACKLOG,
-        )
-        Sanic.serve_single(app)
-    else:
-        app.prepare(
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            auto_reload=reload,
-            reload_dir=str(PACKAGE_DIR) if reload else None,
-            motd=False,
-            protocol=GatewayWebSocketProtocol,
-            backlog=LISTEN_BACKLOG,
-        )
-        Sanic.serve(primary=app, app_loader=loader)
+    app.prepare(
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        auto_reload=reload,
+        reload_dir=str(PACKAGE_DIR) if reload else None,
+        motd=False,
+        protocol=GatewayWebSocketProtocol,
+        backlog=LISTEN_BACKLOG,
+    )
+    Sanic.serve(primary=app, app_loader=loader)
     return 0
+
+
+def serve_process(
+    settings: Settings, stack_config: object | None = None, reuse_port: bool = False
+) -> int:
+    """One gateway process, Sanic's single-process server. `reuse_port`: bind with SO_REUSEPORT,
+    so the workers of one supervisor share the port and the kernel spreads connections."""
+    loader = AppLoader(factory=partial(build_app, settings, stack_config))
+    app = loader.load()
+    app.prepare(
+        host=settings.host,
+        port=settings.port,
+        sock=_reuse_port_socket(settings.host, settings.port) if reuse_port else None,
+        single_process=True,
+        motd=False,
+        protocol=GatewayWebSocketProtocol,
+        backlog=LISTEN_BACKLOG,
+    )
+    Sanic.serve_single(app)
+    return 0
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT and not listening (asyncio calls `listen`)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def _supervise(
+    settings: Settings,
+    children: list[Child],
+    stack_config: object | None,
+    *,
+    reserve_port: int | None = None,
+) -> int:
+    """Run `children` (and the local stand-ins, in a process of their own) under one
+    supervisor, bounded on stop by the drain delay + GRACEFUL_SHUTDOWN_TIMEOUT + a margin.
+    `reserve_port`: the supervisor holds a bound, non-listening SO_REUSEPORT socket on it, so a
+    port taken by another program fails here, once, and nothing else can take it meanwhile."""
+    reserved = None
+    if reserve_port is not None:
+        try:
+            reserved = _reuse_port_socket(settings.host, reserve_port)
+        except OSError as exc:
+            print(f"error: {settings.host}:{reserve_port}: {exc.strerror}", file=sys.stderr)
+            return 1
+    if stack_config is not None:
+        from diminuendo.local.stack import run_local_stack
+
+        children = [Child("local-stack", run_local_stack, (stack_config,)), *children]
+    stop_timeout_s = settings.drain_delay_s + settings.graceful_shutdown_timeout_s + STOP_MARGIN_S
+    try:
+        return Supervisor(children, stop_timeout_s=stop_timeout_s).run()
+    finally:
+        if reserved is not None:
+            reserved.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

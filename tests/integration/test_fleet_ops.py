@@ -1,0 +1,130 @@
+"""`WORKERS` > 1 under one supervisor (issue 16 item 4), with real gateway processes in dev mode
+(`dev --no-stack --no-reload`) against the session's local stack.
+
+The supervisor's PIDs come from its own log (`supervisor: started worker-N (pid P)`), so every
+"no process left" below is checked by PID, never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Gateway, Stack, gateway_process, stop_process
+
+GRACEFUL_S = 2.0
+# The supervisor's bound: DRAIN_DELAY (0) + GRACEFUL_SHUTDOWN_TIMEOUT + its 5 s margin.
+STOP_BOUND_S = GRACEFUL_S + 5.0
+SLACK_S = 4.0  # a loaded 2-core machine: interpreter exit, joins
+STARTED = re.compile(r"supervisor: started (worker-\d+) \(pid (\d+)\)")
+
+
+def worker_pids(gw: Gateway) -> dict[str, list[int]]:
+    """Every PID the supervisor started, per worker, oldest first."""
+    pids: dict[str, list[int]] = {}
+    for name, pid in STARTED.findall(gw.output()):
+        pids.setdefault(name, []).append(int(pid))
+    return pids
+
+
+def all_pids(gw: Gateway) -> list[int]:
+    return [pid for pids in worker_pids(gw).values() for pid in pids]
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as gone: it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def instance_ids(gw: Gateway, probes: int = 24) -> set[str]:
+    """The `instanceId`s answering `/health`, one fresh TCP connection per probe (SO_REUSEPORT
+    spreads connections by their address, so each may land on another worker)."""
+    ids = set()
+    for _ in range(probes):
+        with httpx.Client(timeout=5) as http:
+            ids.add(http.get(f"{gw.url}/health").json()["instanceId"])
+    return ids
+
+
+@pytest.fixture
+def workers(stack: Stack, tmp_path: Path) -> Iterator[Gateway]:
+    gw = gateway_process(stack, tmp_path, WORKERS="2", GRACEFUL_SHUTDOWN_TIMEOUT=str(GRACEFUL_S))
+    gw.start()
+    yield gw
+    if gw.proc is not None and gw.proc.poll() is None:
+        stop_process(gw.proc, signal.SIGKILL)
+    for pid in all_pids(gw):
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_right_after_ready_stops_every_worker_within_the_bound(workers: Gateway) -> None:
+    """SIGTERM as soon as the first worker answers /health (the other may still be starting).
+
+    Before the fix (Sanic's worker manager): still running 40 s after SIGTERM, with a worker left
+    behind (sanic#2997); this test failed with `TimeoutExpired`. After: exit 0 in about 0.5 s."""
+    assert workers.proc is not None
+    started = time.monotonic()
+    workers.proc.send_signal(signal.SIGTERM)
+    assert workers.proc.wait(STOP_BOUND_S + SLACK_S) == 0
+    elapsed = time.monotonic() - started
+    pids = worker_pids(workers)
+    assert sorted(pids) == ["worker-1", "worker-2"], workers.output()[-2000:]
+    assert not [pid for pid in all_pids(workers) if alive(pid)]
+    assert elapsed < STOP_BOUND_S + SLACK_S
+
+
+def test_workers_share_the_port_and_a_dead_worker_is_restarted(workers: Gateway) -> None:
+    wait_for(lambda: len(instance_ids(workers)) == 2, 30, "both workers answer on one port")
+    before = instance_ids(workers)
+    first = worker_pids(workers)["worker-1"][0]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(worker_pids(workers)["worker-1"]) == 2, 10, "worker-1 restarted")
+    assert "worker-1 exited -9; restart in 0.5 s" in workers.output()
+    wait_for(lambda: len(instance_ids(workers) - before) == 1, 30, "the new worker answers")
+    assert workers.proc is not None and workers.proc.poll() is None
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_at_the_bound(workers: Gateway) -> None:
+    """A stopped (SIGSTOP) worker cannot drain: the supervisor waits its bound, then SIGKILLs it
+    by PID and exits; nothing is left."""
+    assert workers.proc is not None
+    wait_for(lambda: len(instance_ids(workers)) == 2, 30, "both workers up")
+    stuck = worker_pids(workers)["worker-2"][-1]
+    os.kill(stuck, signal.SIGSTOP)
+    started = time.monotonic()
+    workers.proc.send_signal(signal.SIGTERM)
+    assert workers.proc.wait(STOP_BOUND_S + SLACK_S) == 0
+    assert time.monotonic() - started >= STOP_BOUND_S - 0.5
+    assert f"worker-2 (pid {stuck}) still running, SIGKILL" in workers.output()
+    assert not alive(stuck)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(workers: Gateway) -> None:
+    """SIGKILL of the supervisor cannot be forwarded: the kernel's parent-death signal sends each
+    worker SIGTERM, so none keeps serving the port unsupervised."""
+    assert workers.proc is not None
+    pids = all_pids(workers)
+    workers.proc.kill()
+    workers.proc.wait(5)
+    wait_for(lambda: not [pid for pid in pids if alive(pid)], STOP_BOUND_S + SLACK_S, "exit")
