@@ -205,13 +205,72 @@ def cmd_dev(args: argparse.Namespace) -> int:
         else:
             env[f"{name}_URL"] = f"http://127.0.0.1:{port}"
             env[f"{name}_API_KEY"] = "local-dev-key"
+    if args.instances > 1 and not args.valkey:
+        print(
+            "config error: --instances: several gateways need --valkey to share their sessions "
+            "(without it they are separate islands, not a fleet)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     settings = _settings_or_exit(env)
     stack = None
     if not args.no_stack:
         stack = _stack_config(args, settings.data_dir, settings.podium_secrets_key)
+    if args.valkey:
+        return _dev_fleet(args, env, settings, stack)
     what = "gateway" if args.no_stack else "dev stack: gateway"
     print(f"Diminuendo {what} on http://{settings.host}:{settings.port} (ws /ws)", flush=True)
     return _serve(settings, stack, reload=not args.no_reload)
+
+
+# Flipped to True by the sessions wiring of issue 16, together with removing the REDIS_URL refusal
+# of the configuration check (settings.py): until then `dev --valkey` starts Valkey beside the
+# gateways but does not give them its URL, which they would refuse.
+DEV_VALKEY_PASSES_REDIS_URL = False
+
+
+def _dev_fleet(
+    args: argparse.Namespace, env: dict[str, str], settings: Settings, stack: object | None
+) -> int:
+    """`dev --valkey [--instances N]`: a bundled Valkey, the stand-ins and N gateways, each
+    gateway a supervised process; Ctrl-C/SIGTERM stops the gateways and stand-ins (bounded, by
+    PID), then Valkey (by PID)."""
+    from diminuendo.local.valkey import LocalValkey, ValkeyNotFound
+
+    taken = set() if stack is None else {args.podium_port, args.ensemble_port, args.unison_port}
+    valkey = LocalValkey(settings.data_dir / "valkey")
+    try:
+        valkey.start()
+    except (ValkeyNotFound, RuntimeError) as exc:
+        print(f"error: dev --valkey: {exc}", file=sys.stderr)
+        return 1
+    try:
+        note = "" if DEV_VALKEY_PASSES_REDIS_URL else " (not yet given to the gateways: issue 16)"
+        pid = valkey.process.pid if valkey.process else None
+        print(f"Valkey on {valkey.url} (pid {pid}){note}", flush=True)
+        gateways = []
+        for n, port in enumerate(instance_ports(settings.port, args.instances, taken), 1):
+            instance_env = {**env, "PORT": str(port)}
+            if DEV_VALKEY_PASSES_REDIS_URL:
+                instance_env["REDIS_URL"] = valkey.url
+            instance = _settings_or_exit(instance_env)
+            gateways.append(Child(f"gateway-{n}", _serve, (instance,)))
+            print(f"Diminuendo gateway {n} on http://{instance.host}:{port} (ws /ws)", flush=True)
+        return _supervise(settings, gateways, stack)
+    finally:
+        valkey.stop()
+
+
+def instance_ports(first: int, count: int, taken: set[int]) -> list[int]:
+    """`count` ports from `first` upward, skipping the stand-ins' (`taken`): by default two
+    instances get 8001 and 8003, Podium's stand-in having 8002."""
+    ports: list[int] = []
+    port = first
+    while len(ports) < count:
+        if port not in taken:
+            ports.append(port)
+        port += 1
+    return ports
 
 
 def cmd_local_stack(args: argparse.Namespace) -> int:
@@ -252,6 +311,16 @@ def _service_list(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _instance_count(raw: str) -> int:
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 16:
+        raise argparse.ArgumentTypeError("a number of gateways from 1 to 16")
+    return count
+
+
 def _stack_ports(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--podium-port", type=int, default=8002)
     parser.add_argument("--ensemble-port", type=int, default=8004)
@@ -270,6 +339,17 @@ def make_parser() -> argparse.ArgumentParser:
         "--no-stack",
         action="store_true",
         help="only the gateway, against stand-ins already running (URLs from the environment)",
+    )
+    dev.add_argument(
+        "--valkey",
+        action="store_true",
+        help="also start a bundled Valkey, shared by the gateways (implies no auto-reload)",
+    )
+    dev.add_argument(
+        "--instances",
+        type=_instance_count,
+        default=1,
+        help="with --valkey: N gateways on PORT, PORT+1, ... (skipping the stand-ins' ports)",
     )
     _stack_ports(dev)
     stack = commands.add_parser("local-stack", help="only the local stand-ins")

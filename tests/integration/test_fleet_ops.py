@@ -1,5 +1,6 @@
 """`WORKERS` > 1 under one supervisor (issue 16 item 4), with real gateway processes in dev mode
-(`dev --no-stack --no-reload`) against the session's local stack.
+(`dev --no-stack --no-reload`) against the session's local stack, and `dev --valkey --instances
+N` (item 7) as a real process tree.
 
 The supervisor's PIDs come from its own log (`supervisor: started worker-N (pid P)`), so every
 "no process left" below is checked by PID, never by name.
@@ -10,6 +11,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from diminuendo.local.ports import free_port
 from tests.conftest import Gateway, Stack, gateway_process, stop_process
 
 GRACEFUL_S = 2.0
@@ -128,3 +133,75 @@ def test_workers_exit_when_the_supervisor_is_killed(workers: Gateway) -> None:
     workers.proc.kill()
     workers.proc.wait(5)
     wait_for(lambda: not [pid for pid in pids if alive(pid)], STOP_BOUND_S + SLACK_S, "exit")
+
+
+# --- `diminuendo dev --valkey --instances N` (issue 16 item 7) -----------------------------------
+
+VALKEY_LINE = re.compile(r"Valkey on redis://127\.0\.0\.1:(\d+)/0 \(pid (\d+)\)")
+GATEWAY_LINE = re.compile(r"Diminuendo gateway (\d+) on (http://127\.0\.0\.1:\d+)")
+ANY_STARTED = re.compile(r"supervisor: started ([\w-]+) \(pid (\d+)\)")
+
+
+def valkey_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def test_dev_valkey_two_instances_come_up_and_stop_with_nothing_left(tmp_path: Path) -> None:
+    port, podium, ensemble, unison = (free_port() for _ in range(4))
+    log = tmp_path / "dev.log"
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "GRACEFUL_SHUTDOWN_TIMEOUT": str(GRACEFUL_S)}
+    argv = [sys.executable, "-m", "diminuendo", "dev", "--valkey", "--instances", "2"]
+    argv += ["--no-reload", "--port", str(port), "--podium-port", str(podium)]
+    argv += ["--ensemble-port", str(ensemble), "--unison-port", str(unison)]
+    proc = subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    pids: list[int] = []
+    try:
+        wait_for(lambda: len(GATEWAY_LINE.findall(log.read_text())) == 2, 30, "two gateways")
+        output = log.read_text()
+        valkey_port, valkey_pid = (int(x) for x in VALKEY_LINE.findall(output)[0])
+        urls = [url for _, url in GATEWAY_LINE.findall(output)]
+        assert urls == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
+
+        def healthy() -> bool:
+            try:
+                return all(httpx.get(f"{u}/health", timeout=2).status_code == 200 for u in urls)
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 60, "both instances answer /health")
+        ids = {httpx.get(f"{url}/health", timeout=5).json()["instanceId"] for url in urls}
+        assert len(ids) == 2
+        assert valkey_answers(valkey_port)
+        pids = [valkey_pid, *(int(pid) for _, pid in ANY_STARTED.findall(log.read_text()))]
+        assert len(pids) == 4  # Valkey, the stand-ins, two gateways
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(STOP_BOUND_S + SLACK_S + 5) == 0  # + Valkey's own stop
+        assert time.monotonic() - started < STOP_BOUND_S + SLACK_S + 5
+        assert not [pid for pid in pids if alive(pid)], log.read_text()[-2000:]
+        assert not valkey_answers(valkey_port)
+    finally:
+        if proc.poll() is None:
+            stop_process(proc, signal.SIGKILL)
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_dev_instances_without_valkey_is_refused(tmp_path: Path) -> None:
+    """N gateways without a shared Valkey would be N islands: refused before anything starts."""
+    done = subprocess.run(
+        [sys.executable, "-m", "diminuendo", "dev", "--instances", "2", "--no-reload"],
+        env={**os.environ, "DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--instances" in done.stderr and "--valkey" in done.stderr
+    assert "Diminuendo gateway" not in done.stdout
