@@ -72,28 +72,27 @@ def _serve(settings: Settings, stack_config: object | None = None, reload: bool 
     under `supervisor` (Sanic's worker manager can hang on SIGTERM, sanic#2997); Sanic's manager
     only for auto-reload (dev, one worker, a source checkout — never the pyz)."""
     reload = reload and settings.dev_mode and PACKAGE_DIR.is_dir() and settings.workers == 1
-    if not reload and settings.workers == 1:
+    if reload:
+        loader = AppLoader(factory=partial(build_app, settings, stack_config))
+        app = loader.load()
+        app.prepare(
+            host=settings.host,
+            port=settings.port,
+            auto_reload=True,
+            reload_dir=str(PACKAGE_DIR),
+            motd=False,
+            protocol=GatewayWebSocketProtocol,
+            backlog=LISTEN_BACKLOG,
+        )
+        Sanic.serve(primary=app, app_loader=loader)
+        return 0
+    if settings.workers == 1:
         return serve_process(settings, stack_config)
-    if not reload:
-        workers = [
-            Child(f"worker-{n}", serve_process, (settings, None, True))
-            for n in range(1, settings.workers + 1)
-        ]
-        return _supervise(settings, workers, stack_config, reserve_port=settings.port)
-    loader = AppLoader(factory=partial(build_app, settings, stack_config))
-    app = loader.load()
-    app.prepare(
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        auto_reload=reload,
-        reload_dir=str(PACKAGE_DIR) if reload else None,
-        motd=False,
-        protocol=GatewayWebSocketProtocol,
-        backlog=LISTEN_BACKLOG,
-    )
-    Sanic.serve(primary=app, app_loader=loader)
-    return 0
+    workers = [
+        Child(f"worker-{n}", serve_process, (settings, None, True))
+        for n in range(1, settings.workers + 1)
+    ]
+    return _supervise(settings, workers, stack_config, hold_port=True)
 
 
 def serve_process(
@@ -131,18 +130,19 @@ def _supervise(
     children: list[Child],
     stack_config: object | None,
     *,
-    reserve_port: int | None = None,
+    hold_port: bool = False,
 ) -> int:
     """Run `children` (and the local stand-ins, in a process of their own) under one
     supervisor, bounded on stop by the drain delay + GRACEFUL_SHUTDOWN_TIMEOUT + a margin.
-    `reserve_port`: the supervisor holds a bound, non-listening SO_REUSEPORT socket on it, so a
-    port taken by another program fails here, once, and nothing else can take it meanwhile."""
-    reserved = None
-    if reserve_port is not None:
+    `hold_port`: the supervisor holds a bound, non-listening SO_REUSEPORT socket on the
+    workers' port, so a port taken by another program fails here, once, and nothing else can
+    take it while a worker restarts."""
+    held = None
+    if hold_port:
         try:
-            reserved = _reuse_port_socket(settings.host, reserve_port)
+            held = _reuse_port_socket(settings.host, settings.port)
         except OSError as exc:
-            print(f"error: {settings.host}:{reserve_port}: {exc.strerror}", file=sys.stderr)
+            print(f"error: {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
             return 1
     if stack_config is not None:
         from diminuendo.local.stack import run_local_stack
@@ -152,8 +152,8 @@ def _supervise(
     try:
         return Supervisor(children, stop_timeout_s=stop_timeout_s).run()
     finally:
-        if reserved is not None:
-            reserved.close()
+        if held is not None:
+            held.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -129,10 +129,6 @@ class Supervisor:
             os.close(wake_read)
             os.close(wake_write)
 
-    @property
-    def pids(self) -> dict[str, int | None]:
-        return {name: process.pid for name, process in self._running.items()}
-
     def _start(self, child: Child) -> None:
         process = self._context.Process(
             target=child_entry, args=(child.target, child.args, os.getpid()), name=child.name

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from diminuendo.local.ports import free_port
-from tests.conftest import Gateway, Stack, gateway_process, stop_process
+from tests.conftest import Gateway, Stack, gateway_argv, gateway_process, stop_process
 
 GRACEFUL_S = 2.0
 # The supervisor's bound: DRAIN_DELAY (0) + GRACEFUL_SHUTDOWN_TIMEOUT + its 5 s margin.
@@ -205,3 +205,19 @@ def test_dev_instances_without_valkey_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--instances" in done.stderr and "--valkey" in done.stderr
     assert "Diminuendo gateway" not in done.stdout
+
+
+def test_workers_on_a_port_taken_by_another_program_fail_once(stack: Stack, tmp_path: Path) -> None:
+    """The supervisor holds the port before any worker starts: a taken port is one clear error
+    (exit 1), not a restart loop of workers that cannot bind."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        gw = gateway_process(stack, tmp_path, WORKERS="2", PORT=str(port))
+        done = subprocess.run(
+            gateway_argv(gw.env), env=gw.env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port}" in done.stderr and "in use" in done.stderr
+    assert "supervisor: started" not in done.stderr
