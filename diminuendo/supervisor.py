@@ -159,11 +159,12 @@ class Supervisor:
                     continue
                 process = self._running.pop(name)
                 process.join()
-                delay = self._budgets[name].next_delay(time.monotonic())
+                budget = self._budgets[name]
+                delay = budget.next_delay(time.monotonic())
                 if delay is None:
                     self._log(
                         f"supervisor: {name} exited {process.exitcode}; restarted "
-                        f"{RESTART_LIMIT} times in {RESTART_WINDOW_S:.0f} s, giving up"
+                        f"{budget.limit} times in {budget.window_s:.0f} s, giving up"
                     )
                     return 1
                 self._log(f"supervisor: {name} exited {process.exitcode}; restart in {delay} s")

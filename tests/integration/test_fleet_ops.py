@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from diminuendo.local.ports import free_port
+from diminuendo.supervisor import Child, RestartBudget, Supervisor
 from tests.conftest import Gateway, Stack, gateway_argv, gateway_process, stop_process
 
 GRACEFUL_S = 2.0
@@ -221,3 +222,25 @@ def test_workers_on_a_port_taken_by_another_program_fail_once(stack: Stack, tmp_
     assert done.returncode == 1
     assert f"127.0.0.1:{port}" in done.stderr and "in use" in done.stderr
     assert "supervisor: started" not in done.stderr
+
+
+def exit_with(code: int) -> int:
+    """A child that dies at once (module level: spawned children import it by name)."""
+    return code
+
+
+def test_a_crash_loop_ends_the_supervisor_with_status_1() -> None:
+    """A child that keeps dying is restarted within its budget, then the supervisor gives up and
+    exits 1 instead of spinning (real spawned processes, a tiny budget)."""
+    lines: list[str] = []
+    supervisor = Supervisor(
+        [Child("crasher", exit_with, (3,))],
+        stop_timeout_s=5,
+        budget=lambda: RestartBudget(limit=2, window_s=60, initial_s=0.05),
+        log=lines.append,
+    )
+    started = time.monotonic()
+    assert supervisor.run() == 1
+    assert time.monotonic() - started < 30
+    assert sum(line.startswith("supervisor: started crasher") for line in lines) == 3
+    assert lines[-1] == "supervisor: crasher exited 3; restarted 2 times in 60 s, giving up"
