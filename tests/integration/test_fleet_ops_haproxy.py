@@ -153,10 +153,10 @@ async def test_haproxy_routes_a_tenant_to_one_instance(fleet: Fleet) -> None:
     ids = fleet.instance_ids()
     placement = {tenant: ids[fleet.served_by(tenant)] for tenant in TENANTS}
     assert set(placement.values()) == {"gw1", "gw2"}, "two tenants can land on two instances"
+    idle = fleet.connections()
     for tenant in TENANTS[:3]:
         home = placement[tenant]
         assert {ids[fleet.served_by(tenant)] for _ in range(5)} == {home}
-        before = fleet.connections()
         async with (
             fleet.ws(tenant) as a,
             fleet.ws(tenant) as b,
@@ -164,8 +164,9 @@ async def test_haproxy_routes_a_tenant_to_one_instance(fleet: Fleet) -> None:
         ):
             for c_ in (a, b, c):
                 assert c_.received[-1]["identity"]["tenantId"] == tenant
-            expected = {name: before[name] + (3 if name == home else 0) for name in before}
+            expected = {name: idle[name] + (3 if name == home else 0) for name in idle}
             await until(lambda e=expected: fleet.connections() == e, 5, f"{tenant} on {home}")
+        await until(lambda: fleet.connections() == idle, 5, "the sockets are closed")
 
 
 async def test_routing_header_that_disagrees_with_the_token_is_refused(fleet: Fleet) -> None:
