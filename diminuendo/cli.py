@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -19,6 +20,7 @@ from sanic.worker.loader import AppLoader
 
 from diminuendo import __version__
 from diminuendo.settings import ConfigError, Settings, load_settings
+from diminuendo.supervisor import STOP_MARGIN_S, Child, Supervisor
 
 EXIT_CONFIG = 2
 # Sanic's default of 100 drops SYNs in a reconnect storm after a deploy (measured in bench/).
@@ -65,32 +67,90 @@ def build_app(settings: Settings, stack_config: object | None = None) -> Sanic:
 
 
 def _serve(settings: Settings, stack_config: object | None = None, reload: bool = False) -> int:
-    """One process when possible; Sanic's worker manager for several workers or auto-reload
-    (which only works from a source checkout, never from the pyz)."""
+    """One process when possible; `WORKERS` > 1 as N single-process workers sharing the port
+    under `supervisor` (Sanic's worker manager can hang on SIGTERM, sanic#2997); Sanic's manager
+    only for auto-reload (dev, one worker, a source checkout — never the pyz)."""
     reload = reload and settings.dev_mode and PACKAGE_DIR.is_dir() and settings.workers == 1
-    loader = AppLoader(factory=partial(build_app, settings, stack_config))
-    app = loader.load()
-    if settings.workers == 1 and not reload:
+    if reload:
+        loader = AppLoader(factory=partial(build_app, settings, stack_config))
+        app = loader.load()
         app.prepare(
             host=settings.host,
             port=settings.port,
-            single_process=True,
-            motd=False,
-            backlog=LISTEN_BACKLOG,
-        )
-        Sanic.serve_single(app)
-    else:
-        app.prepare(
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            auto_reload=reload,
-            reload_dir=str(PACKAGE_DIR) if reload else None,
+            auto_reload=True,
+            reload_dir=str(PACKAGE_DIR),
             motd=False,
             backlog=LISTEN_BACKLOG,
         )
         Sanic.serve(primary=app, app_loader=loader)
+        return 0
+    if settings.workers == 1:
+        return serve_process(settings, stack_config)
+    workers = [
+        Child(f"worker-{n}", serve_process, (settings, None, True))
+        for n in range(1, settings.workers + 1)
+    ]
+    return _supervise(settings, workers, stack_config, hold_port=True)
+
+
+def serve_process(
+    settings: Settings, stack_config: object | None = None, reuse_port: bool = False
+) -> int:
+    """One gateway process, Sanic's single-process server. `reuse_port`: bind with SO_REUSEPORT,
+    so the workers of one supervisor share the port and the kernel spreads connections."""
+    loader = AppLoader(factory=partial(build_app, settings, stack_config))
+    app = loader.load()
+    app.prepare(
+        host=settings.host,
+        port=settings.port,
+        sock=_reuse_port_socket(settings.host, settings.port) if reuse_port else None,
+        single_process=True,
+        motd=False,
+        backlog=LISTEN_BACKLOG,
+    )
+    Sanic.serve_single(app)
     return 0
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT and not listening (asyncio calls `listen`)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def _supervise(
+    settings: Settings,
+    children: list[Child],
+    stack_config: object | None,
+    *,
+    hold_port: bool = False,
+) -> int:
+    """Run `children` (and the local stand-ins, in a process of their own) under one
+    supervisor, bounded on stop by the drain delay + GRACEFUL_SHUTDOWN_TIMEOUT + a margin.
+    `hold_port`: the supervisor holds a bound, non-listening SO_REUSEPORT socket on the
+    workers' port, so a port taken by another program fails here, once, and nothing else can
+    take it while a worker restarts."""
+    held = None
+    if hold_port:
+        try:
+            held = _reuse_port_socket(settings.host, settings.port)
+        except OSError as exc:
+            print(f"error: {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+            return 1
+    if stack_config is not None:
+        from diminuendo.local.stack import run_local_stack
+
+        children = [Child("local-stack", run_local_stack, (stack_config,)), *children]
+    stop_timeout_s = settings.drain_delay_s + settings.graceful_shutdown_timeout_s + STOP_MARGIN_S
+    try:
+        return Supervisor(children, stop_timeout_s=stop_timeout_s).run()
+    finally:
+        if held is not None:
+            held.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -142,13 +202,72 @@ def cmd_dev(args: argparse.Namespace) -> int:
         else:
             env[f"{name}_URL"] = f"http://127.0.0.1:{port}"
             env[f"{name}_API_KEY"] = "local-dev-key"
+    if args.instances > 1 and not args.valkey:
+        print(
+            "config error: --instances: several gateways need --valkey to share their sessions "
+            "(without it they are separate islands, not a fleet)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     settings = _settings_or_exit(env)
     stack = None
     if not args.no_stack:
         stack = _stack_config(args, settings.data_dir, settings.podium_secrets_key)
+    if args.valkey:
+        return _dev_fleet(args, env, settings, stack)
     what = "gateway" if args.no_stack else "dev stack: gateway"
     print(f"Diminuendo {what} on http://{settings.host}:{settings.port} (ws /ws)", flush=True)
     return _serve(settings, stack, reload=not args.no_reload)
+
+
+# Flipped to True by the sessions wiring of issue 16, together with removing the REDIS_URL refusal
+# of the configuration check (settings.py): until then `dev --valkey` starts Valkey beside the
+# gateways but does not give them its URL, which they would refuse.
+DEV_VALKEY_PASSES_REDIS_URL = False
+
+
+def _dev_fleet(
+    args: argparse.Namespace, env: dict[str, str], settings: Settings, stack: object | None
+) -> int:
+    """`dev --valkey [--instances N]`: a bundled Valkey, the stand-ins and N gateways, each
+    gateway a supervised process; Ctrl-C/SIGTERM stops the gateways and stand-ins (bounded, by
+    PID), then Valkey (by PID)."""
+    from diminuendo.local.valkey import LocalValkey, ValkeyNotFound
+
+    taken = set() if stack is None else {args.podium_port, args.ensemble_port, args.unison_port}
+    valkey = LocalValkey(settings.data_dir / "valkey")
+    try:
+        valkey.start()
+    except (ValkeyNotFound, RuntimeError) as exc:
+        print(f"error: dev --valkey: {exc}", file=sys.stderr)
+        return 1
+    try:
+        note = "" if DEV_VALKEY_PASSES_REDIS_URL else " (not yet given to the gateways: issue 16)"
+        pid = valkey.process.pid if valkey.process else None
+        print(f"Valkey on {valkey.url} (pid {pid}){note}", flush=True)
+        gateways = []
+        for n, port in enumerate(instance_ports(settings.port, args.instances, taken), 1):
+            instance_env = {**env, "PORT": str(port)}
+            if DEV_VALKEY_PASSES_REDIS_URL:
+                instance_env["REDIS_URL"] = valkey.url
+            instance = _settings_or_exit(instance_env)
+            gateways.append(Child(f"gateway-{n}", _serve, (instance,)))
+            print(f"Diminuendo gateway {n} on http://{instance.host}:{port} (ws /ws)", flush=True)
+        return _supervise(settings, gateways, stack)
+    finally:
+        valkey.stop()
+
+
+def instance_ports(first: int, count: int, taken: set[int]) -> list[int]:
+    """`count` ports from `first` upward, skipping the stand-ins' (`taken`): by default two
+    instances get 8001 and 8003, Podium's stand-in having 8002."""
+    ports: list[int] = []
+    port = first
+    while len(ports) < count:
+        if port not in taken:
+            ports.append(port)
+        port += 1
+    return ports
 
 
 def cmd_local_stack(args: argparse.Namespace) -> int:
@@ -189,6 +308,16 @@ def _service_list(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _instance_count(raw: str) -> int:
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 16:
+        raise argparse.ArgumentTypeError("a number of gateways from 1 to 16")
+    return count
+
+
 def _stack_ports(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--podium-port", type=int, default=8002)
     parser.add_argument("--ensemble-port", type=int, default=8004)
@@ -207,6 +336,17 @@ def make_parser() -> argparse.ArgumentParser:
         "--no-stack",
         action="store_true",
         help="only the gateway, against stand-ins already running (URLs from the environment)",
+    )
+    dev.add_argument(
+        "--valkey",
+        action="store_true",
+        help="also start a bundled Valkey, shared by the gateways (implies no auto-reload)",
+    )
+    dev.add_argument(
+        "--instances",
+        type=_instance_count,
+        default=1,
+        help="with --valkey: N gateways on PORT, PORT+1, ... (skipping the stand-ins' ports)",
     )
     _stack_ports(dev)
     stack = commands.add_parser("local-stack", help="only the local stand-ins")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import secrets
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -43,6 +44,9 @@ class HealthReport:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._started_at = time.monotonic()
+        # Which process answered, behind a load balancer or among supervised workers: random,
+        # new per process (no hostname or PID on an unauthenticated route).
+        self.instance_id = secrets.token_hex(6)
         self._cache: _HealthSnapshot | None = None
         self._probe_headers = "".join(
             f"{name}: {value}\r\n"
@@ -65,6 +69,7 @@ class HealthReport:
             "status": status,
             "version": __version__,
             "uptimeS": round(time.monotonic() - self._started_at, 1),
+            "instanceId": self.instance_id,
             "devMode": gateway.settings.dev_mode,
             "dependencies": dependencies,
             "metrics": {

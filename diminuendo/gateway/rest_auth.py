@@ -9,6 +9,7 @@ from sanic.response import HTTPResponse, json
 
 from diminuendo.auth.client_address import address_key
 from diminuendo.auth.identity import Identity
+from diminuendo.auth.routing import ROUTING_TENANT_HEADER, check_routing_tenant
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import documented
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -41,14 +42,17 @@ def client_address(request: Request) -> str:
 
 
 async def request_identity(request: Request) -> Identity:
-    """The caller of an HTTP route: Bearer token, or the dev identity in dev mode."""
+    """The caller of an HTTP route: Bearer token (whose tenant must be the routing header's, if
+    one was sent: `auth/routing.py`), or the dev identity in dev mode."""
     gateway: Gateway = request.app.ctx.gateway
     if gateway.settings.dev_mode:
         return gateway.dev_identity
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer " or not header[7:].strip():
         raise GatewayError(ErrorCode.NOT_AUTHENTICATED, "A Bearer token is required")
-    return await gateway.authenticate(header[7:].strip(), client_address(request))
+    identity = await gateway.authenticate(header[7:].strip(), client_address(request))
+    check_routing_tenant(request.headers.get(ROUTING_TENANT_HEADER), identity)
+    return identity
 
 
 @bp.get("/api/me")

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from diminuendo import __version__
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import permission_for, require
+from diminuendo.auth.routing import ROUTING_TENANT_HEADER, check_routing_tenant
 from diminuendo.gateway.connection import Connection
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest_auth import client_address
@@ -193,6 +194,7 @@ async def _admit_upgrade(request: Request, gateway: Gateway) -> Identity | None:
         identity = gateway.dev_identity
     elif (token := _upgrade_token(request)) is not None:
         identity = await gateway.authenticate(token, address)
+        check_routing_tenant(request.headers.get(ROUTING_TENANT_HEADER), identity)
     gateway.hub.check_connection(address, identity)
     return identity
 
@@ -240,7 +242,9 @@ async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
         stop_receiving(ws)
         await connection.aclose()
         return
-    session = ClientSession(gateway, connection)
+    session = ClientSession(
+        gateway, connection, routed_as=request.headers.get(ROUTING_TENANT_HEADER)
+    )
     try:
         await session.run()
     finally:
@@ -258,8 +262,11 @@ async def websocket(request: Request, ws: WebsocketImplProtocol) -> None:
 class ClientSession:
     """The conversation with one connected client."""
 
-    def __init__(self, gateway: Gateway, connection: Connection) -> None:
+    def __init__(
+        self, gateway: Gateway, connection: Connection, *, routed_as: str | None = None
+    ) -> None:
         self.gateway = gateway
+        self._routed_as = routed_as  # the upgrade's X-Diminuendo-Tenant, checked at auth
         self.settings = gateway.settings
         self.conn = connection
         self.ws = connection.ws
@@ -435,6 +442,7 @@ class ClientSession:
             identity = self.gateway.dev_identity
         else:
             identity = await self.gateway.authenticate(message.token, self.conn.ip)
+            check_routing_tenant(self._routed_as, identity)
         current = self.conn.identity
         if current is not None and (current.tenant_id, current.user_id) != (
             identity.tenant_id,
