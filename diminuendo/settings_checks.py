@@ -70,7 +70,7 @@ def _fleet_problems(settings: Settings) -> list[str]:
     """Configurations that would look like a fleet and not be one. Several workers without a
     shared Valkey each keep their own sessions and replay windows (a client resuming on another
     worker loses its window), so production refuses them; dev mode keeps allowing it (one
-    developer, and the build smoke checks Sanic's worker spawning). `REDIS_URL` is refused until
+    developer, and the build smoke checks the worker supervisor). `REDIS_URL` is refused until
     the Valkey layer (`diminuendo.fleet`) is wired into sessions: accepted and ignored, it would
     mislead an operator into thinking the instances share their state."""
     if settings.redis_url:
