@@ -1,0 +1,127 @@
+"""The asyncio driver of one `LiveSession`: it owns the runtime socket and the delta timer, nothing
+else. Runtime frames are mapped (`mapping.map_event`) and fed to the live session with the loop's
+clock; the deadline it answers arms or cancels the one timer; the runtime's hello and loss become
+live-session commands; the gateway's control messages to the runtime are written here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+
+from diminuendo.mapping import Unknown, map_event
+from diminuendo.protocol.errors import ErrorCode
+from diminuendo.sessions.live import LiveSession, Turn
+from diminuendo.sessions.state import SessionStatus
+from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
+
+__all__ = ["RuntimeDriver"]
+
+
+class RuntimeDriver:
+    __slots__ = ("_loop", "_timer", "_unknown", "live", "runtime")
+
+    def __init__(self, live: LiveSession, unknown_events: set[str]) -> None:
+        self.live = live
+        self.runtime: RuntimeConnection | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._unknown = unknown_events  # names logged once per process, shared by every driver
+
+    def __repr__(self) -> str:
+        return f"RuntimeDriver({self.live!r}, runtime={self.runtime is not None})"
+
+    async def connect(self, podium: PodiumClient, instance_id: str) -> None:
+        """Open the instance's runtime socket (raises `GatewayError` if Podium refuses)."""
+        runtime = podium.runtime(
+            instance_id,
+            on_frame=self._on_frame,
+            on_lost=self._lost,
+            on_attached=self._attached,
+        )
+        await runtime.open()
+        self.runtime = runtime
+
+    async def close(self) -> None:
+        """Cancel the timer and close the runtime socket (the instance and its turns stay)."""
+        self._cancel_timer()
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None:
+            await runtime.close()
+
+    # ----- from the runtime -------------------------------------------------------------------
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        """Hot path: one runtime frame → at most one client event on the session's stream."""
+        event = map_event(frame)
+        if event is None:
+            return
+        if isinstance(event, Unknown):
+            if event.name not in self._unknown:
+                self._unknown.add(event.name)
+                logger.debug("ignoring runtime event {!r}", event.name)
+            return
+        self._follow(self.live.receive(event, self._loop.time()))
+
+    def _attached(self, running_turn_id: str | None, reconnected: bool) -> None:
+        self.live.runtime_attached(running_turn_id, reconnected)
+        self._follow(self.live.deadline)
+
+    async def _lost(self, reason: str) -> None:
+        logger.warning("runtime of session {} lost: {}", self.live.stream.session_id, reason)
+        self.runtime = None
+        self.live.end_turn_with_error(ErrorCode.UPSTREAM_UNAVAILABLE, reason, SessionStatus.ERROR)
+        self._follow(self.live.deadline)
+
+    # ----- the timer --------------------------------------------------------------------------
+
+    def _follow(self, deadline: float | None) -> None:
+        """Keep the one timer armed exactly while the live session holds text."""
+        if deadline is None:
+            if self._timer is not None:
+                self._cancel_timer()
+        elif self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._follow(self.live.tick(self._loop.time()))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ----- to the runtime ---------------------------------------------------------------------
+
+    async def run(self, turn: Turn) -> None:
+        await self._send(
+            {
+                "type": "process_message",
+                "content": {"text": turn.text, "turn_id": turn.turn_id, "messages": []},
+            }
+        )
+
+    async def interrupt(self, turn_id: str) -> None:
+        await self._send({"type": "interrupt", "content": {"turn_id": turn_id}})
+
+    async def steer(self, text: str) -> None:
+        await self._send({"type": "steer", "content": {"text": text}})
+
+    async def answer(
+        self, request_id: str, answers: dict[str, Any] | None, approved: bool, dismissed: bool
+    ) -> None:
+        content = {
+            "request_id": request_id,
+            "answers": answers or {},
+            # Only an explicit true approves: a permission request fails closed.
+            "approved": approved is True,
+            "dismissed": dismissed is True,
+        }
+        await self._send({"type": "answer", "content": content})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self.runtime is not None
+        await self.runtime.send(message)
