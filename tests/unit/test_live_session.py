@@ -10,6 +10,8 @@ event goes out; no deadline left after deactivate and delete. No network, no eve
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,38 +135,41 @@ ACTIONS = st.one_of(
 )
 
 
-def step(h: Harness, action: tuple[Any, ...]) -> None:  # noqa: C901 — one arm per action
-    kind = action[0]
-    if kind == "start":
-        h.start()
-    elif kind == "delta":
-        event = {"type": "text_delta", "text": action[2]}
-        if (turn_id := h.turn_id(action[1])) is not None:
-            event["turnId"] = turn_id
-        h.runtime(event)
-        h.advance(0.001)
-    elif kind == "wait":
-        h.advance(action[1])
-    elif kind == "question" and h.live.turn is not None:  # a runtime asks within a turn
-        h.runtime({"type": "question_requested", "requestId": action[1], "questions": []})
-    elif kind == "resolved":
-        h.runtime({"type": "approval_resolved", "requestId": action[1]})
-    elif kind == "usage":
-        h.runtime({"type": "usage_update", "inputTokens": action[1], "outputTokens": 1})
-    elif kind == "tool":
-        h.runtime({"type": "tool_call_started", "toolCallId": "c", "toolName": "t"})
-    elif kind == "runtime_started":
-        h.runtime({"type": "turn_started"})
-    elif kind == "end":
-        event = {"type": action[1]}
-        if (turn_id := h.turn_id(action[2])) is not None:
-            event["turnId"] = turn_id
-        h.runtime(event)
-    elif kind == "lost":
-        h.live.end_turn_with_error(ErrorCode.UPSTREAM_UNAVAILABLE, "lost", S.ERROR)
-    elif kind == "attached" and h.live.status in (S.READY, S.RUNNING, S.WAITING):
-        running = {None: None, "current": h.current, "adopt": f"trn_adopted_{len(h.recorder.frames)}"}
-        h.live.runtime_attached(running[action[1]], action[2])
+def _delta(h: Harness, which: str, text: str) -> None:
+    h.runtime(with_turn({"type": "text_delta", "text": text}, h.turn_id(which)))
+    h.advance(0.001)
+
+
+def _question(h: Harness, request_id: str) -> None:
+    if h.live.turn is not None:  # a runtime asks within a turn
+        h.runtime({"type": "question_requested", "requestId": request_id, "questions": []})
+
+
+def _attached(h: Harness, running: str | None, reconnected: bool) -> None:
+    if h.live.status in (S.READY, S.RUNNING, S.WAITING):
+        named = {None: None, "current": h.current, "adopt": f"trn_adopted_{h.now}"}[running]
+        h.live.runtime_attached(named, reconnected)
+
+
+def with_turn(event: dict[str, Any], turn_id: str | None) -> dict[str, Any]:
+    if turn_id is not None:
+        event["turnId"] = turn_id
+    return event
+
+
+STEPS: dict[str, Callable[..., None]] = {
+    "start": Harness.start,
+    "delta": _delta,
+    "wait": Harness.advance,
+    "question": _question,
+    "resolved": lambda h, rid: h.runtime({"type": "approval_resolved", "requestId": rid}),
+    "usage": lambda h, n: h.runtime({"type": "usage_update", "inputTokens": n, "outputTokens": 1}),
+    "tool": lambda h: h.runtime({"type": "tool_call_started", "toolCallId": "c", "toolName": "t"}),
+    "runtime_started": lambda h: h.runtime({"type": "turn_started"}),
+    "end": lambda h, kind, which: h.runtime(with_turn({"type": kind}, h.turn_id(which))),
+    "lost": lambda h: h.live.end_turn_with_error(ErrorCode.UPSTREAM_UNAVAILABLE, "lost", S.ERROR),
+    "attached": _attached,
+}
 
 
 def check_stream(h: Harness) -> None:
@@ -192,7 +197,7 @@ def check_stream(h: Harness) -> None:
         expected = 0 if turn_id == h.current else 1
         assert ends.get(turn_id, 0) == expected, f"{turn_id}: {ends.get(turn_id, 0)} ends"
     states = [f for f in frames if f["type"] == "session_state"]
-    for before, after in zip(states, states[1:], strict=False):
+    for before, after in itertools.pairwise(states):
         assert after["previous"] == before["state"]
 
 
@@ -212,7 +217,7 @@ def check_text(h: Harness) -> None:
 def test_random_runtime_sequences_keep_the_stream_invariants(actions, ending) -> None:
     h = Harness()
     for action in actions:
-        step(h, action)
+        STEPS[action[0]](h, *action[1:])
         check_stream(h)
     getattr(h, ending)()
     assert h.live.deadline is None, "a deadline left after " + ending
@@ -295,7 +300,8 @@ def test_a_turn_ending_while_waiting_passes_through_running() -> None:
     h = running()
     h.runtime({"type": "question_requested", "requestId": "r1"})
     h.runtime({"type": "turn_complete", "turnId": "trn_1"})
-    states = [(f["previous"], f["state"]) for f in h.recorder.frames if f["type"] == "session_state"]
+    frames = h.recorder.frames
+    states = [(f["previous"], f["state"]) for f in frames if f["type"] == "session_state"]
     assert states[-2:] == [("waiting", "running"), ("running", "ready")]
     assert not h.live.pending
 
@@ -371,7 +377,8 @@ def test_the_driver_cancels_its_timer_when_closed() -> None:
         live.set_status(S.READY)
         live.start_turn(Turn("trn_1", "hi", 0))
         for text in ("a", "b"):
-            driver._on_frame({"event_type": "update", "content": {"turn_id": "trn_1", "text": text}})
+            frame = {"event_type": "update", "content": {"turn_id": "trn_1", "text": text}}
+            driver._on_frame(frame)
         assert driver._timer is not None and live.deadline is not None
         await driver.close()
         assert driver._timer is None
