@@ -1,15 +1,16 @@
 """SessionService: every session operation, shared by the WebSocket, REST and RPC edges — a thin
 façade over the parts that do the work, one concept each:
 
+- `access.py`: who may reach a session, and its record or live half for them;
 - `records.py`: the Unison records (cache, compare-and-set writer, background persistence);
 - `activation.py`: which sessions this process holds live, activation, capacity, deactivation;
 - `live.py` + `driver.py`: a held session's turn state machine and the runtime socket feeding it;
 - `stream.py`: its sequenced, replayable stream of frames;
 - `transcript.py`: history and files, read from the Podium instance.
 
-Tenancy is decided in one place, `authorize`: another tenant's session (or, for guests, another
-user's) is `SESSION_NOT_FOUND`, exactly as a missing one. The gateway itself announces
-`turn_started` when it accepts a turn, and drops the runtime's own start event for that turn.
+Tenancy is decided in one place, `access.py` (`authorize`): another tenant's session (or, for
+guests, another user's) is `SESSION_NOT_FOUND`, exactly as a missing one. The gateway itself
+announces `turn_started` when it accepts a turn, and drops the runtime's own start event for it.
 """
 
 from __future__ import annotations
@@ -20,22 +21,21 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import msgspec
-
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import may_read_session
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord
+from diminuendo.sessions.access import SessionAccess
 from diminuendo.sessions.activation import Activator
 from diminuendo.sessions.active import ActiveSession
 from diminuendo.sessions.budget import ReplayBudget
 from diminuendo.sessions.capacity import Limits
 from diminuendo.sessions.live import BUSY, Turn, now_ms
 from diminuendo.sessions.records import Persister, RecordStore
-from diminuendo.sessions.replies import room_for
 from diminuendo.sessions.state import SessionStatus
 from diminuendo.sessions.stream import Replay, ReplayPager, Subscriber
 from diminuendo.sessions.transcript import Transcript
+from diminuendo.sessions.views import events_page, session_view, snapshot
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.unison import UnisonClient
 
@@ -44,13 +44,6 @@ __all__ = ["Broadcast", "SessionService"]
 Broadcast = Callable[[str, str, dict[str, Any], Subscriber | None], None]
 """`(tenant_id, owner_id, event, exclude)`: a lifecycle event about a session of `owner_id`, for
 the tenant's connections that may read it (`Hub.broadcast`)."""
-
-
-def authorize(identity: Identity, record: SessionRecord) -> None:
-    """`SESSION_NOT_FOUND` unless `identity` may read the session (`auth/policy.py`): another
-    tenant's session, or for guests another user's, is indistinguishable from a missing one."""
-    if not may_read_session(identity, record.tenant_id, record.owner_id):
-        raise GatewayError(ErrorCode.SESSION_NOT_FOUND, session_id=record.id)
 
 
 class SessionService:
@@ -79,6 +72,7 @@ class SessionService:
             replay_max_bytes=replay_max_bytes,
             replay_budget=ReplayBudget(replay_budget_bytes),
         )
+        self.access = SessionAccess(self.records, self.activation)
         self.transcript = Transcript(podium, reply_max_bytes)
         self.reply_max_bytes = reply_max_bytes
         self._broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
@@ -106,37 +100,14 @@ class SessionService:
     def draining(self, value: bool) -> None:
         self.activation.draining = value
 
-    # ----- records and who may see them -------------------------------------------------------
-
-    async def _record(self, identity: Identity, session_id: str) -> tuple[SessionRecord, int]:
-        """The caller's view of a session, authorized: the live one when this process holds it."""
-        active = self.active.get(session_id)
-        if active is not None:
-            record, version = active.current(), active.version
-        else:
-            record, version = await self.records.read(identity.tenant_id, session_id)
-        authorize(identity, record)
-        return record, version
-
     def _live_view(self, record: SessionRecord) -> dict[str, Any]:
-        """SessionMeta as clients see it: status, epoch and lastSeq from the live stream when
-        active; a session this process does not hold is reported `inactive` (start-up recovery
-        of records a previous process left in another state)."""
-        wire = record.to_wire()
-        active = self.active.get(record.id)
-        if active is None:
-            wire["status"] = SessionStatus.INACTIVE.value
-        else:
-            wire["status"] = active.status.value
-            wire["epoch"] = active.stream.epoch
-            wire["lastSeq"] = active.stream.last_seq
-        return wire
+        return session_view(record, self.active.get(record.id))
 
     async def _update(
         self, identity: Identity, session_id: str, change: Callable[[SessionRecord], None]
     ) -> SessionRecord:
         record, version = await self.records.update(
-            lambda: self._record(identity, session_id), change, identity.user_id
+            lambda: self.access.record(identity, session_id), change, identity.user_id
         )
         active = self.active.get(session_id)
         if active is not None:
@@ -164,7 +135,7 @@ class SessionService:
         return sessions
 
     async def get_session(self, identity: Identity, session_id: str) -> dict[str, Any]:
-        record, _ = await self._record(identity, session_id)
+        record, _ = await self.access.record(identity, session_id)
         return self._live_view(record)
 
     async def create_session(
@@ -229,7 +200,7 @@ class SessionService:
     async def delete_session(
         self, identity: Identity, session_id: str, requester: Subscriber | None = None
     ) -> None:
-        record, _ = await self._record(identity, session_id)
+        record, _ = await self.access.record(identity, session_id)
         await self.activation.forget(session_id)
         if record.instance_id:
             await self.podium.delete_instance(record.instance_id)
@@ -243,19 +214,6 @@ class SessionService:
     async def shutdown(self) -> None:
         """Close every runtime socket without stopping instances (turns continue in Podium)."""
         await self.activation.shutdown()
-
-    async def _ensure_active(self, identity: Identity, session_id: str) -> ActiveSession:
-        """The session's live half, held (but not yet activated) if this process lacks it."""
-        active = self.active.get(session_id)
-        if active is None:
-            record, version = await self._record(identity, session_id)
-            active = self.active.get(session_id)  # another task may have won the race
-            if active is None:
-                active = self.activation.hold(record, version)
-        else:
-            await self._record(identity, session_id)  # tenancy check
-        active.last_used = time.monotonic()
-        return active
 
     # ----- subscriptions ----------------------------------------------------------------------
 
@@ -281,7 +239,7 @@ class SessionService:
         (`SessionStream.attach_page`) — in `replay_rest(pager)`, awaited after the activation
         whether or not it succeeded (a failed activation still leaves the subscriber joined, as
         an unpaged join does). Without them the whole replay comes at once."""
-        active = await self._ensure_active(identity, session_id)
+        active = await self.access.held(identity, session_id)
         # Joining again restarts the subscription: live frames must not interleave with pages.
         active.stream.detach(subscriber)
         pager = ReplayPager(
@@ -294,32 +252,13 @@ class SessionService:
         )
         replay = pager.next_page()
         active.subscribers.add(subscriber)
-        send(self._snapshot(active, replay), replay)
+        send(snapshot(active, replay), replay)
         try:
             await self.activation.activate(active)
         finally:
             if replay_rest is not None and not pager.attached:
                 await replay_rest(pager)
         return pager
-
-    def _snapshot(self, active: ActiveSession, replay: Replay) -> dict[str, Any]:
-        snapshot: dict[str, Any] = {
-            "type": "state_snapshot",
-            "sessionId": active.record.id,
-            "session": self._live_view(active.current()),
-            "epoch": replay.epoch,
-            "lastSeq": replay.last_seq,
-            "gap": replay.gap,
-            "pending": list(active.live.pending.values()),
-        }
-        turn = active.turn
-        if turn is not None:
-            snapshot["currentTurn"] = {
-                "turnId": turn.turn_id,
-                "text": "".join(turn.output),
-                "startedAt": turn.started_at,
-            }
-        return snapshot
 
     def unreadable(self, identity: Identity, session_ids: Iterable[str]) -> list[str]:
         """Those of the active `session_ids` that `identity` may not read (after a role change)."""
@@ -343,41 +282,9 @@ class SessionService:
     async def events(
         self, identity: Identity, session_id: str, after_seq: int, epoch: str | None, limit: int
     ) -> dict[str, Any]:
-        record, _ = await self._record(identity, session_id)
+        record, _ = await self.access.record(identity, session_id)
         active = self.active.get(session_id)
-        if active is None:
-            # Nothing retained in this process: anything after `after_seq` is a gap.
-            stale = epoch not in (None, record.epoch) or after_seq < record.last_seq
-            return {
-                "sessionId": session_id,
-                "epoch": record.epoch,
-                "events": [],
-                "lastSeq": record.last_seq,
-                "gap": stale,
-                "hasMore": False,
-            }
-        stream = active.stream
-        envelope = {
-            "type": "events",
-            "sessionId": session_id,
-            "epoch": stream.epoch,
-            "events": [],
-            "lastSeq": stream.last_seq,
-            "gap": False,
-            "hasMore": False,
-        }
-        # Each event also costs the comma before it.
-        room = room_for(envelope, self.reply_max_bytes) - limit
-        replay = stream.replay(after_seq, epoch, limit, max_bytes=room)
-        return {
-            "sessionId": session_id,
-            "epoch": replay.epoch,
-            # Spliced into the reply as encoded: no decode and re-encode of every event.
-            "events": [msgspec.Raw(f.data) for f in replay.frames],
-            "lastSeq": replay.last_seq,
-            "gap": replay.gap,
-            "hasMore": replay.more,
-        }
+        return events_page(record, active, after_seq, epoch, limit, self.reply_max_bytes)
 
     # ----- turns ------------------------------------------------------------------------------
 
@@ -393,7 +300,7 @@ class SessionService:
         """Accept a turn (activating first if needed). `on_accept(turn_id)` runs before the
         `turn_started` event is published, so an edge can mark its copy as the reply."""
         self.activation.refuse_when_draining()
-        active = await self._ensure_active(identity, session_id)
+        active = await self.access.held(identity, session_id)
         if active.status in BUSY or active.turn is not None:
             raise GatewayError(ErrorCode.SESSION_BUSY, session_id=session_id)
         await self.activation.activate(active)
@@ -417,7 +324,7 @@ class SessionService:
         self, identity: Identity, session_id: str, *, turn_id: str | None = None
     ) -> None:
         """Interrupt the running turn (only if it is `turn_id`, when given); idempotent."""
-        await self._record(identity, session_id)  # tenancy
+        await self.access.record(identity, session_id)  # tenancy
         active = self.active.get(session_id)
         turn = active.turn if active is not None else None
         if active is None or turn is None or active.driver.runtime is None:
@@ -426,7 +333,7 @@ class SessionService:
             await active.driver.interrupt(turn.turn_id)
 
     async def steer(self, identity: Identity, session_id: str, content: str) -> None:
-        active = await self._running(identity, session_id)
+        active = await self.access.running(identity, session_id)
         await active.driver.steer(content)
 
     async def answer(
@@ -439,7 +346,7 @@ class SessionService:
         approved: bool,
         dismissed: bool,
     ) -> None:
-        active = await self._running(identity, session_id)
+        active = await self.access.running(identity, session_id)
         if request_id not in active.live.pending:
             raise GatewayError(
                 ErrorCode.INVALID_STATE,
@@ -448,17 +355,10 @@ class SessionService:
             )
         await active.driver.answer(request_id, answers, approved, dismissed)
 
-    async def _running(self, identity: Identity, session_id: str) -> ActiveSession:
-        await self._record(identity, session_id)  # tenancy
-        active = self.active.get(session_id)
-        if active is None or active.turn is None or active.driver.runtime is None:
-            raise GatewayError(ErrorCode.INVALID_STATE, "No turn is running", session_id=session_id)
-        return active
-
     # ----- history and files ------------------------------------------------------------------
 
     async def _instance_id(self, identity: Identity, session_id: str) -> str | None:
-        record, _ = await self._record(identity, session_id)
+        record, _ = await self.access.record(identity, session_id)
         return record.instance_id
 
     async def history(
