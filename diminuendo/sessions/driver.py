@@ -37,7 +37,7 @@ class RuntimeDriver:
         """Open the instance's runtime socket (raises `GatewayError` if Podium refuses)."""
         runtime = podium.runtime(
             instance_id,
-            on_frame=self._on_frame,
+            on_frame=self._on_runtime_frame,
             on_lost=self._lost,
             on_attached=self._attached,
         )
@@ -53,7 +53,7 @@ class RuntimeDriver:
 
     # ----- from the runtime -------------------------------------------------------------------
 
-    def _on_frame(self, frame: dict[str, Any]) -> None:
+    def _on_runtime_frame(self, frame: dict[str, Any]) -> None:
         """Hot path: one runtime frame → at most one client event on the session's stream."""
         event = map_event(frame)
         if event is None:

@@ -3,7 +3,7 @@ persistence of active sessions.
 
 Records are written on lifecycle changes only, in the background, so no client event waits on a
 metadata write. Reads are cached briefly (`RECORD_CACHE_S`) and a stale copy answers while Unison
-is down. Who may see a record is not decided here: `SessionService.authorize` is.
+is down. Who may see a record is not decided here: `access.authorize` is.
 """
 
 from __future__ import annotations

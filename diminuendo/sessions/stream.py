@@ -120,10 +120,6 @@ class SessionStream:
         return self._last_seq
 
     @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
-    @property
     def retained_bytes(self) -> int:
         """Encoded size of the frames in the replay window."""
         return self._bytes

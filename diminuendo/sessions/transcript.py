@@ -1,6 +1,6 @@
 """A session's history and files, read from its Podium instance: a pass-through that renames the
 fields for clients and keeps each reply under `REPLY_MAX_BYTES` (`replies.py`). Who may read them
-is checked by the caller (`SessionService`); `instance_id` None means the session has no instance
+is checked by the caller (`access.py`); `instance_id` None means the session has no instance
 yet, so nothing to read."""
 
 from __future__ import annotations

@@ -378,7 +378,7 @@ def test_the_driver_cancels_its_timer_when_closed() -> None:
         live.start_turn(Turn("trn_1", "hi", 0))
         for text in ("a", "b"):
             frame = {"event_type": "update", "content": {"turn_id": "trn_1", "text": text}}
-            driver._on_frame(frame)
+            driver._on_runtime_frame(frame)
         assert driver._timer is not None and live.deadline is not None
         await driver.close()
         assert driver._timer is None
