@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from loguru import logger
 
 from diminuendo.mapping import Unknown, map_event
@@ -18,6 +19,47 @@ from diminuendo.sessions.state import SessionStatus
 from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
 
 __all__ = ["RuntimeDriver"]
+
+
+class Command(msgspec.Struct, tag_field="type"):
+    """A control message from the gateway to the instance's runtime (UPSTREAMS.md §1)."""
+
+
+class _Run(msgspec.Struct):
+    text: str
+    turn_id: str
+    messages: list[Any] = msgspec.field(default_factory=list)
+
+
+class _TurnRef(msgspec.Struct):
+    turn_id: str
+
+
+class _Text(msgspec.Struct):
+    text: str
+
+
+class _Answer(msgspec.Struct):
+    request_id: str
+    answers: dict[str, Any]
+    approved: bool
+    dismissed: bool
+
+
+class ProcessMessage(Command, tag="process_message"):
+    content: _Run
+
+
+class Interrupt(Command, tag="interrupt"):
+    content: _TurnRef
+
+
+class Steer(Command, tag="steer"):
+    content: _Text
+
+
+class Answer(Command, tag="answer"):
+    content: _Answer
 
 
 class RuntimeDriver:
@@ -97,31 +139,26 @@ class RuntimeDriver:
     # ----- to the runtime ---------------------------------------------------------------------
 
     async def run(self, turn: Turn) -> None:
-        await self._send(
-            {
-                "type": "process_message",
-                "content": {"text": turn.text, "turn_id": turn.turn_id, "messages": []},
-            }
-        )
+        await self._send(ProcessMessage(content=_Run(text=turn.text, turn_id=turn.turn_id)))
 
     async def interrupt(self, turn_id: str) -> None:
-        await self._send({"type": "interrupt", "content": {"turn_id": turn_id}})
+        await self._send(Interrupt(content=_TurnRef(turn_id=turn_id)))
 
     async def steer(self, text: str) -> None:
-        await self._send({"type": "steer", "content": {"text": text}})
+        await self._send(Steer(content=_Text(text=text)))
 
     async def answer(
         self, request_id: str, answers: dict[str, Any] | None, approved: bool, dismissed: bool
     ) -> None:
-        content = {
-            "request_id": request_id,
-            "answers": answers or {},
+        content = _Answer(
+            request_id=request_id,
+            answers=answers or {},
             # Only an explicit true approves: a permission request fails closed.
-            "approved": approved is True,
-            "dismissed": dismissed is True,
-        }
-        await self._send({"type": "answer", "content": content})
+            approved=approved is True,
+            dismissed=dismissed is True,
+        )
+        await self._send(Answer(content=content))
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, command: Command) -> None:
         assert self.runtime is not None
-        await self.runtime.send(message)
+        await self.runtime.send(command)  # type: ignore[arg-type]  # the socket encodes any struct

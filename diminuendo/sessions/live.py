@@ -16,6 +16,9 @@ Choices:
 - **Frames go out on the stream, not in a returned list**: `SessionStream` is itself sans-I/O
   (it assigns `seq`, encodes once, retains and fans out), and a list per runtime event would cost
   the hot path an allocation and a second loop per frame.
+- **Runtime events stay the dicts `mapping.py` made** (the hot path: no struct per text delta);
+  the frames the session makes itself (`session_state`, `turn_started`, `turn_error`) are
+  `protocol.events` structs.
 
 Rules that hold by construction:
 
@@ -38,6 +41,7 @@ from typing import Any
 from loguru import logger
 
 from diminuendo.protocol.errors import ErrorCode
+from diminuendo.protocol.events import SessionEvent, SessionState, TurnError, TurnStarted
 from diminuendo.protocol.models import TokenUsage
 from diminuendo.sessions.coalesce import DeltaCoalescer
 from diminuendo.sessions.state import IllegalTransition, SessionStatus, transition
@@ -200,37 +204,20 @@ class LiveSession:
             # A bug, never a crash: log it and keep the session usable in the requested state.
             logger.error("illegal session transition {} → {}", previous, status)
             self.status = status
-        event: dict[str, Any] = {
-            "type": "session_state",
-            "state": status.value,
-            "previous": previous.value,
-        }
-        if reason:
-            event["reason"] = reason
-        self._emit(event)
+        self._emit(SessionState(state=status.value, previous=previous.value, reason=reason or None))
 
     def start_turn(self, turn: Turn) -> None:
         """The gateway accepted `turn`: `running`, then `turn_started`."""
         self.turn = turn
         self.set_status(SessionStatus.RUNNING)
-        started: dict[str, Any] = {"type": "turn_started", "turnId": turn.turn_id}
-        if turn.client_turn_id is not None:
-            started["clientTurnId"] = turn.client_turn_id
-        self._emit(started)
+        self._emit(TurnStarted(turn_id=turn.turn_id, client_turn_id=turn.client_turn_id))
         self.last_activity_at = turn.started_at
 
     def end_turn_with_error(self, code: ErrorCode, message: str, status: SessionStatus) -> None:
         """The turn cannot finish (runtime lost, a send failed): `turn_error`, then `status`."""
         self._flush()
         if self.turn is not None:
-            self._emit(
-                {
-                    "type": "turn_error",
-                    "turnId": self.turn.turn_id,
-                    "code": code.value,
-                    "message": message,
-                }
-            )
+            self._emit(TurnError(turn_id=self.turn.turn_id, code=code.value, message=message))
         self._finish_turn(status)
 
     def runtime_attached(self, running_turn_id: str | None, reconnected: bool) -> None:
@@ -266,7 +253,7 @@ class LiveSession:
 
     # ----- the one way out --------------------------------------------------------------------
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: dict[str, Any] | SessionEvent) -> None:
         """Publish any event but a text delta: the held text first, so order is kept."""
         self._flush()
         self._publish(event)
@@ -276,6 +263,6 @@ class LiveSession:
         if held is not None:
             self._publish(held)
 
-    def _publish(self, event: dict[str, Any]) -> None:
+    def _publish(self, event: dict[str, Any] | SessionEvent) -> None:
         self.stream.publish(event, self._wall_ms())
         self._count.n += 1

@@ -21,9 +21,20 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import msgspec
+
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import may_read_session
 from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.protocol.events import (
+    ServerFrame,
+    SessionArchived,
+    SessionCreated,
+    SessionDeleted,
+    SessionMeta,
+    SessionUnarchived,
+    SessionUpdated,
+)
 from diminuendo.protocol.models import SessionRecord
 from diminuendo.sessions.access import SessionAccess
 from diminuendo.sessions.activation import Activator
@@ -35,13 +46,13 @@ from diminuendo.sessions.records import Persister, RecordStore
 from diminuendo.sessions.state import SessionStatus
 from diminuendo.sessions.stream import Replay, ReplayPager, Subscriber
 from diminuendo.sessions.transcript import Transcript
-from diminuendo.sessions.views import events_page, session_view, snapshot
+from diminuendo.sessions.views import events_page, session_meta, session_view, snapshot
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.unison import UnisonClient
 
 __all__ = ["Broadcast", "SessionService"]
 
-Broadcast = Callable[[str, str, dict[str, Any], Subscriber | None], None]
+Broadcast = Callable[[str, str, ServerFrame, Subscriber | None], None]
 """`(tenant_id, owner_id, event, exclude)`: a lifecycle event about a session of `owner_id`, for
 the tenant's connections that may read it (`Hub.broadcast`)."""
 
@@ -103,6 +114,9 @@ class SessionService:
     def _live_view(self, record: SessionRecord) -> dict[str, Any]:
         return session_view(record, self.active.get(record.id))
 
+    def _meta(self, record: SessionRecord) -> SessionMeta:
+        return session_meta(record, self.active.get(record.id))
+
     async def _update(
         self, identity: Identity, session_id: str, change: Callable[[SessionRecord], None]
     ) -> SessionRecord:
@@ -115,7 +129,7 @@ class SessionService:
         return record
 
     def _announce(
-        self, record: SessionRecord, event: dict[str, Any], requester: Subscriber | None
+        self, record: SessionRecord, event: ServerFrame, requester: Subscriber | None
     ) -> None:
         """A lifecycle event for the tenant's other connections that may read the session."""
         self._broadcast(record.tenant_id, record.owner_id, event, requester)
@@ -167,9 +181,9 @@ class SessionService:
             deployment_id=deployment_id,
         )
         await self.records.write(record, None, identity.user_id)
-        wire = self._live_view(record)
-        self._announce(record, {"type": "session_created", "session": wire}, requester)
-        return wire
+        meta = self._meta(record)
+        self._announce(record, SessionCreated(session=meta), requester)
+        return msgspec.to_builtins(meta)
 
     async def rename_session(
         self, identity: Identity, session_id: str, name: str, requester: Subscriber | None = None
@@ -178,9 +192,9 @@ class SessionService:
             record.name = name
 
         record = await self._update(identity, session_id, rename)
-        wire = self._live_view(record)
-        self._announce(record, {"type": "session_updated", "session": wire}, requester)
-        return wire
+        meta = self._meta(record)
+        self._announce(record, SessionUpdated(session=meta), requester)
+        return msgspec.to_builtins(meta)
 
     async def set_archived(
         self,
@@ -193,8 +207,8 @@ class SessionService:
             record.archived = archived
 
         record = await self._update(identity, session_id, archive)
-        kind = "session_archived" if archived else "session_unarchived"
-        self._announce(record, {"type": kind, "sessionId": session_id}, requester)
+        kind = SessionArchived if archived else SessionUnarchived
+        self._announce(record, kind(session_id=session_id), requester)
         return self._live_view(record)
 
     async def delete_session(
@@ -205,7 +219,7 @@ class SessionService:
         if record.instance_id:
             await self.podium.delete_instance(record.instance_id)
         await self.records.delete(record, identity.user_id)
-        self._announce(record, {"type": "session_deleted", "sessionId": session_id}, requester)
+        self._announce(record, SessionDeleted(session_id=session_id), requester)
 
     async def sweep_idle(self) -> None:
         """Deactivate sessions idle longer than the idle timeout (called periodically)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from diminuendo.protocol.errors import ErrorCode, GatewayError
+from diminuendo.protocol.events import History
 from diminuendo.sessions.replies import fit_history, room_for
 from diminuendo.upstreams.podium import PodiumClient
 
@@ -28,7 +29,7 @@ class Transcript:
         if not instance_id:
             return {"sessionId": session_id, "messages": [], "hasMore": False}
         body = await self.podium.messages(instance_id, limit=limit, before=before)
-        envelope = {"type": "history", "sessionId": session_id, "messages": [], "hasMore": True}
+        envelope = History(session_id=session_id, messages=[], has_more=True)
         messages, trimmed = fit_history(
             [_history_message(m) for m in body.get("messages", [])],
             room_for(envelope, self.reply_max_bytes),

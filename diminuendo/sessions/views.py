@@ -8,48 +8,50 @@ from typing import Any
 
 import msgspec
 
+from diminuendo.protocol.events import CurrentTurn, Events, SessionMeta, StateSnapshot
 from diminuendo.protocol.models import SessionRecord
 from diminuendo.sessions.active import ActiveSession
 from diminuendo.sessions.replies import room_for
 from diminuendo.sessions.state import SessionStatus
 from diminuendo.sessions.stream import Replay
 
-__all__ = ["events_page", "session_view", "snapshot"]
+__all__ = ["events_page", "session_meta", "session_view", "snapshot"]
 
 
-def session_view(record: SessionRecord, active: ActiveSession | None) -> dict[str, Any]:
+def session_meta(record: SessionRecord, active: ActiveSession | None) -> SessionMeta:
     """SessionMeta as clients see it: status, epoch and lastSeq from the live stream when
     active; a session this process does not hold is reported `inactive` (start-up recovery of
     records a previous process left in another state)."""
-    wire = record.to_wire()
     if active is None:
-        wire["status"] = SessionStatus.INACTIVE.value
-    else:
-        wire["status"] = active.status.value
-        wire["epoch"] = active.stream.epoch
-        wire["lastSeq"] = active.stream.last_seq
-    return wire
+        return record.meta(status=SessionStatus.INACTIVE.value)
+    stream = active.stream
+    return record.meta(status=active.status.value, epoch=stream.epoch, last_seq=stream.last_seq)
+
+
+def session_view(record: SessionRecord, active: ActiveSession | None) -> dict[str, Any]:
+    """`session_meta` as the plain dict the edges return and patch."""
+    return msgspec.to_builtins(session_meta(record, active))
 
 
 def snapshot(active: ActiveSession, replay: Replay) -> dict[str, Any]:
-    """The `state_snapshot` a joining client gets before its replay."""
-    reply: dict[str, Any] = {
-        "type": "state_snapshot",
-        "sessionId": active.record.id,
-        "session": session_view(active.current(), active),
-        "epoch": replay.epoch,
-        "lastSeq": replay.last_seq,
-        "gap": replay.gap,
-        "pending": list(active.live.pending.values()),
-    }
+    """The `state_snapshot` a joining client gets before its replay (a dict: the edges add the
+    request's `id`, or read it as they project it)."""
     turn = active.turn
-    if turn is not None:
-        reply["currentTurn"] = {
-            "turnId": turn.turn_id,
-            "text": "".join(turn.output),
-            "startedAt": turn.started_at,
-        }
-    return reply
+    reply = StateSnapshot(
+        session_id=active.record.id,
+        session=session_meta(active.current(), active),
+        epoch=replay.epoch,
+        last_seq=replay.last_seq,
+        gap=replay.gap,
+        # Held as the runtime's mapped events (already client-shaped); encoded as they are.
+        pending=list(active.live.pending.values()),
+        current_turn=None
+        if turn is None
+        else CurrentTurn(
+            turn_id=turn.turn_id, text="".join(turn.output), started_at=turn.started_at
+        ),
+    )
+    return msgspec.to_builtins(reply)
 
 
 def events_page(
@@ -73,15 +75,14 @@ def events_page(
             "hasMore": False,
         }
     stream = active.stream
-    envelope = {
-        "type": "events",
-        "sessionId": record.id,
-        "epoch": stream.epoch,
-        "events": [],
-        "lastSeq": stream.last_seq,
-        "gap": False,
-        "hasMore": False,
-    }
+    envelope = Events(
+        session_id=record.id,
+        epoch=stream.epoch,
+        events=[],
+        last_seq=stream.last_seq,
+        gap=False,
+        has_more=False,
+    )
     # Each event also costs the comma before it.
     room = room_for(envelope, reply_max_bytes) - limit
     replay = stream.replay(after_seq, epoch, limit, max_bytes=room)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diminuendo.protocol.events import SessionState, TurnError, TurnStarted
 from diminuendo.sessions.stream import Frame, Replay, ReplayPager, SessionStream
 
 
@@ -467,3 +468,31 @@ def test_random_interleavings(ops: list[tuple[Any, ...]], max_events: int, max_b
             assert received == list(range(start, len(published) + 1))
         else:
             assert len(published) not in sub.seqs
+
+
+@pytest.mark.parametrize(
+    ("as_dict", "as_struct"),
+    [
+        (
+            {"type": "session_state", "state": "running", "previous": "ready"},
+            SessionState(state="running", previous="ready"),
+        ),
+        (
+            {"type": "session_state", "state": "inactive", "previous": "x", "reason": "idle"},
+            SessionState(state="inactive", previous="x", reason="idle"),
+        ),
+        ({"type": "turn_started", "turnId": "t"}, TurnStarted(turn_id="t")),
+        (
+            {"type": "turn_started", "turnId": "t", "clientTurnId": "c"},
+            TurnStarted(turn_id="t", client_turn_id="c"),
+        ),
+        (
+            {"type": "turn_error", "turnId": "t", "code": "UPSTREAM_ERROR", "message": "m"},
+            TurnError(turn_id="t", code="UPSTREAM_ERROR", message="m"),
+        ),
+    ],
+)
+def test_a_typed_frame_publishes_the_bytes_of_its_dict(as_dict, as_struct) -> None:
+    """The session's own frames are `protocol.events` structs; the wire is unchanged."""
+    a, b = SessionStream("s", "e"), SessionStream("s", "e")
+    assert a.publish(as_dict, 7) == b.publish(as_struct, 7)
