@@ -105,7 +105,9 @@ class RuntimeDriver:
                 self._unknown.add(event.name)
                 logger.debug("ignoring runtime event {!r}", event.name)
             return
-        self._follow(self.live.receive(event, self._loop.time()))
+        deadline = self.live.receive(event, self._loop.time())
+        if (deadline is None) is not (self._timer is None):  # else the timer is as it should be
+            self._follow(deadline)
 
     def _attached(self, running_turn_id: str | None, reconnected: bool) -> None:
         self.live.runtime_attached(running_turn_id, reconnected)

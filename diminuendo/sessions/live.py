@@ -134,10 +134,10 @@ class LiveSession:
         """Hot path: one mapped runtime event → the frames it makes; returns `deadline`."""
         kind = event["type"]
         if kind == "text_delta":
-            self._text(event, now)
-        elif kind == "turn_started":
-            pass  # the gateway announced the turn when it accepted it
-        elif kind in _QUESTIONS:
+            return self._text(event, now)
+        if kind == "turn_started":
+            return self.deadline  # the gateway announced the turn when it accepted it
+        if kind in _QUESTIONS:
             self.pending[event.get("requestId", "")] = event
             self._emit(event)
             self.set_status(SessionStatus.WAITING)
@@ -147,12 +147,12 @@ class LiveSession:
             if not self.pending and self.status == SessionStatus.WAITING:
                 self.set_status(SessionStatus.RUNNING)
         elif kind in _TURN_ENDS:
-            self._turn_end(kind, event)
+            return self._turn_end(kind, event)
         else:
             if kind == "usage_update":
                 self._add_usage(event.get("inputTokens"), event.get("outputTokens"))
             self._emit(event)
-        return self.deadline
+        return None  # `_emit` left nothing held
 
     def tick(self, now: float) -> float | None:
         """The deadline passed: publish the held text if its window has closed."""
@@ -161,28 +161,30 @@ class LiveSession:
             self._publish(merged)
         return self.deadline
 
-    def _text(self, event: dict[str, Any], now: float) -> None:
-        if self._ended is not None and event.get("turnId") == self._ended:
-            return
-        if self.turn is not None:
-            self.turn.output.append(event.get("text", ""))
-        for ready in self._deltas.push(event, now):
-            self._publish(ready)
+    def _text(self, event: dict[str, Any], now: float) -> float | None:
+        deltas = self._deltas
+        if self._ended is None or event.get("turnId") != self._ended:
+            if self.turn is not None:
+                self.turn.output.append(event.get("text", ""))
+            for ready in deltas.push(event, now):
+                self._publish(ready)
+        return deltas.deadline if deltas.pending else None
 
-    def _turn_end(self, kind: str, event: dict[str, Any]) -> None:
+    def _turn_end(self, kind: str, event: dict[str, Any]) -> float | None:
         turn = self.turn
         named = event.get("turnId")
         if named is not None and named == self._ended:
-            return  # that turn has ended already
+            return self.deadline  # that turn has ended already: dropped
         if turn is not None and named not in (None, turn.turn_id):
             self._emit(event)  # about a turn we never accepted
-            return
+            return None
         if kind == "turn_complete" and event.get("usage"):
             usage = event["usage"]
             self._add_usage(usage.get("inputTokens"), usage.get("outputTokens"))
         self._emit(event)
         if turn is not None:
             self._finish_turn(SessionStatus.READY)
+        return None
 
     def _add_usage(self, inputs: Any, outputs: Any) -> None:
         usage = self.usage
@@ -255,7 +257,9 @@ class LiveSession:
 
     def _emit(self, event: dict[str, Any] | SessionEvent) -> None:
         """Publish any event but a text delta: the held text first, so order is kept."""
-        self._flush()
+        held = self._deltas.flush()
+        if held is not None:
+            self._publish(held)
         self._publish(event)
 
     def _flush(self) -> None:
