@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diminuendo.protocol.errors import ErrorCode
-from diminuendo.sessions.driver import RuntimeDriver
+from diminuendo.protocol.models import SessionRecord
+from diminuendo.sessions.activation import Activator
+from diminuendo.sessions.budget import ReplayBudget
+from diminuendo.sessions.capacity import Limits
 from diminuendo.sessions.live import LiveSession, PublishCount, Turn
+from diminuendo.sessions.records import Persister, RecordStore
 from diminuendo.sessions.state import SessionStatus
 from diminuendo.sessions.stream import Frame, SessionStream
 
@@ -366,21 +371,51 @@ def test_an_illegal_transition_is_logged_and_taken() -> None:
     assert h.recorder.frames[-1]["previous"] == "inactive"
 
 
-def test_the_driver_cancels_its_timer_when_closed() -> None:
+@pytest.mark.parametrize("end", ["deactivate", "delete"])
+def test_deactivate_and_delete_cancel_the_delta_timer(end: str) -> None:
     """Before the fix: neither `deactivate` nor `delete_session` cancelled `delta_timer`, so
     held text was published after the session's last state (or into a deleted session)."""
 
-    async def scenario() -> None:
-        live = LiveSession(SessionStream("ses_1", "e"))
-        driver = RuntimeDriver(live, set())
-        live.set_status(S.ACTIVATING)
-        live.set_status(S.READY)
-        live.start_turn(Turn("trn_1", "hi", 0))
+    async def scenario() -> list[dict[str, Any]]:
+        records = RecordStore(None)  # type: ignore[arg-type]  # nothing is written in this test
+        activation = Activator(
+            podium=None,  # type: ignore[arg-type]  # no runtime socket is opened
+            persister=Persister(records),
+            limits=Limits(10, 10),
+            idle_timeout_s=60,
+            replay_max_events=100,
+            replay_max_bytes=1 << 20,
+            replay_budget=ReplayBudget(1 << 24),
+        )
+        record = SessionRecord(
+            id="ses_1",
+            tenant_id="t",
+            owner_id="u",
+            agent_type="a",
+            created_at=0,
+            updated_at=0,
+            last_activity_at=0,
+        )
+        active = activation.hold(record, 1)
+        recorder = Recorder(active.live)
+        active.stream.attach(recorder)
+        active.live.set_status(S.ACTIVATING)
+        active.live.set_status(S.READY)
+        active.live.start_turn(Turn("trn_1", "hi", 0))
         for text in ("a", "b"):
-            frame = {"event_type": "update", "content": {"turn_id": "trn_1", "text": text}}
-            driver._on_runtime_frame(frame)
-        assert driver._timer is not None and live.deadline is not None
-        await driver.close()
-        assert driver._timer is None
+            content = {"turn_id": "trn_1", "text": text}
+            active.driver._on_runtime_frame({"event_type": "update", "content": content})
+        assert active.driver._timer is not None, "the second delta is held"
+        if end == "deactivate":
+            await activation.deactivate(active, "idle")
+        else:
+            await activation.forget("ses_1")
+        assert active.driver._timer is None and active.live.deadline is None
+        assert "ses_1" not in activation.active
+        return recorder.frames
 
-    asyncio.run(scenario())
+    frames = asyncio.run(scenario())
+    kinds = [f["type"] for f in frames]
+    last_text = max(i for i, kind in enumerate(kinds) if kind == "text_delta")
+    assert set(kinds[last_text + 1 :]) == {"session_state"}, "the text went out before the end"
+    assert "".join(f["text"] for f in frames if f["type"] == "text_delta") == "ab"
