@@ -28,7 +28,8 @@ Rules that hold by construction:
 - **Nothing of an ended turn leaves after its end**: a turn's end publishes its held text first,
   and a late delta or a second end naming a turn that already ended is dropped (a client has closed
   that turn, and its deltas must still concatenate to its `finalText`).
-- **A turn's end settles the session**: `on_turn_end` tells the driver to persist.
+- **A turn's end settles the session**: `on_turn_end` asks its holder to write the record
+  (`activation.py` wires it to the background `Persister`).
 """
 
 from __future__ import annotations
