@@ -31,12 +31,11 @@ class Trimmable(Protocol):
 
 
 class ReplayBudget:
-    __slots__ = ("_streams", "max_bytes", "trims", "used")
+    __slots__ = ("_streams", "max_bytes", "used")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self.trims = 0  # rebalancing passes so far, for metrics and tests
         self._streams: dict[int, Trimmable] = {}
 
     def register(self, stream: Trimmable) -> None:
@@ -62,7 +61,6 @@ class ReplayBudget:
         for stream in streams:
             if stream.retained_bytes > level:
                 stream.trim_to(level)
-        self.trims += 1
 
 
 def water_level(sizes: list[int], target: int) -> int:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
+from diminuendo.protocol.errors import ErrorCode, GatewayError
+
 T = TypeVar("T")
 
 
@@ -76,3 +78,47 @@ def choose_victim(
         if best_key is None or key < best_key:
             best, best_key = session, key
     return best
+
+
+class Slots:
+    """Active sessions held per tenant (only tenants holding some) and in all, kept in step by
+    `take`/`free` so admitting a session costs no walk over every session."""
+
+    __slots__ = ("held", "limits", "total")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.held: dict[str, int] = {}
+        self.total = 0
+
+    def __repr__(self) -> str:
+        return f"Slots({self.total}/{self.limits.total})"
+
+    def take(self, tenant: str) -> None:
+        self.held[tenant] = self.held.get(tenant, 0) + 1
+        self.total += 1
+
+    def free(self, tenant: str) -> None:
+        left = self.held[tenant] - 1
+        if left:
+            self.held[tenant] = left
+        else:
+            del self.held[tenant]
+        self.total -= 1
+
+    def need(self, tenant: str) -> Admission:
+        return admission(tenant, self.held, self.total, self.limits)
+
+    def victim(self, tenant: str, idle: Iterable[tuple[str, float, T]], need: Admission) -> T:
+        """The idle session to free for `tenant` (`choose_victim`), or `QUOTA_EXCEEDED` /
+        `CAPACITY_EXCEEDED` when there is none it may take."""
+        victim = choose_victim(tenant, self.held, idle, need)
+        if victim is None and need is Admission.FREE_OWN:
+            raise GatewayError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"Your tenant has {self.held.get(tenant, 0)} active sessions, its limit;"
+                " leave one and it makes room for the next",
+            )
+        if victim is None:
+            raise GatewayError(ErrorCode.CAPACITY_EXCEEDED)
+        return victim

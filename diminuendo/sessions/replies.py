@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from diminuendo.protocol.events import ServerFrame
+
 __all__ = ["REQUEST_ID_ALLOWANCE", "fit_history", "room_for"]
 
 _encode = msgspec.json.Encoder().encode
@@ -26,7 +28,7 @@ _encode = msgspec.json.Encoder().encode
 REQUEST_ID_ALLOWANCE = 8 + 6 * 64
 
 
-def room_for(envelope: dict[str, Any], max_bytes: int) -> int:
+def room_for(envelope: ServerFrame | dict[str, Any], max_bytes: int) -> int:
     """Bytes left for a reply's list items (and the commas between them) once `envelope` (the
     reply with that list empty) and the echoed request id are counted."""
     return max_bytes - len(_encode(envelope)) - REQUEST_ID_ALLOWANCE

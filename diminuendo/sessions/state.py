@@ -1,11 +1,11 @@
 """The session state machine of PROTOCOL.md §4, as data plus one pure function.
 
-The table is the single authority on which status changes are legal; the session service passes
-every status change through `transition`. An illegal transition is a bug in the caller, never a
-crash of the gateway: the caller catches `IllegalTransition`, logs it as an error and still moves
-the session to the requested status (it reflects what really happened upstream, and a session
-stuck in a status it has left would refuse the next legal step). A change to the same status is
-no change: the service skips it before asking.
+The table is the single authority on which status changes are legal; every status change goes
+through `transition`, in `LiveSession.set_status` (live.py). An illegal transition is a bug in the
+caller, never a crash of the gateway: `set_status` catches `IllegalTransition`, logs it as an
+error and still moves the session to the requested status (it reflects what really happened
+upstream, and a session stuck in a status it has left would refuse the next legal step). A change
+to the same status is no change: `set_status` skips it before asking.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
+from msgspec.structs import replace
 
+from diminuendo.protocol.events import SessionEvent
 from diminuendo.sessions.budget import ReplayBudget
 
 __all__ = ["Frame", "Replay", "ReplayPager", "SessionStream", "Subscriber"]
@@ -120,17 +122,15 @@ class SessionStream:
         return self._last_seq
 
     @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
-    @property
     def retained_bytes(self) -> int:
         """Encoded size of the frames in the replay window."""
         return self._bytes
 
-    def publish(self, event: dict[str, Any], ts_ms: int) -> Frame:
-        """Stamp `event` (which must have a `type`) with the next seq, encode it once, retain it
-        and deliver it to every subscriber in subscription order.
+    def publish(self, event: dict[str, Any] | SessionEvent, ts_ms: int) -> Frame:
+        """Stamp `event` with the next seq, encode it once, retain it and deliver it to every
+        subscriber in subscription order. `event` is a runtime event as `mapping.py` made it (a
+        dict with a `type`: the hot path, left as it is) or one of the gateway's own frames (a
+        `protocol.events` struct).
 
         The frame is `{"type", "sessionId", "seq", "ts", …rest of event}`. The stream owns
         `sessionId`, `seq` and `ts`: values for them in `event` are overwritten, so a caller
@@ -142,13 +142,19 @@ class SessionStream:
         """
         seq = self._last_seq + 1
         session_id = self._session_id
-        message = {"type": event["type"], "sessionId": session_id, "seq": seq, "ts": ts_ms}
-        message.update(event)
-        message["sessionId"] = session_id
-        message["seq"] = seq
-        message["ts"] = ts_ms
-        raw = _encoder.encode(message)
-        frame = Frame(seq, message["type"], raw)
+        try:
+            kind = event["type"]  # type: ignore[index]  # a mapped runtime event: the hot path
+        except TypeError:  # one of the session's own frames, a struct
+            kind = event.type  # type: ignore[union-attr]
+            raw = _encoder.encode(replace(event, session_id=session_id, seq=seq, ts=ts_ms))
+        else:
+            message = {"type": kind, "sessionId": session_id, "seq": seq, "ts": ts_ms}
+            message.update(event)
+            message["sessionId"] = session_id
+            message["seq"] = seq
+            message["ts"] = ts_ms
+            raw = _encoder.encode(message)
+        frame = Frame(seq, kind, raw)
         # Advance seq only once encoding succeeded, so an unencodable event leaves no hole.
         self._last_seq = seq
 
