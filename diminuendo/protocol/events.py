@@ -16,8 +16,6 @@ from typing import Any
 
 import msgspec
 
-SUBPROTOCOL = "diminuendo.v1"
-
 
 class _KeywordOnly(msgspec.structs.StructMeta):
     """msgspec does not inherit `kw_only`; every struct here is keyword-only, so optional base
