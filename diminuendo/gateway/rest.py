@@ -10,20 +10,22 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
+from diminuendo.gateway import frames
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import documented
 from diminuendo.gateway.rest_auth import request_identity
 from diminuendo.gateway.stream_limits import held_stream
+from diminuendo.protocol import events as ev
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.protocol.errors import ErrorCode, GatewayError
-from diminuendo.protocol.models import SessionRecord
 from diminuendo.sanic_ws import wait_drained
 from diminuendo.sessions.stream import Frame, Replay, ReplayPager
 
@@ -44,6 +46,11 @@ async def authorize(request: Request, operation: type[m.ClientMessage]) -> Ident
     return identity
 
 
+def _reply(body: Any, status: int = 200) -> HTTPResponse:
+    """A JSON reply from a reply struct (or a service's dict), encoded as Sanic encodes dicts."""
+    return json(msgspec.to_builtins(body), status=status)
+
+
 def _flag(request: Request, name: str) -> bool:
     return request.args.get(name, "false").lower() in ("1", "true", "yes")
 
@@ -54,11 +61,11 @@ async def list_threads(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
     threads = await gateway.sessions.list_sessions(identity, _flag(request, "includeArchived"))
-    return json({"threads": threads})
+    return _reply(rest.ThreadList(threads=threads))
 
 
 @bp.post("/api/threads")
-@documented("Create a session", body=rest.CreateThread, ok=(201, SessionRecord))
+@documented("Create a session", body=rest.CreateThread, ok=(201, ev.SessionMeta))
 async def create_thread(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.CreateSession)
     body = rest.decode_body(request.body, m.CreateSession)
@@ -70,20 +77,20 @@ async def create_thread(request: Request) -> HTTPResponse:
         project_id=body.project_id,
         metadata=body.metadata,
     )
-    return json(session, status=201)
+    return _reply(session, status=201)
 
 
 @bp.get("/api/threads/<session_id>")
-@documented("One session", ok=(200, SessionRecord))
+@documented("One session", ok=(200, ev.SessionMeta))
 async def get_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.JoinSession)
     target = rest.message(m.JoinSession, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    return json(await gateway.sessions.get_session(identity, target.session_id))
+    return _reply(await gateway.sessions.get_session(identity, target.session_id))
 
 
 @bp.patch("/api/threads/<session_id>")
-@documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, SessionRecord))
+@documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, ev.SessionMeta))
 async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RenameSession)
     session_id = rest.message(m.ArchiveSession, sessionId=session_id).session_id
@@ -94,7 +101,7 @@ async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
         session = await gateway.sessions.rename_session(identity, session_id, body.name)
     if body.archived is not None:
         session = await gateway.sessions.set_archived(identity, session_id, body.archived)
-    return json(session)
+    return _reply(session)
 
 
 @bp.delete("/api/threads/<session_id>")
@@ -121,7 +128,7 @@ async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
     history = await gateway.sessions.history(
         identity, query.session_id, limit=query.limit, before=query.before
     )
-    return json(history)
+    return _reply(history)
 
 
 @bp.post("/api/threads/<session_id>/messages")
@@ -138,7 +145,7 @@ async def post_message(request: Request, session_id: str) -> HTTPResponse:
     turn = await gateway.sessions.run_turn(
         identity, body.session_id, body.text, body.client_turn_id
     )
-    return json({"turnId": turn.turn_id}, status=202)
+    return _reply(rest.TurnAccepted(turn_id=turn.turn_id), status=202)
 
 
 @bp.post("/api/threads/<session_id>/stop")
@@ -193,7 +200,7 @@ async def answer(request: Request, session_id: str) -> HTTPResponse:
 async def models(request: Request) -> HTTPResponse:
     await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
-    return json({"models": await gateway.ensemble.models()})
+    return _reply(rest.ModelList(models=await gateway.ensemble.models()))
 
 
 class SseSubscriber:
@@ -224,7 +231,7 @@ class SseSubscriber:
     def deliver(self, frame: Frame) -> None:
         self.push(b"id: %d\nevent: %s\ndata: %s\n\n" % (frame.seq, frame.type.encode(), frame.data))
 
-    def push_event(self, event: str, body: dict[str, Any]) -> None:
+    def push_event(self, event: str, body: ev.ServerFrame) -> None:
         """An SSE event that is not a stream frame (no `id:`, so it moves no resume point)."""
         self.push(b"event: %s\ndata: %s\n\n" % (event.encode(), encode_frame(body)))
 
@@ -341,42 +348,12 @@ async def _stream_events(
     )
     if after_seq is not None:
         gateway.metrics.replays.inc()
-
-    def send(snapshot: dict[str, Any], replay: Replay) -> None:
-        # An SSE client resuming after a restart holds a seq from an older epoch, possibly
-        # above the new stream's: that is a gap too.
-        if after_seq is not None and after_seq > replay.last_seq:
-            snapshot["gap"] = True
-        subscriber.push_event("state_snapshot", snapshot)
-        for frame in replay.frames:
-            subscriber.deliver(frame)
-
     response = await request.respond(
         content_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    pager: ReplayPager | None = None
-
-    async def page_in_the_loop(rest: ReplayPager) -> None:
-        nonlocal pager
-        pager = rest  # the loop below sends its pages as the response drains
-
     try:
-        try:
-            page_frames, page_bytes = subscriber.replay_page
-            await gateway.sessions.join(
-                identity,
-                subscriber,
-                session_id,
-                after_seq=after_seq,
-                epoch=epoch,
-                send=send,
-                page_frames=page_frames,
-                page_bytes=page_bytes,
-                replay_rest=page_in_the_loop,
-            )
-        except GatewayError as exc:
-            subscriber.push_event("error", exc.to_frame())
+        pager = await _join(gateway, identity, subscriber, session_id, after_seq, epoch)
         while not gateway.draining and not subscriber.overflowed and time.time() < ends_at:
             if pager is not None and not pager.attached:
                 await subscriber.replay_page_of(pager, response)
@@ -386,3 +363,47 @@ async def _stream_events(
             await response.eof()
     finally:
         gateway.sessions.leave(session_id, subscriber)
+
+
+async def _join(
+    gateway: Gateway,
+    identity: Identity,
+    subscriber: SseSubscriber,
+    session_id: str,
+    after_seq: int | None,
+    epoch: str | None,
+) -> ReplayPager | None:
+    """Subscribe: the `state_snapshot` and the first replay page are queued; the pager of a
+    longer replay is returned, for the response loop to send its pages as the client drains
+    them. A refused join is queued as an `error` event (the stream then ends on its own)."""
+
+    def send(snapshot: dict[str, Any], replay: Replay) -> None:
+        # An SSE client resuming after a restart holds a seq from an older epoch, possibly
+        # above the new stream's: that is a gap too.
+        gap = True if after_seq is not None and after_seq > replay.last_seq else None
+        subscriber.push_event("state_snapshot", frames.snapshot(snapshot, gap=gap))
+        for frame in replay.frames:
+            subscriber.deliver(frame)
+
+    pager: ReplayPager | None = None
+
+    async def page_in_the_loop(rest: ReplayPager) -> None:
+        nonlocal pager
+        pager = rest
+
+    page_frames, page_bytes = subscriber.replay_page
+    try:
+        await gateway.sessions.join(
+            identity,
+            subscriber,
+            session_id,
+            after_seq=after_seq,
+            epoch=epoch,
+            send=send,
+            page_frames=page_frames,
+            page_bytes=page_bytes,
+            replay_rest=page_in_the_loop,
+        )
+    except GatewayError as exc:
+        subscriber.push_event("error", exc.to_frame())
+    return pager

@@ -51,7 +51,7 @@ class Identity(_Shape):
     """The `identity` of `authenticated` (§3); `email` is `null` when the token has none."""
 
     user_id: str
-    email: str | None = None
+    email: str | None
     tenant_id: str
     role: str
 

@@ -73,7 +73,9 @@ CASES: list[tuple[str, dict[str, Any], ev.ServerFrame]] = [
     (
         "authenticated",
         {"type": "authenticated", "identity": IDENTITY},
-        ev.Authenticated(identity=ev.Identity(user_id="u1", tenant_id="acme", role="owner")),
+        ev.Authenticated(
+            identity=ev.Identity(user_id="u1", email=None, tenant_id="acme", role="owner")
+        ),
     ),
     (
         "authenticated reply",
