@@ -23,20 +23,13 @@ from diminuendo.protocol.events import (
     Authenticated,
     AuthExpiring,
     Connected,
-    CurrentTurn,
     ErrorEvent,
     FileChanged,
     FileContent,
-    FileEntry,
     FileHistory,
-    FileIteration,
     FileList,
     Heartbeat,
     History,
-    HistoryMessage,
-    HistoryToolCall,
-    Identity,
-    Member,
     MemberList,
     PermissionRequested,
     PlanCreated,
@@ -44,7 +37,6 @@ from diminuendo.protocol.events import (
     PlanStepCompleted,
     PlanStepStarted,
     Pong,
-    Question,
     QuestionRequested,
     SandboxInit,
     SandboxProvisioning,
@@ -56,7 +48,6 @@ from diminuendo.protocol.events import (
     SessionEvent,
     SessionLeft,
     SessionList,
-    SessionMeta,
     SessionState,
     SessionUnarchived,
     SessionUpdated,
@@ -67,7 +58,6 @@ from diminuendo.protocol.events import (
     ThinkingComplete,
     ThinkingProgress,
     ThinkingStart,
-    TokenUsage,
     ToolCall,
     ToolCallDelta,
     ToolCallStart,
@@ -77,9 +67,21 @@ from diminuendo.protocol.events import (
     TurnError,
     TurnEvent,
     TurnStarted,
-    Usage,
     UsageUpdate,
     Welcome,
+)
+from diminuendo.protocol.shapes import (
+    CurrentTurn,
+    FileEntry,
+    FileIteration,
+    HistoryMessage,
+    HistoryToolCall,
+    Identity,
+    Member,
+    Question,
+    SessionMeta,
+    TokenUsage,
+    Usage,
 )
 
 __all__ = [
@@ -193,7 +195,7 @@ class Gap(msgspec.Struct, kw_only=True, frozen=True):
     snapshot: StateSnapshot
 
 
-class Events(wire.Events, tag="events"):
+class Events(wire.Events, tag="events", kw_only=True):
     """The reply to `get_events` as the client sees it: each retained event decoded on its own
     (see `decode_event`), so one event this version cannot type does not spoil the whole page."""
 

@@ -14,13 +14,14 @@ import msgspec
 
 from diminuendo.auth.identity import Identity
 from diminuendo.protocol import events as ev
+from diminuendo.protocol import shapes
 
 Payload = dict[str, Any]
 
 
-def identity(who: Identity) -> ev.Identity:
+def identity(who: Identity) -> shapes.Identity:
     """The `identity` of `authenticated` (§3)."""
-    return msgspec.convert(who.to_wire(), ev.Identity)
+    return msgspec.convert(who.to_wire(), shapes.Identity)
 
 
 def snapshot(

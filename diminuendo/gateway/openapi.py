@@ -15,8 +15,7 @@ import msgspec
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from diminuendo.protocol import events as ev
-from diminuendo.protocol import rest
+from diminuendo.protocol import rest, shapes
 
 REF = "#/components/schemas/{name}"
 DOCUMENTED = (
@@ -31,7 +30,7 @@ DOCUMENTED = (
     rest.History,
     rest.ModelList,
     rest.Me,
-    ev.SessionMeta,
+    shapes.SessionMeta,
 )
 
 

@@ -4,10 +4,7 @@ with the same no-gap replay as `join_session`."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
-from collections import deque
 from typing import Any
 
 import msgspec
@@ -20,19 +17,14 @@ from diminuendo.gateway import frames
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import documented
 from diminuendo.gateway.rest_auth import request_identity
+from diminuendo.gateway.sse import SseSubscriber
 from diminuendo.gateway.stream_limits import held_stream
-from diminuendo.protocol import events as ev
 from diminuendo.protocol import messages as m
-from diminuendo.protocol import rest
-from diminuendo.protocol.codec import encode_frame
+from diminuendo.protocol import rest, shapes
 from diminuendo.protocol.errors import ErrorCode, GatewayError
-from diminuendo.sanic_ws import wait_drained
-from diminuendo.sessions.stream import Frame, Replay, ReplayPager
+from diminuendo.sessions.stream import Replay, ReplayPager
 
 bp = Blueprint("rest")
-
-SSE_KEEPALIVE_S = 15.0
-SSE_POLL_S = 1.0
 
 
 async def authorize(request: Request, operation: type[m.ClientMessage]) -> Identity:
@@ -65,7 +57,7 @@ async def list_threads(request: Request) -> HTTPResponse:
 
 
 @bp.post("/api/threads")
-@documented("Create a session", body=rest.CreateThread, ok=(201, ev.SessionMeta))
+@documented("Create a session", body=rest.CreateThread, ok=(201, shapes.SessionMeta))
 async def create_thread(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.CreateSession)
     body = rest.decode_body(request.body, m.CreateSession)
@@ -81,7 +73,7 @@ async def create_thread(request: Request) -> HTTPResponse:
 
 
 @bp.get("/api/threads/<session_id>")
-@documented("One session", ok=(200, ev.SessionMeta))
+@documented("One session", ok=(200, shapes.SessionMeta))
 async def get_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.JoinSession)
     target = rest.message(m.JoinSession, sessionId=session_id)
@@ -90,7 +82,7 @@ async def get_thread(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.patch("/api/threads/<session_id>")
-@documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, ev.SessionMeta))
+@documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, shapes.SessionMeta))
 async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RenameSession)
     session_id = rest.message(m.ArchiveSession, sessionId=session_id).session_id
@@ -201,103 +193,6 @@ async def models(request: Request) -> HTTPResponse:
     await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
     return _reply(rest.ModelList(models=await gateway.ensemble.models()))
-
-
-class SseSubscriber:
-    """A stream subscriber for one SSE response: a buffer bounded like a WebSocket connection's
-    send queue — at most `limit` chunks, and fewer than `max_bytes` unsent bytes counting the
-    transport's buffer of `protocol` (Sanic's HTTP protocol of the response's connection) —
-    that the response loop drains. Over either bound `overflowed` is set and the queue dropped;
-    with a `protocol` the stream also ends there: its connection is closed (Sanic flushes what
-    it can and aborts after a grace period) and the client resumes with Last-Event-ID. (An edge
-    that answers an overflow in its own protocol passes none.)"""
-
-    def __init__(self, limit: int, max_bytes: int | None = None, protocol: Any = None) -> None:
-        self.limit = limit
-        self.max_bytes = max_bytes if max_bytes is not None else sys.maxsize
-        self.items: deque[bytes] = deque()
-        self.queued_bytes = 0  # the chunks in `items`
-        self.transport_bytes = 0  # the transport's buffer after the last write
-        self.overflowed = False
-        self.ready = asyncio.Event()
-        self.idle_s = 0.0
-        self._protocol = protocol
-
-    @property
-    def replay_page(self) -> tuple[int, int]:
-        """One replay page, in frames and bytes: half of each bound (see `Connection`)."""
-        return max(1, self.limit // 2), max(1, self.max_bytes // 2)
-
-    def deliver(self, frame: Frame) -> None:
-        self.push(b"id: %d\nevent: %s\ndata: %s\n\n" % (frame.seq, frame.type.encode(), frame.data))
-
-    def push_event(self, event: str, body: ev.ServerFrame) -> None:
-        """An SSE event that is not a stream frame (no `id:`, so it moves no resume point)."""
-        self.push(b"event: %s\ndata: %s\n\n" % (event.encode(), encode_frame(body)))
-
-    def push(self, chunk: bytes) -> None:
-        if self.overflowed:
-            return
-        if (
-            len(self.items) >= self.limit
-            or self.queued_bytes + self.transport_bytes >= self.max_bytes
-        ):
-            self.overflow()
-            return
-        self.items.append(chunk)
-        self.queued_bytes += len(chunk)
-        self.ready.set()
-
-    def overflow(self) -> None:
-        """End the stream: drop what is queued and close the connection (the response loop
-        may be waiting on a client that does not read)."""
-        if not self.overflowed:
-            self.overflowed = True
-            self.items.clear()
-            self.queued_bytes = 0
-            self.ready.set()
-            if self._protocol is not None:
-                self._protocol.close()
-
-    async def flush(self, response: Any) -> None:
-        while self.items:
-            chunk = self.items.popleft()
-            self.queued_bytes -= len(chunk)
-            await response.send(chunk)
-            self.transport_bytes = self._buffered()
-
-    async def drain(self, response: Any) -> None:
-        """Send what is buffered, then wait up to SSE_POLL_S for more; after SSE_KEEPALIVE_S
-        with nothing to send, a comment line keeps proxies from closing the stream."""
-        await self.flush(response)
-        self.ready.clear()
-        try:
-            await asyncio.wait_for(self.ready.wait(), SSE_POLL_S)
-            self.idle_s = 0.0
-        except TimeoutError:
-            self.idle_s += SSE_POLL_S
-            if self.idle_s >= SSE_KEEPALIVE_S:
-                await response.send(b": keep-alive\n\n")
-                self.idle_s = 0.0
-
-    async def replay_page_of(self, pager: ReplayPager, response: Any) -> None:
-        """The next page of a long replay (`SessionStream.attach_page`), once the client has
-        taken the last one. A page with a gap means the window moved past this client while
-        it read: too slow, the stream ends."""
-        await self.flush(response)
-        if self._protocol is not None:
-            await wait_drained(self._protocol)
-        self.transport_bytes = self._buffered()
-        page = pager.next_page()
-        if page.gap:
-            self.overflow()
-            return
-        for frame in page.frames:
-            self.deliver(frame)
-
-    def _buffered(self) -> int:
-        transport = self._protocol.transport if self._protocol is not None else None
-        return transport.get_write_buffer_size() if transport is not None else 0
 
 
 def _stream_request(request: Request, session_id: str) -> m.JoinSession:

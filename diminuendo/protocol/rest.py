@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from diminuendo.protocol import events as ev
 from diminuendo.protocol import messages as m
+from diminuendo.protocol import shapes
 from diminuendo.protocol.codec import convert_message, decode_json
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 
@@ -61,7 +61,7 @@ class ErrorBody(msgspec.Struct):
 
 
 class ThreadList(msgspec.Struct):
-    threads: list[ev.SessionMeta]
+    threads: list[shapes.SessionMeta]
 
 
 class TurnAccepted(msgspec.Struct, rename="camel"):
@@ -72,7 +72,7 @@ class History(msgspec.Struct, rename="camel"):
     """The `history` frame's fields, without the frame."""
 
     session_id: str
-    messages: list[ev.HistoryMessage]
+    messages: list[shapes.HistoryMessage]
     has_more: bool
 
 
@@ -80,7 +80,7 @@ class ModelList(msgspec.Struct):
     models: list[dict[str, Any]]
 
 
-class Me(ev.Identity):
+class Me(shapes.Identity):
     """`GET /api/me`: the identity of `authenticated`, with what its role may do."""
 
     permissions: list[str]
