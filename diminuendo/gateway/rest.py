@@ -19,6 +19,7 @@ from diminuendo.gateway.openapi import documented
 from diminuendo.gateway.rest_auth import request_identity
 from diminuendo.gateway.sse import SseSubscriber
 from diminuendo.gateway.stream_limits import held_stream
+from diminuendo.protocol import events as ev
 from diminuendo.protocol import messages as m
 from diminuendo.protocol import rest, shapes
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -275,8 +276,10 @@ async def _join(
     def send(snapshot: dict[str, Any], replay: Replay) -> None:
         # An SSE client resuming after a restart holds a seq from an older epoch, possibly
         # above the new stream's: that is a gap too.
-        gap = True if after_seq is not None and after_seq > replay.last_seq else None
-        subscriber.push_event("state_snapshot", frames.snapshot(snapshot, gap=gap))
+        reply = frames.reply(ev.StateSnapshot, snapshot, None)
+        if after_seq is not None and after_seq > replay.last_seq:
+            reply = msgspec.structs.replace(reply, gap=True)
+        subscriber.push_event("state_snapshot", reply)
         for frame in replay.frames:
             subscriber.deliver(frame)
 

@@ -124,7 +124,7 @@ async def join_session(client: ClientSession, message: m.JoinSession) -> None:
     def send(snapshot: dict[str, Any], replay: Replay) -> None:
         nonlocal subscribed
         subscribed = True
-        conn.send(frames.snapshot(snapshot, message.id))
+        conn.send(frames.reply(ev.StateSnapshot, snapshot, message.id))
         for frame in replay.frames:
             conn.deliver(frame)
 
@@ -203,7 +203,7 @@ async def get_history(client: ClientSession, message: m.GetHistory) -> None:
     history = await client.gateway.sessions.history(
         client.conn.identity, message.session_id, limit=message.limit, before=message.before
     )
-    client.conn.send(frames.history(history, message.id))
+    client.conn.send(frames.reply(ev.History, history, message.id))
 
 
 async def get_events(client: ClientSession, message: m.GetEvents) -> None:
@@ -211,35 +211,35 @@ async def get_events(client: ClientSession, message: m.GetEvents) -> None:
     events = await client.gateway.sessions.events(
         client.conn.identity, message.session_id, message.after_seq, message.epoch, message.limit
     )
-    client.conn.send(frames.events(events, message.id))
+    client.conn.send(frames.reply(ev.Events, events, message.id))
 
 
 async def list_files(client: ClientSession, message: m.ListFiles) -> None:
     listing = await client.gateway.sessions.list_files(
         client.conn.identity, message.session_id, message.path, message.depth
     )
-    client.conn.send(frames.file_list(listing, message.id))
+    client.conn.send(frames.reply(ev.FileList, listing, message.id))
 
 
 async def read_file(client: ClientSession, message: m.ReadFile) -> None:
     content = await client.gateway.sessions.read_file(
         client.conn.identity, message.session_id, message.path
     )
-    client.conn.send(frames.file_content(content, message.id))
+    client.conn.send(frames.reply(ev.FileContent, content, message.id))
 
 
 async def file_history(client: ClientSession, message: m.FileHistory) -> None:
     history = await client.gateway.sessions.file_history(
         client.conn.identity, message.session_id, message.path
     )
-    client.conn.send(frames.file_history(history, message.id))
+    client.conn.send(frames.reply(ev.FileHistory, history, message.id))
 
 
 async def file_at_iteration(client: ClientSession, message: m.FileAtIteration) -> None:
     content = await client.gateway.sessions.read_file(
         client.conn.identity, message.session_id, message.path, message.iteration
     )
-    client.conn.send(frames.file_content(content, message.id))
+    client.conn.send(frames.reply(ev.FileContent, content, message.id))
 
 
 async def manage_members(client: ClientSession, message: m.ManageMembers) -> None:
