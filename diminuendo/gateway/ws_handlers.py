@@ -221,9 +221,11 @@ async def list_files(client: ClientSession, message: m.ListFiles) -> None:
     client.conn.send(frames.reply(ev.FileList, listing, message.id))
 
 
-async def read_file(client: ClientSession, message: m.ReadFile) -> None:
+async def read_file(client: ClientSession, message: m.ReadFile | m.FileAtIteration) -> None:
+    """`read_file`, and `file_at_iteration` for one stored iteration of the file."""
+    iteration = message.iteration if isinstance(message, m.FileAtIteration) else None
     content = await client.gateway.sessions.read_file(
-        client.conn.identity, message.session_id, message.path
+        client.conn.identity, message.session_id, message.path, iteration
     )
     client.conn.send(frames.reply(ev.FileContent, content, message.id))
 
@@ -233,13 +235,6 @@ async def file_history(client: ClientSession, message: m.FileHistory) -> None:
         client.conn.identity, message.session_id, message.path
     )
     client.conn.send(frames.reply(ev.FileHistory, history, message.id))
-
-
-async def file_at_iteration(client: ClientSession, message: m.FileAtIteration) -> None:
-    content = await client.gateway.sessions.read_file(
-        client.conn.identity, message.session_id, message.path, message.iteration
-    )
-    client.conn.send(frames.reply(ev.FileContent, content, message.id))
 
 
 async def manage_members(client: ClientSession, message: m.ManageMembers) -> None:
@@ -284,6 +279,6 @@ HANDLERS: dict[type, Handler] = {
     m.ListFiles: list_files,
     m.ReadFile: read_file,
     m.FileHistory: file_history,
-    m.FileAtIteration: file_at_iteration,
+    m.FileAtIteration: read_file,
     m.ManageMembers: manage_members,
 }
