@@ -47,8 +47,9 @@ class PatchThread(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     archived: bool | None = None
 
 
-# Reply shapes, for the OpenAPI document (and checked against real replies in the tests): the
-# frames' own structs where a reply is one (`SessionMeta`, `HistoryMessage`), else these.
+# Reply shapes: the OpenAPI document's schemas (checked against real replies in the tests), the
+# frames' own structs where a reply carries one (`SessionMeta`, `HistoryMessage`); the handlers
+# build `ThreadList`, `TurnAccepted` and `ModelList` replies from them.
 
 
 class ErrorDetail(msgspec.Struct):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 
 class WireStruct(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -78,17 +79,18 @@ class HistoryToolCall(WireStruct, kw_only=True):
     output: Any = None
 
 
-class HistoryMessage(WireStruct, omit_defaults=True, kw_only=True):
+class HistoryMessage(WireStruct, kw_only=True):
     """`truncated`: the message alone was larger than a reply, so `text` is cut (and
-    `tool_calls` may be left out); the durable transcript keeps it whole."""
+    `tool_calls` may be left out); the durable transcript keeps it whole. `toolCalls` and
+    `truncated` are absent when not set; `turnId` and `ts` are `null` when unknown."""
 
     id: str
     role: str
     text: str
-    turn_id: str | None
-    ts: int | None
-    tool_calls: list[HistoryToolCall] | None = None
-    truncated: bool | None = None
+    turn_id: str | None = None
+    ts: int | None = None
+    tool_calls: list[HistoryToolCall] | UnsetType = UNSET
+    truncated: bool | UnsetType = UNSET
 
 
 class FileEntry(WireStruct, kw_only=True):
