@@ -10,44 +10,47 @@ is for looking at the floor on its own.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
-import benchlib as bl
 import health
 import idle
+from lib.host import raise_nofile
+from lib.loop import run
+from lib.options import BenchOptions, common, option, parse_options
+from lib.processes import Bench
+from lib.results import summary, write_result
 
 
-async def main_async(bench: bl.Bench) -> dict[str, Any]:
-    args = bench.args
-    idle_args = SimpleNamespace(**vars(args), concurrency=100, settle=2.0, hold=2.0, sources=0)
-    idle_args.trace_memory = False
-    bench.args = idle_args
-    result: dict[str, Any] = {"idle": await idle.run_target(bench, "bare")}
-    health_args = SimpleNamespace(
-        **{**vars(args), "connections": args.http_connections}, threads=1, generator="auto"
+@dataclass(frozen=True, kw_only=True)
+class BaselineOptions(BenchOptions):
+    connections: int = option(10_000)
+    duration: float = option(10.0)
+    http_connections: int = option(32)
+
+
+async def main_async(bench: Bench, options: BaselineOptions) -> dict[str, Any]:
+    idle_options = idle.IdleOptions(**common(options), connections=options.connections, hold=2.0)
+    result: dict[str, Any] = {"idle": await idle.run_target(bench, idle_options, "bare")}
+    health_options = health.HealthOptions(
+        **common(options), duration=options.duration, connections=options.http_connections
     )
-    bench.args = health_args
     bare = bench.start_bare()
     try:
-        result["health"] = await health.load(bare, health_args, "bare")
+        result["health"] = await health.load(bare, health_options, "bare")
     finally:
         bench.stop_all()
     return result
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=10_000)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--http-connections", type=int, default=32)
-    args = parser.parse_args()
-    bl.raise_nofile(args.connections + 10_000)
-    with bl.Bench("baseline", args) as bench:
-        result = bl.run(main_async(bench))
-    path = bl.write_result("baseline", result, args.results_dir)
+    options = parse_options(BaselineOptions, __doc__.splitlines()[0])
+    raise_nofile(options.connections + 10_000)
+    with Bench("baseline", options) as bench:
+        result = run(main_async(bench, options))
+    path = write_result("baseline", result, options.results_dir)
     i, h = result["idle"], result["health"]
-    bl.summary(
+    summary(
         "baseline",
         f"bare Sanic: {i['connections_opened']} idle conns {i['per_connection_kb']} KB/conn "
         f"(RSS {i['rss_open_mb']} MB, opened in {i['open_s']} s); /health {h['rps']:.0f} req/s "

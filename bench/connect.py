@@ -23,12 +23,20 @@ import json
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import benchlib as bl
 import jwt
+from benchlib import WS, WSError, close_all, ws_connect
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lib.host import raise_nofile
+from lib.loop import run
+from lib.options import BenchOptions, option, parse_options
+from lib.proc import cpu_seconds
+from lib.processes import Bench, Gateway
+from lib.results import summary, write_result
+from lib.stats import percentiles
 
 from diminuendo.settings import LOCAL_STACK_SECRETS_KEY
 
@@ -36,6 +44,11 @@ AUDIENCE = "https://bench"
 TENANT_CLAIM = "https://diminuendo/tenant_id"
 KID = "bench-key"
 WARMUP = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectOptions(BenchOptions):
+    connections: int = option(1000)
 
 
 class Jwks:
@@ -94,11 +107,11 @@ class Jwks:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": KID})
 
 
-async def connect_once(port: int, token: str | None, mode: str) -> tuple[float, bl.WS]:
+async def connect_once(port: int, token: str | None, mode: str) -> tuple[float, WS]:
     """ms from connect() to the `authenticated` frame (or the 101 for `bare`)."""
     headers = {"Authorization": f"Bearer {token}"} if token and mode == "header" else None
     started = time.perf_counter()
-    ws = await bl.ws_connect(port, headers=headers)
+    ws = await ws_connect(port, headers=headers)
     if mode == "bare":
         return (time.perf_counter() - started) * 1000, ws
     if mode == "message":
@@ -111,18 +124,18 @@ async def connect_once(port: int, token: str | None, mode: str) -> tuple[float, 
             await ws.recv(10)
         frame = await ws.recv_json(10)
     if frame.get("type") != "authenticated":
-        raise bl.WSError(f"expected authenticated, got {frame}")
+        raise WSError(f"expected authenticated, got {frame}")
     return (time.perf_counter() - started) * 1000, ws
 
 
 async def variant(
-    server: bl.Gateway, count: int, tokens: list[str | None], mode: str
+    server: Gateway, count: int, tokens: list[str | None], mode: str
 ) -> dict[str, Any]:
     """`tokens[i]` for connection i (cycled); the first WARMUP connections are not counted."""
     samples: list[float] = []
-    sockets: list[bl.WS] = []
+    sockets: list[WS] = []
     errors: list[str] = []
-    cpu_before = bl.cpu_seconds(server.pid)
+    cpu_before = cpu_seconds(server.pid)
     started = time.perf_counter()
     for index in range(count + WARMUP):
         token = tokens[index % len(tokens)]
@@ -135,9 +148,9 @@ async def variant(
         if index >= WARMUP:
             samples.append(ms)
     wall = time.perf_counter() - started
-    cpu = bl.cpu_seconds(server.pid) - cpu_before
-    await bl.close_all(sockets)
-    stats = bl.percentiles(samples)
+    cpu = cpu_seconds(server.pid) - cpu_before
+    await close_all(sockets)
+    stats = percentiles(samples)
     stats.update(
         errors=len(errors),
         first_errors=errors[:3],
@@ -147,9 +160,8 @@ async def variant(
     return stats
 
 
-async def main_async(bench: bl.Bench) -> dict[str, Any]:
-    args = bench.args
-    n = args.connections
+async def main_async(bench: Bench, options: ConnectOptions) -> dict[str, Any]:
+    n = options.connections
     result: dict[str, Any] = {"params": {"connections": n, "warmup": WARMUP}, "variants": {}}
     variants = result["variants"]
     stack = bench.start_stack()
@@ -192,18 +204,16 @@ async def main_async(bench: bl.Bench) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=1000)
-    args = parser.parse_args()
-    bl.raise_nofile(4 * args.connections + 10_000)
-    with bl.Bench("connect", args) as bench:
-        result = bl.run(main_async(bench))
-    path = bl.write_result("connect", result, args.results_dir)
+    options = parse_options(ConnectOptions, __doc__.splitlines()[0])
+    raise_nofile(4 * options.connections + 10_000)
+    with Bench("connect", options) as bench:
+        result = run(main_async(bench, options))
+    path = write_result("connect", result, options.results_dir)
     parts = [
         f"{name} p50 {v.get('p50')} p95 {v.get('p95')} p99 {v.get('p99')} ms"
         for name, v in result["variants"].items()
     ]
-    bl.summary("connect", f"{'; '.join(parts)} [{path.name}]")
+    summary("connect", f"{'; '.join(parts)} [{path.name}]")
     return 0
 
 

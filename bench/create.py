@@ -13,17 +13,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
-import benchlib as bl
+from benchlib import close_all, gateway_handshake, ws_connect
+from lib.loop import run
+from lib.options import BenchOptions, option, parse_options
+from lib.proc import CpuMeter
+from lib.processes import Bench, Gateway, Stack
+from lib.profiling import py_spy
+from lib.results import summary, write_result
+from lib.stats import percentiles
 
 WARMUP = 20
 
 
+@dataclass(frozen=True, kw_only=True)
+class CreateOptions(BenchOptions):
+    sessions: int = option(1000)
+    parallel: int = option(8)
+    bystanders: int = option(1000, "idle same-tenant conns")
+
+
 async def creator(port: int, count: int, samples: list[float], errors: list[str]) -> None:
-    ws = await bl.ws_connect(port)
+    ws = await ws_connect(port)
     try:
-        await bl.gateway_handshake(ws)
+        await gateway_handshake(ws)
         for index in range(count):
             request_id = f"c{index}"
             started = time.perf_counter()
@@ -39,11 +54,11 @@ async def creator(port: int, count: int, samples: list[float], errors: list[str]
 
 
 async def run_variant(
-    gateway: bl.Gateway, stack: bl.Stack, clients: int, per_client: int
+    gateway: Gateway, stack: Stack, clients: int, per_client: int
 ) -> dict[str, Any]:
     samples: list[float] = []
     errors: list[str] = []
-    meter = bl.CpuMeter({"gateway": gateway.pid, "local_stack": stack.server.pid})
+    meter = CpuMeter({"gateway": gateway.pid, "local_stack": stack.server.pid})
     meter.begin()
     started = time.perf_counter()
     await asyncio.gather(
@@ -51,7 +66,7 @@ async def run_variant(
     )
     wall = time.perf_counter() - started
     cpu = meter.end()
-    stats = bl.percentiles(samples)
+    stats = percentiles(samples)
     stats.update(
         clients=clients,
         errors=len(errors),
@@ -64,49 +79,46 @@ async def run_variant(
     return stats
 
 
-async def main_async(bench: bl.Bench) -> dict[str, Any]:
-    args = bench.args
+async def main_async(bench: Bench, options: CreateOptions) -> dict[str, Any]:
     stack = bench.start_stack()
     gateway = bench.start_gateway(stack)
     bench.wait_health_ok(gateway)
     await run_variant(gateway, stack, 1, WARMUP)  # warm-up: deployment cache, connections
-    result: dict[str, Any] = {"params": {"sessions": args.sessions, "parallel": args.parallel}}
-    with bl.py_spy(gateway.pid, args.py_spy, args.sessions * 0.0015 + 1):
-        result["sequential"] = await run_variant(gateway, stack, 1, args.sessions)
-    if args.parallel > 1:
-        per_client = max(1, args.sessions // args.parallel)
-        result["parallel"] = await run_variant(gateway, stack, args.parallel, per_client)
-    if args.bystanders:
+    result: dict[str, Any] = {
+        "params": {"sessions": options.sessions, "parallel": options.parallel}
+    }
+    with py_spy(gateway.pid, options.py_spy, options.sessions * 0.0015 + 1):
+        result["sequential"] = await run_variant(gateway, stack, 1, options.sessions)
+    if options.parallel > 1:
+        per_client = max(1, options.sessions // options.parallel)
+        result["parallel"] = await run_variant(gateway, stack, options.parallel, per_client)
+    if options.bystanders:
         received = [0]
 
         def count(payload: bytes) -> None:
             received[0] += 1
 
         idle = []
-        for _ in range(args.bystanders):
-            ws = await bl.ws_connect(gateway.port)
-            await bl.gateway_handshake(ws)
+        for _ in range(options.bystanders):
+            ws = await ws_connect(gateway.port)
+            await gateway_handshake(ws)
             ws.on_text = count
             idle.append(ws)
         count_before = received[0]
-        variant = await run_variant(gateway, stack, 1, max(20, args.sessions // 5))
-        variant["bystanders"] = args.bystanders
+        variant = await run_variant(gateway, stack, 1, max(20, options.sessions // 5))
+        variant["bystanders"] = options.bystanders
         variant["broadcast_frames_received"] = received[0] - count_before
         result["bystanders"] = variant
-        await bl.close_all(idle)
+        await close_all(idle)
     bench.stop_all()
     return result
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--bystanders", type=int, default=1000, help="idle same-tenant conns")
-    args = parser.parse_args()
-    with bl.Bench("create", args) as bench:
-        result = bl.run(main_async(bench))
-    path = bl.write_result("create", result, args.results_dir)
+    options = parse_options(CreateOptions, __doc__.splitlines()[0])
+    with Bench("create", options) as bench:
+        result = run(main_async(bench, options))
+    path = write_result("create", result, options.results_dir)
     seq = result["sequential"]
     text = f"sequential p50 {seq.get('p50')} p95 {seq.get('p95')} p99 {seq.get('p99')} ms"
     if "parallel" in result:
@@ -121,7 +133,7 @@ def main() -> int:
             f"; with {by['bystanders']} same-tenant connections: p50 {by.get('p50')} "
             f"p99 {by.get('p99')} ms"
         )
-    bl.summary("create", f"{text} [{path.name}]")
+    summary("create", f"{text} [{path.name}]")
     return 0
 
 

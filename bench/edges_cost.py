@@ -14,18 +14,33 @@ run loads none of the SDKs and its figures match a gateway built before the adap
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-import benchlib as bl
 import idle
+from lib.host import raise_nofile
+from lib.loop import run
+from lib.options import BenchOptions, common, option, params, parse_options
+from lib.paths import ROOT
+from lib.processes import Bench
+from lib.results import summary, write_result
 
 from diminuendo.edges import SDKS, installed
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgesCostOptions(BenchOptions):
+    imports: int = option(5, "fresh-interpreter import runs")
+    connections: int = option(2000)
+    concurrency: int = option(100)
+    settle: float = option(2.0)
+    hold: float = option(2.0)
+
 
 _PROBE = """
 import json, sys, time
@@ -49,7 +64,7 @@ def import_cost(adapters: str, runs: int) -> dict[str, Any]:
             capture_output=True,
             text=True,
             check=True,
-            env={**os.environ, "PYTHONPATH": str(bl.ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
             timeout=120,
         )
         samples.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -63,33 +78,39 @@ def import_cost(adapters: str, runs: int) -> dict[str, Any]:
     }
 
 
-async def memory_cost(bench: bl.Bench, adapters: str) -> dict[str, Any]:
-    args = bench.args
+async def memory_cost(bench: Bench, options: EdgesCostOptions, adapters: str) -> dict[str, Any]:
+    idle_options = idle.IdleOptions(
+        **common(options),
+        connections=options.connections,
+        concurrency=options.concurrency,
+        settle=options.settle,
+        hold=options.hold,
+    )
     stack = bench.start_stack()
     try:
         gateway = bench.start_gateway(
             stack,
             name=f"gateway-{adapters.replace(',', '-')}",
             EDGE_ADAPTERS=adapters,
-            MAX_CONNECTIONS=str(max(10_000, args.connections + idle.WARMUP + 100)),
+            MAX_CONNECTIONS=str(max(10_000, options.connections + idle.WARMUP + 100)),
         )
         bench.wait_health_ok(gateway)
-        measured = await idle.measure(gateway, args, handshake=True, label="gateway")
+        measured = await idle.measure(gateway, idle_options, handshake=True, label="gateway")
     finally:
         bench.stop_all()
     keys = ("connections_opened", "rss_before_mb", "rss_open_mb", "per_connection_kb", "errors")
     return {"adapters": adapters, **{k: measured[k] for k in keys}}
 
 
-async def main_async(bench: bl.Bench) -> dict[str, Any]:
+async def main_async(bench: Bench, options: EdgesCostOptions) -> dict[str, Any]:
     enabled = ",".join(name for name in SDKS if installed(name))
     if not enabled:
         raise SystemExit("no adapter is installed: pip install -e '.[edges]'")
-    result: dict[str, Any] = {"params": {k: str(v) for k, v in vars(bench.args).items()}}
+    result: dict[str, Any] = {"params": params(options)}
     for label, adapters in (("disabled", "none"), ("enabled", enabled)):
         result[label] = {
-            "import": import_cost(adapters, bench.args.imports),
-            "memory": await memory_cost(bench, adapters),
+            "import": import_cost(adapters, options.imports),
+            "memory": await memory_cost(bench, options, adapters),
         }
     return result
 
@@ -108,19 +129,12 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--imports", type=int, default=5, help="fresh-interpreter import runs")
-    parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--settle", type=float, default=2.0)
-    parser.add_argument("--hold", type=float, default=2.0)
-    parser.set_defaults(sources=0, trace_memory=False)
-    args: argparse.Namespace = parser.parse_args()
-    bl.raise_nofile(args.connections * 2 + 1000)
-    with bl.Bench("edges_cost", args) as bench:
-        result = bl.run(main_async(bench))
-    bl.write_result("edges_cost", result, args.results_dir)
-    bl.summary("edges_cost", describe(result))
+    options = parse_options(EdgesCostOptions, __doc__.splitlines()[0])
+    raise_nofile(options.connections * 2 + 1000)
+    with Bench("edges_cost", options) as bench:
+        result = run(main_async(bench, options))
+    write_result("edges_cost", result, options.results_dir)
+    summary("edges_cost", describe(result))
     return 0
 
 

@@ -15,11 +15,32 @@ import re
 import shutil
 import subprocess
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import benchlib as bl
+from lib.loop import loop_name, run
+from lib.options import BenchOptions, option, parse_options
+from lib.proc import MACHINE, CpuMeter, rss_bytes
+from lib.processes import Bench, Gateway
+from lib.profiling import py_spy
+from lib.results import summary, write_result
+from lib.stats import percentiles
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthOptions(BenchOptions):
+    duration: float = option(10.0)
+    connections: int = option(32)
+    threads: int = option(1, "wrk threads")
+    target: Literal["gateway", "bare", "both"] = option("both")
+    generator: Literal["auto", "wrk", "builtin"] = option("auto")
+    path: str = option(
+        "/health",
+        "what to request; '/health?via=sanic' measures Sanic's pipeline instead of the "
+        "gateway's fast path for plain probes",
+    )
 
 
 def _ms(value: str) -> float:
@@ -120,9 +141,9 @@ async def run_builtin(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     wall = time.perf_counter() - started
-    stats = bl.percentiles(samples)
+    stats = percentiles(samples)
     return {
-        "generator": f"builtin asyncio ({bl.loop_name()}) -c{connections}",
+        "generator": f"builtin asyncio ({loop_name()}) -c{connections}",
         "requests": len(samples),
         "rps": round(len(samples) / wall, 1),
         "p50": stats.get("p50"),
@@ -132,51 +153,52 @@ async def run_builtin(
     }
 
 
-async def load(server: bl.Gateway, args: Any, label: str) -> dict[str, Any]:
-    url = f"{server.url}{args.path}"
-    generator = args.generator
+async def load(server: Gateway, options: HealthOptions, label: str) -> dict[str, Any]:
+    url = f"{server.url}{options.path}"
+    generator = options.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "builtin"
     # Warm-up: a second of load, so first-use costs do not land in the figures.
     if generator == "wrk":
-        await asyncio.to_thread(run_wrk, url, args.connections, 1, 1)
+        await asyncio.to_thread(run_wrk, url, options.connections, 1, 1)
     else:
-        await run_builtin(server.port, args.connections, 1, args.path)
-    meter = bl.CpuMeter({label: server.pid, "machine": bl.MACHINE})
+        await run_builtin(server.port, options.connections, 1, options.path)
+    meter = CpuMeter({label: server.pid, "machine": MACHINE})
     meter.begin()
-    with bl.py_spy(server.pid, args.py_spy if label == "gateway" else None, args.duration):
+    with py_spy(server.pid, options.py_spy if label == "gateway" else None, options.duration):
         if generator == "wrk":
             result = await asyncio.to_thread(
-                run_wrk, url, args.connections, args.duration, args.threads
+                run_wrk, url, options.connections, options.duration, options.threads
             )
         else:
-            result = await run_builtin(server.port, args.connections, args.duration, args.path)
+            result = await run_builtin(
+                server.port, options.connections, options.duration, options.path
+            )
     cpu = meter.end()
     result["server_cpu"] = cpu[label]
     result["machine_cpu"] = cpu["machine"]
-    result["rss_mb"] = round(bl.rss_bytes(server.pid) / 2**20, 1)
+    result["rss_mb"] = round(rss_bytes(server.pid) / 2**20, 1)
     return result
 
 
-async def main_async(bench: bl.Bench) -> dict[str, Any]:
-    args = bench.args
+async def main_async(bench: Bench, options: HealthOptions) -> dict[str, Any]:
     result: dict[str, Any] = {
         "params": {
-            "duration_s": args.duration,
-            "connections": args.connections,
-            "generator": args.generator,
-            "path": args.path,
+            "duration_s": options.duration,
+            "connections": options.connections,
+            "generator": options.generator,
+            "path": options.path,
         }
     }
-    if args.target in ("gateway", "both"):
+    if options.target in ("gateway", "both"):
         stack = bench.start_stack()
         gateway = bench.start_gateway(stack)
         result["probe"] = bench.wait_health_ok(gateway)["dependencies"]
-        result["gateway"] = await load(gateway, args, "gateway")
+        result["gateway"] = await load(gateway, options, "gateway")
         bench.stop_all()
-    if args.target in ("bare", "both"):
+    if options.target in ("bare", "both"):
         bare = bench.start_bare()
-        result["bare"] = await load(bare, args, "bare")
+        result["bare"] = await load(bare, options, "bare")
         bench.stop_all()
     if "gateway" in result and "bare" in result:
         g, b = result["gateway"], result["bare"]
@@ -189,22 +211,10 @@ async def main_async(bench: bl.Bench) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--target", choices=("gateway", "bare", "both"), default="both")
-    parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto")
-    parser.add_argument(
-        "--path",
-        default="/health",
-        help="what to request; '/health?via=sanic' measures Sanic's pipeline instead of the "
-        "gateway's fast path for plain probes",
-    )
-    args = parser.parse_args()
-    with bl.Bench("health", args) as bench:
-        result = bl.run(main_async(bench))
-    path = bl.write_result("health", result, args.results_dir)
+    options = parse_options(HealthOptions, __doc__.splitlines()[0])
+    with Bench("health", options) as bench:
+        result = run(main_async(bench, options))
+    path = write_result("health", result, options.results_dir)
     parts = []
     for target in ("gateway", "bare"):
         r = result.get(target)
@@ -216,7 +226,7 @@ def main() -> int:
     if "ratio_to_bare" in result:
         parts.append(f"ratio rps {result['ratio_to_bare']['rps']}x")
     gen = (result.get("gateway") or result.get("bare") or {}).get("generator", "")
-    bl.summary("health", f"{'; '.join(parts)} [{gen}] [{path.name}]")
+    summary("health", f"{'; '.join(parts)} [{gen}] [{path.name}]")
     return 0
 
 

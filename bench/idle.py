@@ -16,26 +16,55 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import benchlib as bl
 import httpx
+from benchlib import WS, close_all, gateway_handshake, ws_connect
+from lib.host import raise_nofile, source_addresses
+from lib.loop import run
+from lib.options import BenchOptions, option, params, parse_options
+from lib.proc import (
+    CpuMeter,
+    cpu_seconds,
+    hwm_bytes,
+    listen_overflows,
+    machine_busy_seconds,
+    rss_bytes,
+)
+from lib.processes import Bench, Gateway
+from lib.profiling import py_spy
+from lib.results import summary, write_result
+from lib.stats import percentiles
 
 WARMUP = 200
 
 
+@dataclass(frozen=True, kw_only=True)
+class IdleOptions(BenchOptions):
+    connections: int = option(10_000)
+    target: Literal["gateway", "bare", "both"] = option("both")
+    concurrency: int = option(
+        100, "handshakes in flight (Sanic's default listen backlog is 100: above it SYNs drop)"
+    )
+    settle: float = option(2.0, "seconds before RSS reads")
+    hold: float = option(5.0, "seconds held idle")
+    sources: int = option(0, "force N source addresses")
+    trace_memory: bool = option(False, "gateway under tracemalloc (memory profile)")
+
+
 async def open_many(
     port: int, count: int, *, handshake: bool, concurrency: int, sources: list[str | None]
-) -> tuple[list[bl.WS], float, list[str]]:
+) -> tuple[list[WS], float, list[str]]:
     semaphore = asyncio.Semaphore(concurrency)
     errors: list[str] = []
 
-    async def one(index: int) -> bl.WS | None:
+    async def one(index: int) -> WS | None:
         async with semaphore:
             try:
-                ws = await bl.ws_connect(port, local_ip=sources[index % len(sources)], timeout=30)
+                ws = await ws_connect(port, local_ip=sources[index % len(sources)], timeout=30)
                 if handshake:
-                    await bl.gateway_handshake(ws, timeout=30)
+                    await gateway_handshake(ws, timeout=30)
                 return ws
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -55,106 +84,154 @@ async def health_probe(url: str, requests: int = 20) -> dict[str, Any]:
             started = time.perf_counter()
             (await client.get(url)).raise_for_status()
             samples.append((time.perf_counter() - started) * 1000)
-    return bl.percentiles(samples)
+    return percentiles(samples)
 
 
-async def measure(server: bl.Gateway, args: Any, *, handshake: bool, label: str) -> dict[str, Any]:
-    sources = bl.source_addresses(args.connections)
-    if args.sources:
-        sources = [f"127.0.0.{i}" for i in range(2, 2 + args.sources)]
+async def warm_up(
+    server: Gateway, options: IdleOptions, sources: list[str | None], *, handshake: bool, label: str
+) -> None:
+    """WARMUP connections opened and closed, so one-time costs are not charged to the N."""
     warm, _, _ = await open_many(
-        server.port, WARMUP, handshake=handshake, concurrency=args.concurrency, sources=sources
+        server.port, WARMUP, handshake=handshake, concurrency=options.concurrency, sources=sources
     )
     if len(warm) < WARMUP:
         raise RuntimeError(f"{label}: warm-up failed ({WARMUP - len(warm)} of {WARMUP})")
-    await bl.close_all(warm)
-    await asyncio.sleep(args.settle)
-    rss_before = bl.rss_bytes(server.pid)
-    cpu_before = bl.cpu_seconds(server.pid)
-    machine_before = bl.machine_busy_seconds()
+    await close_all(warm)
+    await asyncio.sleep(options.settle)
 
-    overflows = bl.listen_overflows()
-    profile = args.py_spy if label == "gateway" else None
-    with bl.py_spy(server.pid, profile, max(2.0, args.connections / 2000)):
+
+async def dump_memory(server: Gateway) -> None:
+    """SIGUSR2 to a gateway under tools/serve_traced.py; wait until its dump is written and it
+    answers again."""
+    trace = server.server.log.parent / "gateway-memory.txt"
+    os.kill(server.pid, signal.SIGUSR2)
+    for _ in range(600):  # the dump blocks the gateway's loop for a while
+        await asyncio.sleep(0.5)
+        if trace.exists():
+            async with httpx.AsyncClient(timeout=120) as client:
+                await client.get(f"{server.url}/health")
+            break
+
+
+@dataclass
+class Opening:
+    """The N connections, and what opening them cost."""
+
+    sockets: list[WS]
+    errors: list[str]
+    open_s: float
+    server_cpu_s: float
+    machine_cpu_s: float
+    listen_overflows: int
+    rss_before: int  # the server's RSS before the first of them
+
+
+async def open_measured(
+    server: Gateway,
+    options: IdleOptions,
+    sources: list[str | None],
+    *,
+    handshake: bool,
+    label: str,
+) -> Opening:
+    """Open the N connections (profiled with `--py-spy` on the gateway), measuring the cost."""
+    rss_before = rss_bytes(server.pid)
+    cpu_before = cpu_seconds(server.pid)
+    machine_before = machine_busy_seconds()
+    overflows = listen_overflows()
+    profile = options.py_spy if label == "gateway" else None
+    with py_spy(server.pid, profile, max(2.0, options.connections / 2000)):
         sockets, open_s, errors = await open_many(
             server.port,
-            args.connections,
+            options.connections,
             handshake=handshake,
-            concurrency=args.concurrency,
+            concurrency=options.concurrency,
             sources=sources,
         )
-    cpu_open = bl.cpu_seconds(server.pid) - cpu_before
-    machine_open = bl.machine_busy_seconds() - machine_before
-    overflows = bl.listen_overflows() - overflows
-    await asyncio.sleep(args.settle)
-    rss_open = bl.rss_bytes(server.pid)
-    meter = bl.CpuMeter({label: server.pid})
+    return Opening(
+        sockets=sockets,
+        errors=errors,
+        open_s=open_s,
+        server_cpu_s=cpu_seconds(server.pid) - cpu_before,
+        machine_cpu_s=machine_busy_seconds() - machine_before,
+        listen_overflows=listen_overflows() - overflows,
+        rss_before=rss_before,
+    )
+
+
+async def measure(
+    server: Gateway, options: IdleOptions, *, handshake: bool, label: str
+) -> dict[str, Any]:
+    sources = source_addresses(options.connections)
+    if options.sources:
+        sources = [f"127.0.0.{i}" for i in range(2, 2 + options.sources)]
+    await warm_up(server, options, sources, handshake=handshake, label=label)
+    opening = await open_measured(server, options, sources, handshake=handshake, label=label)
+    sockets = opening.sockets
+    await asyncio.sleep(options.settle)
+    rss_open = rss_bytes(server.pid)
+    meter = CpuMeter({label: server.pid})
     meter.begin()
-    await asyncio.sleep(args.hold)
+    await asyncio.sleep(options.hold)
     idle_cpu = meter.end()
-    if args.trace_memory and label == "gateway":
-        trace = server.server.log.parent / "gateway-memory.txt"
-        os.kill(server.pid, signal.SIGUSR2)
-        for _ in range(600):  # the dump blocks the gateway's loop for a while
-            await asyncio.sleep(0.5)
-            if trace.exists():
-                async with httpx.AsyncClient(timeout=120) as client:
-                    await client.get(f"{server.url}/health")
-                break
-    rss_held = bl.rss_bytes(server.pid)
+    if options.trace_memory and label == "gateway":
+        await dump_memory(server)
+    rss_held = rss_bytes(server.pid)
     health = await health_probe(f"{server.url}/health") if handshake else None
     alive = sum(1 for ws in sockets if not ws.closed.done())
 
     closing = time.perf_counter()
-    await bl.close_all(sockets, grace_s=30)
+    await close_all(sockets, grace_s=30)
     close_s = time.perf_counter() - closing
-    await asyncio.sleep(args.settle)
-    rss_after = bl.rss_bytes(server.pid)
+    await asyncio.sleep(options.settle)
+    rss_after = rss_bytes(server.pid)
 
     opened = len(sockets)
-    delta = rss_open - rss_before
+    open_s, cpu_open = opening.open_s, opening.server_cpu_s
+    delta = rss_open - opening.rss_before
     return {
-        "connections_requested": args.connections,
+        "connections_requested": options.connections,
         "connections_opened": opened,
         "connections_alive_after_hold": alive,
-        "errors": len(errors),
-        "first_errors": errors[:5],
+        "errors": len(opening.errors),
+        "first_errors": opening.errors[:5],
         "source_addresses": [s or "127.0.0.1" for s in sources],
         "open_s": round(open_s, 3),
         "open_per_s": round(opened / open_s, 1) if open_s else None,
         "server_cpu_s_opening": round(cpu_open, 3),
         "server_cpu_us_per_connection": round(cpu_open * 1e6 / max(len(sockets), 1)),
-        "machine_cpu_s_opening": round(machine_open, 3),
-        "listen_overflows": overflows,
-        "rss_before_mb": round(rss_before / 2**20, 1),
+        "machine_cpu_s_opening": round(opening.machine_cpu_s, 3),
+        "listen_overflows": opening.listen_overflows,
+        "rss_before_mb": round(opening.rss_before / 2**20, 1),
         "rss_open_mb": round(rss_open / 2**20, 1),
         "rss_after_hold_mb": round(rss_held / 2**20, 1),
         "rss_after_close_mb": round(rss_after / 2**20, 1),
-        "rss_peak_mb": round(bl.hwm_bytes(server.pid) / 2**20, 1),
+        "rss_peak_mb": round(hwm_bytes(server.pid) / 2**20, 1),
         "rss_delta_mb": round(delta / 2**20, 1),
         "per_connection_kb": round(delta / max(opened, 1) / 1024, 1),
-        "hold_s": args.hold,
+        "hold_s": options.hold,
         "idle_cpu": idle_cpu[label],
         "health_while_held_ms": health,
         "close_s": round(close_s, 3),
     }
 
 
-async def run_target(bench: bl.Bench, target: str) -> dict[str, Any]:
-    args = bench.args
+async def run_target(bench: Bench, options: IdleOptions, target: str) -> dict[str, Any]:
     if target == "gateway":
         stack = bench.start_stack()
         gateway = bench.start_gateway(
-            stack, MAX_CONNECTIONS=str(max(10_000, args.connections + WARMUP + 100))
+            stack,
+            trace_memory=options.trace_memory,
+            MAX_CONNECTIONS=str(max(10_000, options.connections + WARMUP + 100)),
         )
         bench.wait_health_ok(gateway)
         try:
-            return await measure(gateway, args, handshake=True, label="gateway")
+            return await measure(gateway, options, handshake=True, label="gateway")
         finally:
             bench.stop_all()
     bare = bench.start_bare()
     try:
-        return await measure(bare, args, handshake=False, label="bare")
+        return await measure(bare, options, handshake=False, label="bare")
     finally:
         bench.stop_all()
 
@@ -171,11 +248,11 @@ def ratios(gateway: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def main_async(bench: bl.Bench) -> dict[str, Any]:
-    targets = ["gateway", "bare"] if bench.args.target == "both" else [bench.args.target]
-    result: dict[str, Any] = {"params": {k: str(v) for k, v in vars(bench.args).items()}}
+async def main_async(bench: Bench, options: IdleOptions) -> dict[str, Any]:
+    targets = ["gateway", "bare"] if options.target == "both" else [options.target]
+    result: dict[str, Any] = {"params": params(options)}
     for target in targets:
-        result[target] = await run_target(bench, target)
+        result[target] = await run_target(bench, options, target)
     if "gateway" in result and "bare" in result:
         result["ratio_to_bare"] = ratios(result["gateway"], result["bare"])
     return result
@@ -197,34 +274,19 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=10_000)
-    parser.add_argument("--target", choices=("gateway", "bare", "both"), default="both")
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=100,
-        help="handshakes in flight (Sanic's default listen backlog is 100: above it SYNs drop)",
-    )
-    parser.add_argument("--settle", type=float, default=2.0, help="seconds before RSS reads")
-    parser.add_argument("--hold", type=float, default=5.0, help="seconds held idle")
-    parser.add_argument("--sources", type=int, default=0, help="force N source addresses")
-    parser.add_argument(
-        "--trace-memory", action="store_true", help="gateway under tracemalloc (memory profile)"
-    )
-    args = parser.parse_args()
-    bl.raise_nofile(args.connections + WARMUP + 10_000)
-    with bl.Bench("idle", args) as bench:
-        result = bl.run(main_async(bench))
-        if args.trace_memory:
+    options = parse_options(IdleOptions, __doc__.splitlines()[0])
+    raise_nofile(options.connections + WARMUP + 10_000)
+    with Bench("idle", options) as bench:
+        result = run(main_async(bench, options))
+        if options.trace_memory:
             trace = bench.work / "gateway-memory.txt"
             if trace.exists():
-                out = args.results_dir / f"idle-memory-{time.strftime('%Y%m%dT%H%M%S')}.txt"
-                args.results_dir.mkdir(parents=True, exist_ok=True)
+                out = options.results_dir / f"idle-memory-{time.strftime('%Y%m%dT%H%M%S')}.txt"
+                options.results_dir.mkdir(parents=True, exist_ok=True)
                 out.write_text(trace.read_text())
                 result["memory_profile"] = str(out)
-    path = bl.write_result("idle", result, args.results_dir)
-    bl.summary("idle", f"{describe(result)} [{path.name}]")
+    path = write_result("idle", result, options.results_dir)
+    summary("idle", f"{describe(result)} [{path.name}]")
     return 0
 
 

@@ -18,16 +18,26 @@ import statistics
 import time
 import tracemalloc
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
-import benchlib as bl
 import msgspec
+from lib.options import BenchOptions, option, parse_options
+from lib.processes import Bench
+from lib.results import summary, write_result
 
 from diminuendo.mapping import map_event
 from diminuendo.sessions.stream import Frame, SessionStream
 
 TURN = "trn_0123456789abcdef0123456789abcdef"
 _decoder = msgspec.json.Decoder()  # the runtime socket's decoder (upstreams/podium.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MappingOptions(BenchOptions):
+    events: int = option(200_000)
+    repeats: int = option(5)
+    cpu: int = option(0, "pin to this core (-1: no pinning)")
 
 
 class Sink:
@@ -149,26 +159,22 @@ def window_memory(frames: list[bytes], events: int = 10_000) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cpu", type=int, default=0, help="pin to this core (-1: no pinning)")
-    args = parser.parse_args()
-    with bl.Bench("mapping", args):
-        if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {args.cpu})
+    options = parse_options(MappingOptions, __doc__.splitlines()[0])
+    with Bench("mapping", options):
+        if options.cpu >= 0 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {options.cpu})
         result: dict[str, Any] = {
-            "params": {"events": args.events, "repeats": args.repeats, "cpu": args.cpu}
+            "params": {"events": options.events, "repeats": options.repeats, "cpu": options.cpu}
         }
-        text = text_frames(args.events)
-        mixed = mixed_frames(args.events)
-        result["text_delta"] = measure(text, args.repeats)
-        result["mixed"] = measure(mixed, args.repeats)
+        text = text_frames(options.events)
+        mixed = mixed_frames(options.events)
+        result["text_delta"] = measure(text, options.repeats)
+        result["mixed"] = measure(mixed, options.repeats)
         result["replay_window_text_delta"] = window_memory(text[:10_000])
-    path = bl.write_result("mapping", result, args.results_dir)
+    path = write_result("mapping", result, options.results_dir)
     t, m = result["text_delta"]["pipeline"], result["mixed"]["pipeline"]
     w = result["replay_window_text_delta"]
-    bl.summary(
+    summary(
         "mapping",
         f"text_delta {t['events_per_s_best']:,} ev/s ({t['us_per_event_best']} us/ev), "
         f"mixed {m['events_per_s_best']:,} ev/s on one core; replay window "

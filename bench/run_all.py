@@ -6,9 +6,9 @@
     bench/run-all --only idle,health --results-dir /tmp/r
 
 Each benchmark runs in its own process (and starts and stops its own servers); its summary line
-is printed as it finishes, and a closing table checks the issue's targets. A `run-all-<ts>.json`
-lists the result files of the run. A benchmark that fails or overruns its bound is reported and
-the rest still run; the exit status is then 1.
+is printed as it finishes, and a closing table checks the issue's targets (the table of them is
+`lib/targets.py`). A `run-all-<ts>.json` lists the result files of the run. A benchmark that
+fails or overruns its bound is reported and the rest still run; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-import benchlib as bl  # noqa: E402
+from lib.paths import RESULTS_DIR  # noqa: E402
+from lib.proc import machine_busy_seconds  # noqa: E402
+from lib.results import machine_info, write_result  # noqa: E402
+from lib.targets import check_targets  # noqa: E402
 
 # name → (script, arguments) per size; the stream entries may run several configurations.
 PLANS: dict[str, list[tuple[str, str, list[str]]]] = {
@@ -133,117 +137,14 @@ def _latest(results_dir: Path, name: str, since: float) -> dict[str, Any] | None
     return json.loads(files[-1].read_text()) if files else None
 
 
-def check_targets(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) rows; a figure at a smaller size than the target's is
-    reported but not judged."""
-    rows: list[tuple[str, str, str]] = []
-
-    def verdict(ok: bool, full_size: bool = True) -> str:
-        if not full_size:
-            return "n/a (smaller size)"
-        return "HOLDS" if ok else "MISSES"
-
-    for idle in results.get("idle", []):
-        g = idle.get("gateway", {})
-        n = g.get("connections_opened", 0)
-        size = n >= 10_000
-        rows.append(
-            (
-                "10,000 idle connections < 600 MB RSS",
-                f"{n} conns, {g.get('rss_open_mb')} MB",
-                verdict(g.get("rss_open_mb", 1e9) < 600, size),
-            )
-        )
-        rows.append(
-            (
-                "idle ≤ 60 KB per connection",
-                f"{g.get('per_connection_kb')} KB",
-                verdict(g.get("per_connection_kb", 1e9) <= 60, n >= 1000),
-            )
-        )
-    for stream in results.get("stream", []):
-        s = stream.get("stream")
-        if s:
-            sessions = s.get("turns", 0)
-            lat = s.get("latency_ms", {})
-            rate = s.get("delivered_pieces_per_s", 0)
-            pinned = s.get("pinned", False)
-            judged = verdict(
-                rate >= 19_000 and lat.get("p99", 1e9) < 50,
-                sessions >= 5000 and s.get("offered_pieces_per_s", 0) >= 20_000,
-            )
-            rows.append(
-                (
-                    "5,000 sessions, 20,000 ev/s, p99 < 50 ms",
-                    f"{sessions} sessions, {rate:,} ev/s, p99 {lat.get('p99')} ms"
-                    + ("" if pinned else " (shared cores)"),
-                    judged if pinned else "info",
-                )
-            )
-        f = stream.get("fanout")
-        if f:
-            lat = f.get("latency_ms", {})
-            rows.append(
-                (
-                    "fan-out (no target; p99 < 50 ms for reference)",
-                    f"{f.get('subscribers')} subs, {f.get('delivered_pieces_per_s'):,} ev/s, "
-                    f"p99 {lat.get('p99')} ms",
-                    "info",
-                )
-            )
-    for connect in results.get("connect", []):
-        v = connect.get("variants", {})
-        n = connect.get("params", {}).get("connections", 0)
-        if "dev" in v:
-            rows.append(
-                (
-                    "connect+auth p50 < 2 ms (dev)",
-                    f"{v['dev'].get('p50')} ms",
-                    verdict(v["dev"].get("p50", 1e9) < 2, n >= 1000),
-                )
-            )
-        if "jwt-warm" in v:
-            rows.append(
-                (
-                    "connect+auth p50 < 3 ms (JWT warm)",
-                    f"{v['jwt-warm'].get('p50')} ms",
-                    verdict(v["jwt-warm"].get("p50", 1e9) < 3, n >= 1000),
-                )
-            )
-    for create in results.get("create", []):
-        seq = create.get("sequential", {})
-        rows.append(
-            (
-                "create_session p50 < 5 ms",
-                f"{seq.get('p50')} ms",
-                verdict(seq.get("p50", 1e9) < 5, seq.get("n", 0) >= 500),
-            )
-        )
-    for health in results.get("health", []):
-        g = health.get("gateway", {})
-        b = health.get("bare", {})
-        rows.append(
-            (
-                "/health ≥ 10,000 req/s (one worker)",
-                f"{g.get('rps', 0):,.0f} req/s (bare Sanic {b.get('rps', 0):,.0f})",
-                verdict(g.get("rps", 0) >= 10_000, health["params"]["duration_s"] >= 5),
-            )
-        )
-    for mapping in results.get("mapping", []):
-        t = mapping.get("text_delta", {}).get("pipeline", {})
-        rows.append(
-            (
-                "mapping ≥ 200,000 ev/s on one core",
-                f"{t.get('events_per_s_best', 0):,} ev/s",
-                verdict(
-                    t.get("events_per_s_best", 0) >= 200_000, mapping["params"]["events"] >= 1e5
-                ),
-            )
-        )
-    return rows
+@dataclass(frozen=True)
+class RunAllOptions:
+    size: Literal["smoke", "quick", "full"]
+    only: frozenset[str]  # benchmark names; empty: all of them
+    results_dir: Path
 
 
-def main() -> int:
+def parse_options() -> RunAllOptions:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick")
@@ -251,58 +152,72 @@ def main() -> int:
     size.add_argument("--smoke", dest="size", action="store_const", const="smoke")
     parser.set_defaults(size="quick")
     parser.add_argument("--only", default="", help="comma list of benchmark names")
-    parser.add_argument("--results-dir", type=Path, default=bl.RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
+    only = frozenset(name for name in args.only.split(",") if name)
+    return RunAllOptions(size=args.size, only=only, results_dir=args.results_dir)
 
-    only = {name for name in args.only.split(",") if name}
-    plan = [step for step in PLANS[args.size] if not only or step[0] in only]
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    machine = bl.machine_info()
+
+def run_step(name: str, script: str, argv: list[str], options: RunAllOptions) -> Any:
+    """One benchmark: its summary line (or its failure) printed; its result, or None."""
+    step_started = time.time()
+    busy_before = machine_busy_seconds()
+    code, out, err = run_one(script, argv, options.results_dir, BOUNDS_S[options.size])
+    busy = machine_busy_seconds() - busy_before
+    wall = time.time() - step_started
     print(
-        f"run-all --{args.size}: {machine['nproc']} cores ({machine['cpu_model']}), "
-        f"{machine['mem_total_gib']} GiB, Python {machine['python']}, "
-        f"uvloop {machine['uvloop']}, calibration {machine['cpu_calibration_ms']} ms; "
-        f"results in {args.results_dir}",
+        f"  ({name}: {wall:.0f} s, machine busy {100 * busy / wall:.0f}% of "
+        f"{100 * (os.cpu_count() or 1)}%, load average {os.getloadavg()[0]:.2f})",
         flush=True,
     )
-    started = time.time()
-    failures = 0
-    results: dict[str, list[dict[str, Any]]] = {}
-    files: list[str] = []
-    for name, script, argv in plan:
-        step_started = time.time()
-        busy_before = bl.machine_busy_seconds()
-        code, out, err = run_one(script, argv, args.results_dir, BOUNDS_S[args.size])
-        busy = bl.machine_busy_seconds() - busy_before
-        wall = time.time() - step_started
-        print(
-            f"  ({name}: {wall:.0f} s, machine busy {100 * busy / wall:.0f}% of "
-            f"{100 * (os.cpu_count() or 1)}%, load average {os.getloadavg()[0]:.2f})",
-            flush=True,
-        )
-        for line in out:
-            print(line, flush=True)
-        result = _latest(args.results_dir, name, step_started)
-        if code != 0 or result is None:
-            failures += 1
-            print(f"{name}: FAILED (exit {code})\n{err[-3000:]}", flush=True)
-            continue
-        results.setdefault(name, []).append(result)
-        files.append(f"{name}-{result['timestamp']}")
-    rows = check_targets(results)
+    for line in out:
+        print(line, flush=True)
+    result = _latest(options.results_dir, name, step_started)
+    if code != 0 or result is None:
+        print(f"{name}: FAILED (exit {code})\n{err[-3000:]}", flush=True)
+        return None
+    return result
+
+
+def print_targets(rows: list[tuple[str, str, str]]) -> None:
     width = max((len(r[0]) for r in rows), default=10)
     print("\ntargets:")
     for target, measured, verdict in rows:
         print(f"  {target:<{width}}  {verdict:<18}  {measured}")
+
+
+def main() -> int:
+    options = parse_options()
+    plan = [step for step in PLANS[options.size] if not options.only or step[0] in options.only]
+    options.results_dir.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+    print(
+        f"run-all --{options.size}: {machine['nproc']} cores ({machine['cpu_model']}), "
+        f"{machine['mem_total_gib']} GiB, Python {machine['python']}, "
+        f"uvloop {machine['uvloop']}, calibration {machine['cpu_calibration_ms']} ms; "
+        f"results in {options.results_dir}",
+        flush=True,
+    )
+    started = time.time()
+    results: dict[str, list[dict[str, Any]]] = {}
+    files: list[str] = []
+    for name, script, argv in plan:
+        result = run_step(name, script, argv, options)
+        if result is not None:
+            results.setdefault(name, []).append(result)
+            files.append(f"{name}-{result['timestamp']}")
+    failures = len(plan) - len(files)
+    rows = check_targets(results)
+    print_targets(rows)
     elapsed = time.time() - started
     summary = {
-        "size": args.size,
+        "size": options.size,
         "elapsed_s": round(elapsed, 1),
         "failures": failures,
         "results": files,
         "targets": [{"target": t, "measured": m, "verdict": v} for t, m, v in rows],
     }
-    path = bl.write_result("run-all", summary, args.results_dir)
+    path = write_result("run-all", summary, options.results_dir)
     print(f"\nrun-all: {len(plan) - failures}/{len(plan)} ran in {elapsed:.0f} s [{path.name}]")
     return 1 if failures else 0
 

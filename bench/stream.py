@@ -29,34 +29,35 @@ import asyncio
 import gc
 import math
 import os
-import re
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import benchlib as bl
 import httpx
+from benchlib import close_all
+from lib.host import raise_nofile, source_addresses
+from lib.loop import run
+from lib.options import PIN_HELP, BenchOptions, option, params, parse_options
+from lib.proc import MACHINE, CpuMeter, hwm_bytes, rss_bytes
+from lib.processes import Bench, Gateway, Stack
+from lib.profiling import py_spy
+from lib.results import summary, write_result
+from lib.stats import percentiles
+from lib.stream_clients import Recorder, Subscriber, create_sessions, join, start_turns, turn_text
+from lib.upstream_calls import calls_between, upstream_calls
 
-STAMP = re.compile(rb"@(\d{13}) ")
-DELTA_PREFIX = b'{"type":"text_delta"'
-COMPLETE_PREFIX = b'{"type":"turn_complete"'
-ERROR_PREFIXES = (b'{"type":"turn_error"', b'{"type":"error"')
-CREATORS = 4
 
-
-class Recorder:
-    """Shared counters; `measuring` is True inside the measurement window."""
-
-    def __init__(self) -> None:
-        self.measuring = False
-        self.latencies: list[float] = []
-        self.window_frames = 0
-        self.window_pieces = 0
-        self.frames = 0
-        self.pieces = 0
-        self.completed = 0
-        self.errors: list[bytes] = []
-        self.all_done = asyncio.get_running_loop().create_future()
-        self.expected_completions = 0
+@dataclass(frozen=True, kw_only=True)
+class StreamOptions(BenchOptions):
+    pin: bool = option(True, PIN_HELP, negatable=True)
+    variant: Literal["stream", "fanout", "both"] = option("both")
+    sessions: int = option(5000)
+    rate: float = option(4.0, "deltas/s per session")
+    subscribers: int = option(1000, "fan-out subscribers")
+    fanout_rate: float = option(20.0, "fan-out deltas/s")
+    warmup: float = option(5.0)
+    duration: float = option(20.0)
+    setup_concurrency: int = option(50)
 
 
 class PauseMeter:
@@ -81,85 +82,6 @@ class PauseMeter:
             self.pauses_ms.append(round(took, 1))
 
 
-class Subscriber:
-    __slots__ = ("completed", "frames", "pieces", "rec", "session_id", "ws")
-
-    def __init__(self, rec: Recorder, session_id: str) -> None:
-        self.rec = rec
-        self.session_id = session_id
-        self.ws: bl.WS | None = None
-        self.frames = 0
-        self.pieces = 0
-        self.completed = False
-
-    def on_text(self, payload: bytes) -> None:
-        if payload.startswith(DELTA_PREFIX):
-            rec = self.rec
-            stamps = STAMP.findall(payload)
-            self.frames += 1
-            self.pieces += len(stamps)
-            rec.frames += 1
-            rec.pieces += len(stamps)
-            if rec.measuring:
-                now = time.time() * 1000
-                rec.window_frames += 1
-                rec.window_pieces += len(stamps)
-                rec.latencies.extend([now - int(s) for s in stamps])
-        elif payload.startswith(COMPLETE_PREFIX):
-            self.completed = True
-            rec = self.rec
-            rec.completed += 1
-            if rec.completed >= rec.expected_completions and not rec.all_done.done():
-                rec.all_done.set_result(None)
-        elif payload.startswith(ERROR_PREFIXES):
-            self.rec.errors.append(payload[:300])
-
-
-async def create_sessions(port: int, count: int) -> list[str]:
-    """`count` slow-agent sessions over CREATORS connections (few, so broadcasts stay cheap)."""
-    ids: list[str] = []
-    per = [count // CREATORS + (1 if i < count % CREATORS else 0) for i in range(CREATORS)]
-
-    async def creator(n: int) -> None:
-        ws = await bl.ws_connect(port, timeout=30)
-        try:
-            await bl.gateway_handshake(ws)
-            for index in range(n):
-                rid = f"c{index}"
-                ws.send_json({"type": "create_session", "agentType": "slow", "id": rid})
-                frame = await ws.recv_until(lambda f, rid=rid: f.get("id") == rid, 30)
-                if frame.get("type") != "session_created":
-                    raise RuntimeError(f"create_session failed: {frame}")
-                ids.append(frame["session"]["id"])
-        finally:
-            ws.close()
-
-    await asyncio.gather(*(creator(n) for n in per if n))
-    return ids
-
-
-async def join(
-    port: int, sub: Subscriber, source: str | None, semaphore: asyncio.Semaphore
-) -> float:
-    """Connect, join and wait until the session is `ready`; ms taken."""
-    async with semaphore:
-        started = time.perf_counter()
-        ws = await bl.ws_connect(port, local_ip=source, timeout=60)
-        sub.ws = ws
-        await bl.gateway_handshake(ws, 60)
-        ws.send_json({"type": "join_session", "sessionId": sub.session_id, "id": "j"})
-
-        def ready(frame: dict[str, Any]) -> bool:
-            if frame.get("type") == "error":
-                raise RuntimeError(f"join failed: {frame}")
-            if frame.get("type") == "state_snapshot":
-                return frame["session"]["status"] == "ready"
-            return frame.get("type") == "session_state" and frame.get("state") == "ready"
-
-        await ws.recv_until(ready, 60)
-        return (time.perf_counter() - started) * 1000
-
-
 async def health_probe(url: str, duration: float, every: float = 1.0) -> dict[str, Any]:
     """`/health` once a second for `duration` (once when 0): latency, failures, last metrics.
     PROTOCOL.md §9 wants an answer within 1 s whatever the load."""
@@ -181,80 +103,79 @@ async def health_probe(url: str, duration: float, every: float = 1.0) -> dict[st
                 break
             await asyncio.sleep(every)
     return {
-        "latency_ms": bl.percentiles(samples),
+        "latency_ms": percentiles(samples),
         "over_1s": sum(1 for ms in samples if ms > 1000),
         "failures": failures,
         "metrics": body.get("metrics"),
     }
 
 
-def turn_text(deltas: int, interval_ms: int) -> str:
-    return f'{{"deltas":{deltas},"interval_ms":{interval_ms},"stamp":true}}'
+async def measure_window(
+    gateway: Gateway, stack: Stack, rec: Recorder, options: StreamOptions
+) -> dict[str, Any]:
+    """The measurement window: CPU of every process, the gateway's RSS and upstream calls,
+    /health once a second, the client's own collector pauses."""
+    meter = CpuMeter(
+        {
+            "gateway": gateway.pid,
+            "local_stack": stack.server.pid,
+            "client": os.getpid(),
+            "machine": MACHINE,
+        }
+    )
+    rss_start = rss_bytes(gateway.pid)
+    calls_start = await asyncio.to_thread(upstream_calls, gateway.url)
+    rec.measuring = True
+    window_unix = [round(time.time(), 3)]
+    meter.begin()
+    probe = asyncio.create_task(health_probe(gateway.url, options.duration))
+    with py_spy(gateway.pid, options.py_spy, options.duration), PauseMeter() as client_gc:
+        await asyncio.sleep(options.duration)
+    rec.measuring = False
+    window_unix.append(round(time.time(), 3))
+    health_during = await probe
+    cpu = meter.end()
+    rss_end = rss_bytes(gateway.pid)
+    calls_end = await asyncio.to_thread(upstream_calls, gateway.url)
+    return {
+        "window_unix": window_unix,
+        "cpu": cpu,
+        "client_gc_pauses_ms": client_gc.pauses_ms,
+        "gateway_rss_mb_start": round(rss_start / 2**20, 1),
+        "gateway_rss_mb_end": round(rss_end / 2**20, 1),
+        "upstream_calls_in_window": calls_between(calls_start, calls_end),
+        "health_during_window": health_during,
+    }
 
 
 async def stream_phase(
-    bench: bl.Bench,
-    gateway: bl.Gateway,
-    stack: bl.Stack,
+    bench: Bench,
+    gateway: Gateway,
+    stack: Stack,
     rec: Recorder,
     starters: list[Subscriber],
+    options: StreamOptions,
     *,
     rate: float,
     label: str,
     copies: int = 1,
 ) -> dict[str, Any]:
     """Start one turn per `starters` entry, staggered over one interval; measure the window."""
-    args = bench.args
-    loop = asyncio.get_running_loop()
     interval_ms = max(1, round(1000 / rate))
     stagger_s = interval_ms / 1000
-    turn_s = stagger_s + args.warmup + args.duration + 1.0
+    turn_s = stagger_s + options.warmup + options.duration + 1.0
     deltas = math.ceil(turn_s * 1000 / interval_ms)
-    text = turn_text(deltas, interval_ms)
     rec.expected_completions = len(starters)
-
-    def start(sub: Subscriber) -> None:
-        assert sub.ws is not None
-        sub.ws.send_json({"type": "run_turn", "sessionId": sub.session_id, "text": text})
-
-    t0 = loop.time() + 0.2
-    for index, sub in enumerate(starters):
-        loop.call_at(t0 + index * stagger_s / len(starters), start, sub)
-    await asyncio.sleep(0.2 + stagger_s + args.warmup)
-
-    meter = bl.CpuMeter(
-        {
-            "gateway": gateway.pid,
-            "local_stack": stack.server.pid,
-            "client": os.getpid(),
-            "machine": bl.MACHINE,
-        }
-    )
-    rss_start = bl.rss_bytes(gateway.pid)
-    calls_start = await asyncio.to_thread(bl.upstream_calls, gateway.url)
-    rec.measuring = True
-    window_unix = [round(time.time(), 3)]
-    meter.begin()
-    probe = asyncio.create_task(health_probe(gateway.url, args.duration))
-    with bl.py_spy(gateway.pid, args.py_spy, args.duration), PauseMeter() as client_gc:
-        await asyncio.sleep(args.duration)
-    rec.measuring = False
-    window_unix.append(round(time.time(), 3))
-    health_during = await probe
-    cpu = meter.end()
-    window = cpu["wall_s"]
-    rss_end = bl.rss_bytes(gateway.pid)
-    calls_window = bl.calls_between(
-        calls_start, await asyncio.to_thread(bl.upstream_calls, gateway.url)
-    )
-
+    start_turns(starters, turn_text(deltas, interval_ms), stagger_s)
+    await asyncio.sleep(0.2 + stagger_s + options.warmup)
+    window = await measure_window(gateway, stack, rec, options)
+    window_s = window["cpu"]["wall_s"]
     try:
         async with asyncio.timeout(turn_s + 60):
             await rec.all_done
     except TimeoutError:
         pass
     health_after = await health_probe(gateway.url, 0)
-    lat = bl.percentiles(rec.latencies)
     return {
         "label": label,
         "pinned": bench.gateway_cpu is not None,
@@ -262,31 +183,30 @@ async def stream_phase(
         "deltas_per_turn": deltas,
         "interval_ms": interval_ms,
         "offered_pieces_per_s": round(len(starters) * copies * 1000 / interval_ms),
-        "window_s": window,
-        "window_unix": window_unix,
-        "delivered_pieces_per_s": round(rec.window_pieces / window),
-        "delivered_frames_per_s": round(rec.window_frames / window),
+        "window_s": window_s,
+        "window_unix": window["window_unix"],
+        "delivered_pieces_per_s": round(rec.window_pieces / window_s),
+        "delivered_frames_per_s": round(rec.window_frames / window_s),
         "pieces_per_frame": round(rec.window_pieces / max(rec.window_frames, 1), 3),
-        "latency_ms": lat,
-        "cpu": cpu,
-        "client_gc_pauses_ms": client_gc.pauses_ms,
-        "gateway_rss_mb_start": round(rss_start / 2**20, 1),
-        "gateway_rss_mb_end": round(rss_end / 2**20, 1),
-        "gateway_rss_peak_mb": round(bl.hwm_bytes(gateway.pid) / 2**20, 1),
+        "latency_ms": percentiles(rec.latencies),
+        "cpu": window["cpu"],
+        "client_gc_pauses_ms": window["client_gc_pauses_ms"],
+        "gateway_rss_mb_start": window["gateway_rss_mb_start"],
+        "gateway_rss_mb_end": window["gateway_rss_mb_end"],
+        "gateway_rss_peak_mb": round(hwm_bytes(gateway.pid) / 2**20, 1),
         "turns_completed": rec.completed,
         "pieces_total": rec.pieces,
         "pieces_expected_total": deltas * len(starters),
         "errors": len(rec.errors),
         "first_errors": [e.decode(errors="replace") for e in rec.errors[:3]],
-        "upstream_calls_in_window": calls_window,
-        "health_during_window": health_during,
+        "upstream_calls_in_window": window["upstream_calls_in_window"],
+        "health_during_window": window["health_during_window"],
         "health_after_turns": health_after,
     }
 
 
-async def run_stream(bench: bl.Bench) -> dict[str, Any]:
-    args = bench.args
-    sessions = args.sessions
+async def run_stream(bench: Bench, options: StreamOptions) -> dict[str, Any]:
+    sessions = options.sessions
     stack = bench.start_stack()
     gateway = bench.start_gateway(
         stack,
@@ -295,51 +215,52 @@ async def run_stream(bench: bl.Bench) -> dict[str, Any]:
         MAX_CONNECTIONS=str(max(10_000, sessions + 100)),
     )
     bench.wait_health_ok(gateway)
-    rss_idle = bl.rss_bytes(gateway.pid)
+    rss_idle = rss_bytes(gateway.pid)
     started = time.perf_counter()
     ids = await create_sessions(gateway.port, sessions)
     create_s = time.perf_counter() - started
 
     rec = Recorder()
     subs = [Subscriber(rec, sid) for sid in ids]
-    sources = bl.source_addresses(sessions)
-    semaphore = asyncio.Semaphore(args.setup_concurrency)
+    sources = source_addresses(sessions)
+    semaphore = asyncio.Semaphore(options.setup_concurrency)
     started = time.perf_counter()
     join_ms = await asyncio.gather(
         *(join(gateway.port, s, sources[i % len(sources)], semaphore) for i, s in enumerate(subs))
     )
     join_s = time.perf_counter() - started
-    rss_ready = bl.rss_bytes(gateway.pid)
+    rss_ready = rss_bytes(gateway.pid)
     for sub in subs:
         assert sub.ws is not None
         sub.ws.on_text = sub.on_text
     result = await stream_phase(
-        bench, gateway, stack, rec, subs, rate=args.rate, label=f"{sessions} sessions"
+        bench, gateway, stack, rec, subs, options, rate=options.rate, label=f"{sessions} sessions"
     )
     result["setup"] = {
         "create_s": round(create_s, 2),
         "connect_join_activate_s": round(join_s, 2),
-        "join_to_ready_ms": bl.percentiles(join_ms),
+        "join_to_ready_ms": percentiles(join_ms),
         "gateway_rss_mb_idle": round(rss_idle / 2**20, 1),
         "gateway_rss_mb_sessions_ready": round(rss_ready / 2**20, 1),
         "rss_kb_per_ready_session": round((rss_ready - rss_idle) / sessions / 1024, 1),
     }
     lost = result["pieces_expected_total"] - result["pieces_total"]
     result["pieces_lost"] = lost if result["turns_completed"] == sessions else None
-    await bl.close_all([s.ws for s in subs if s.ws is not None])
+    await close_all([s.ws for s in subs if s.ws is not None])
     bench.stop_all()
     return result
 
 
-async def run_fanout(bench: bl.Bench) -> dict[str, Any]:
-    args = bench.args
+async def run_fanout(bench: Bench, options: StreamOptions) -> dict[str, Any]:
     stack = bench.start_stack()
-    gateway = bench.start_gateway(stack, MAX_CONNECTIONS=str(max(10_000, args.subscribers + 100)))
+    gateway = bench.start_gateway(
+        stack, MAX_CONNECTIONS=str(max(10_000, options.subscribers + 100))
+    )
     bench.wait_health_ok(gateway)
     (session_id,) = await create_sessions(gateway.port, 1)
     rec = Recorder()
-    subs = [Subscriber(rec, session_id) for _ in range(args.subscribers)]
-    semaphore = asyncio.Semaphore(args.setup_concurrency)
+    subs = [Subscriber(rec, session_id) for _ in range(options.subscribers)]
+    semaphore = asyncio.Semaphore(options.setup_concurrency)
     started = time.perf_counter()
     await asyncio.gather(*(join(gateway.port, s, None, semaphore) for s in subs))
     join_s = time.perf_counter() - started
@@ -352,31 +273,31 @@ async def run_fanout(bench: bl.Bench) -> dict[str, Any]:
         stack,
         rec,
         subs[:1],
-        rate=args.fanout_rate,
-        label=f"1 session x {args.subscribers} subscribers",
-        copies=args.subscribers,
+        options,
+        rate=options.fanout_rate,
+        label=f"1 session x {options.subscribers} subscribers",
+        copies=options.subscribers,
     )
     # Every subscriber completes, not just the one that started the turn.
-    result["subscribers"] = args.subscribers
+    result["subscribers"] = options.subscribers
     result["subscribers_completed"] = sum(1 for s in subs if s.completed)
-    result["pieces_expected_total"] = result["deltas_per_turn"] * args.subscribers
+    result["pieces_expected_total"] = result["deltas_per_turn"] * options.subscribers
     result["pieces_lost"] = result["pieces_expected_total"] - result["pieces_total"]
     result["slow_consumer_closes"] = sum(
         1 for s in subs if s.ws is not None and s.ws.close_code == 4008
     )
     result["setup"] = {"connect_join_s": round(join_s, 2)}
-    await bl.close_all([s.ws for s in subs if s.ws is not None])
+    await close_all([s.ws for s in subs if s.ws is not None])
     bench.stop_all()
     return result
 
 
-async def main_async(bench: bl.Bench) -> dict[str, Any]:
-    args = bench.args
-    result: dict[str, Any] = {"params": {k: str(v) for k, v in vars(args).items()}}
-    if args.variant in ("stream", "both"):
-        result["stream"] = await run_stream(bench)
-    if args.variant in ("fanout", "both"):
-        result["fanout"] = await run_fanout(bench)
+async def main_async(bench: Bench, options: StreamOptions) -> dict[str, Any]:
+    result: dict[str, Any] = {"params": params(options)}
+    if options.variant in ("stream", "both"):
+        result["stream"] = await run_stream(bench, options)
+    if options.variant in ("fanout", "both"):
+        result["fanout"] = await run_fanout(bench, options)
     return result
 
 
@@ -396,22 +317,13 @@ def describe(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = bl.base_parser(__doc__.splitlines()[0], pin_default=True)
-    parser.add_argument("--variant", choices=("stream", "fanout", "both"), default="both")
-    parser.add_argument("--sessions", type=int, default=5000)
-    parser.add_argument("--rate", type=float, default=4.0, help="deltas/s per session")
-    parser.add_argument("--subscribers", type=int, default=1000, help="fan-out subscribers")
-    parser.add_argument("--fanout-rate", type=float, default=20.0, help="fan-out deltas/s")
-    parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--setup-concurrency", type=int, default=50)
-    args = parser.parse_args()
-    bl.raise_nofile(2 * max(args.sessions, args.subscribers) + 10_000)
-    with bl.Bench("stream", args) as bench:
-        result = bl.run(main_async(bench))
-    path = bl.write_result("stream", result, args.results_dir)
+    options = parse_options(StreamOptions, __doc__.splitlines()[0])
+    raise_nofile(2 * max(options.sessions, options.subscribers) + 10_000)
+    with Bench("stream", options) as bench:
+        result = run(main_async(bench, options))
+    path = write_result("stream", result, options.results_dir)
     parts = [describe(result[k]) for k in ("stream", "fanout") if k in result]
-    bl.summary("stream", f"{'; '.join(parts)} [{path.name}]")
+    summary("stream", f"{'; '.join(parts)} [{path.name}]")
     return 0
 
 

@@ -13,25 +13,36 @@ Run on a quiet machine; the figures go to bench/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import tempfile
 import time
-from pathlib import Path
+from dataclasses import dataclass
+
+from lib.options import option, parse_options
+from lib.valkey import valkey_url
 
 from diminuendo.fleet.connection import open_client
 from diminuendo.fleet.keys import Keyspace
 from diminuendo.fleet.lease import Leases
 from diminuendo.fleet.replay_log import ReplayLog
-from diminuendo.local.valkey import LocalValkey
 
 
-async def run(url: str, args: argparse.Namespace) -> None:
+@dataclass(frozen=True, kw_only=True)
+class ValkeyAppendOptions:
+    url: str | None = option(None, "an existing Valkey (default: start one)")
+    sessions: int = option(100)
+    events: int = option(100_000)
+    payload: int = option(300, "bytes per event")
+    concurrency: int = option(64)
+    max_events: int = option(10_000)
+    max_bytes: int = option(8 * 1024 * 1024)
+
+
+async def run(url: str, options: ValkeyAppendOptions) -> None:
     client = open_client(url, timeout_s=5.0)
     keys = Keyspace("dimbench")
-    log = ReplayLog(client, url, keys, max_events=args.max_events, max_bytes=args.max_bytes)
+    log = ReplayLog(client, url, keys, max_events=options.max_events, max_bytes=options.max_bytes)
     leases = Leases(client, url, keys, "bench")
-    sessions = [f"ses_bench{n:06d}" for n in range(args.sessions)]
+    sessions = [f"ses_bench{n:06d}" for n in range(options.sessions)]
     await client.flushall()
     before = int((await client.info("memory"))["used_memory"])
     tokens = []
@@ -39,8 +50,8 @@ async def run(url: str, args: argparse.Namespace) -> None:
         lease = await leases.acquire(session, 600_000)
         assert lease is not None
         tokens.append(lease.token)
-    payload = b'{"type":"text","data":"' + b"x" * max(args.payload - 25, 0) + b'"}'
-    remaining = iter(range(args.events))
+    payload = b'{"type":"text","data":"' + b"x" * max(options.payload - 25, 0) + b'"}'
+    remaining = iter(range(options.events))
 
     async def worker() -> None:
         for n in remaining:
@@ -48,36 +59,21 @@ async def run(url: str, args: argparse.Namespace) -> None:
             await log.append(sessions[index], payload, owner_token=tokens[index])
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    await asyncio.gather(*(worker() for _ in range(options.concurrency)))
     elapsed = time.perf_counter() - started
     after = int((await client.info("memory"))["used_memory"])
     retained = sum([await client.xlen(keys.session(s).log) for s in sessions])
-    print(f"valkey_append: {args.events} appends of {len(payload)} B over {args.sessions} sessions")
-    print(f"valkey_append: {args.events / elapsed:,.0f} appends/s ({args.concurrency} in flight)")
+    events, sessions_n, in_flight = options.events, options.sessions, options.concurrency
+    print(f"valkey_append: {events} appends of {len(payload)} B over {sessions_n} sessions")
+    print(f"valkey_append: {events / elapsed:,.0f} appends/s ({in_flight} in flight)")
     print(f"valkey_append: {retained} events retained, {(after - before) / retained:,.0f} B/event")
     await client.aclose()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="an existing Valkey (default: start one)")
-    parser.add_argument("--sessions", type=int, default=100)
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--payload", type=int, default=300, help="bytes per event")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--max-events", type=int, default=10_000)
-    parser.add_argument("--max-bytes", type=int, default=8 * 1024 * 1024)
-    args = parser.parse_args()
-    if args.url:
-        asyncio.run(run(args.url, args))
-        return
-    with tempfile.TemporaryDirectory(prefix="valkey-bench-") as data_dir:
-        server = LocalValkey(Path(data_dir))
-        server.start()
-        try:
-            asyncio.run(run(server.url, args))
-        finally:
-            server.stop()
+    options = parse_options(ValkeyAppendOptions, __doc__.splitlines()[0])
+    with valkey_url(options.url) as url:
+        asyncio.run(run(url, options))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from typing import Any, cast
 
 import msgspec
 import uvloop
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 FRAME = msgspec.json.encode(
     {
@@ -36,61 +38,74 @@ END = b'{"type":"update","event_type":"bench.end","content":{}}'
 # ----- the sender (subprocess) ------------------------------------------------------------------
 
 
+class Round:
+    """The sockets of one client variant: a round starts once `expected` of them said "go"."""
+
+    def __init__(self) -> None:
+        self.senders: list[Sender] = []
+        self.expected = 0
+        self.ready = asyncio.Event()
+
+    def joined(self, sender: Sender) -> None:
+        self.senders.append(sender)
+        if len(self.senders) == self.expected:
+            self.ready.set()
+
+
+class Sender(asyncio.Protocol):
+    """One runtime socket of the sender, on websockets' Sans-I/O server protocol."""
+
+    def __init__(self, round_: Round) -> None:
+        self.round = round_
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.protocol = ServerProtocol(max_size=None)
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Request):
+                self.protocol.send_response(self.protocol.accept(event))
+            elif getattr(event, "data", b"") == b"go":
+                self.round.joined(self)
+        self.flush()
+
+    def flush(self) -> None:
+        chunks = self.protocol.data_to_send()
+        data = b"".join(chunks)
+        if data:
+            self.transport.write(data)
+        if b"" in chunks:
+            self.transport.close()
+
+    def send(self, message: bytes) -> None:
+        self.protocol.send_text(message)
+        self.flush()
+
+
 async def serve(per_socket: int, rate: float) -> None:
-    from websockets.http11 import Request
-    from websockets.server import ServerProtocol
-
-    class Sender(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = cast(asyncio.Transport, transport)
-            self.protocol = ServerProtocol(max_size=None)
-
-        def data_received(self, data: bytes) -> None:
-            self.protocol.receive_data(data)
-            for event in self.protocol.events_received():
-                if isinstance(event, Request):
-                    self.protocol.send_response(self.protocol.accept(event))
-                elif getattr(event, "data", b"") == b"go":
-                    senders.append(self)
-                    if len(senders) == expected:
-                        ready.set()
-            self.flush()
-
-        def flush(self) -> None:
-            chunks = self.protocol.data_to_send()
-            data = b"".join(chunks)
-            if data:
-                self.transport.write(data)
-            if b"" in chunks:
-                self.transport.close()
-
-        def send(self, message: bytes) -> None:
-            self.protocol.send_text(message)
-            self.flush()
-
-    senders: list[Sender] = []
-    expected = 0
-    ready = asyncio.Event()
+    round_ = Round()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Sender, "127.0.0.1", 0)
+    server = await loop.create_server(lambda: Sender(round_), "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     while True:  # one round per client variant: wait for every socket's "go"
         count = int(await loop.run_in_executor(None, sys.stdin.readline) or 0)
         if not count:
             return
-        expected = count
-        if len(senders) < count:
-            await ready.wait()
-        ready.clear()
+        round_.expected = count
+        if len(round_.senders) < count:
+            await round_.ready.wait()
+        round_.ready.clear()
         ticks_per_s = rate / count
         started = time.monotonic()
         for tick in range(per_socket):
-            for sender in senders:
+            for sender in round_.senders:
                 sender.send(FRAME)
             await asyncio.sleep(max(0.0, started + (tick + 1) / ticks_per_s - time.monotonic()))
-        for sender in senders:
+        for sender in round_.senders:
             sender.send(END)
-        senders.clear()
+        round_.senders.clear()
 
 
 # ----- the readers ------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from typing import TextIO
 
 BEAT_S = 0.005
 
@@ -63,61 +64,71 @@ def kernel_view(task_dir: str, since: tuple[int, int]) -> str:
     )
 
 
+class Watchdog:
+    """The beat in the loop, the thread that reports stalls, and the collector callback; all
+    write to `out`. Built in the loop thread, so that thread is the one it watches."""
+
+    def __init__(self, out: TextIO, threshold_s: float, census: int) -> None:
+        self.out = out
+        self.threshold_s = threshold_s
+        self.census_left = census
+        self.loop_thread = threading.get_ident()
+        self.task_dir = f"/proc/self/task/{threading.get_native_id()}"
+        self.beat_at = time.monotonic()
+        self.sched = schedstat(self.task_dir)
+        self.next_report = threshold_s
+        self.gc_since = 0.0
+
+    async def beat(self) -> None:
+        while True:
+            self.beat_at = time.monotonic()
+            self.sched = schedstat(self.task_dir)
+            self.next_report = self.threshold_s
+            await asyncio.sleep(BEAT_S)
+
+    def watch(self) -> None:
+        while True:
+            time.sleep(BEAT_S)
+            lag = time.monotonic() - self.beat_at
+            if lag >= self.next_report:
+                frame = sys._current_frames().get(self.loop_thread)
+                stack = "".join(traceback.format_stack(frame)[-12:]) if frame else "?"
+                self.out.write(
+                    f"{time.time():.3f} (monotonic {time.monotonic():.3f}) loop stalled "
+                    f"{lag * 1000:.0f} ms; "
+                    f"{kernel_view(self.task_dir, self.sched)}\n{stack}\n"
+                )
+                self.out.flush()
+                self.next_report = lag + self.threshold_s
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.gc_since = time.perf_counter()
+            return
+        took = (time.perf_counter() - self.gc_since) * 1000
+        if took > 10:
+            self.out.write(f"{time.time():.3f} gc gen {info['generation']}: {took:.0f} ms\n")
+            if info["generation"] == 2 and took > 50 and self.census_left > 0:
+                self.write_census()
+
+    def write_census(self) -> None:
+        """What the oldest generation holds, by type: what a slow full collection walked. Taken
+        in the collection's own callback, before the gateway's policy freezes the survivors."""
+        self.census_left -= 1
+        counts = Counter(type(o).__qualname__ for o in gc.get_objects(2))
+        top = ", ".join(f"{name} {n}" for name, n in counts.most_common(20))
+        self.out.write(f"{time.time():.3f} gen 2 holds {sum(counts.values())}: {top}\n")
+
+
 def main() -> int:
     import diminuendo.app as app_module
 
-    threshold = float(os.environ.get("BENCH_STALL_MS", "50")) / 1000
-    out = open(os.environ.get("BENCH_WATCHDOG_OUT", "serve-watchdog.txt"), "w")  # noqa: SIM115
-    state = {"beat": time.monotonic(), "next_report": threshold}
-    loop_thread = threading.get_ident()
-    task_dir = f"/proc/self/task/{threading.get_native_id()}"
-    state["sched"] = schedstat(task_dir)
-
-    def watch() -> None:
-        while True:
-            time.sleep(BEAT_S)
-            lag = time.monotonic() - state["beat"]
-            if lag >= state["next_report"]:
-                frame = sys._current_frames().get(loop_thread)
-                stack = "".join(traceback.format_stack(frame)[-12:]) if frame else "?"
-                out.write(
-                    f"{time.time():.3f} (monotonic {time.monotonic():.3f}) loop stalled "
-                    f"{lag * 1000:.0f} ms; "
-                    f"{kernel_view(task_dir, state['sched'])}\n{stack}\n"
-                )
-                out.flush()
-                state["next_report"] = lag + threshold
-
-    collecting = {"since": 0.0}
-    census_left = {"n": int(os.environ.get("BENCH_GC_CENSUS", "0"))}
-
-    def write_census() -> None:
-        """What the oldest generation holds, by type: what a slow full collection walked. Taken
-        in the collection's own callback, before the gateway's policy freezes the survivors."""
-        census_left["n"] -= 1
-        counts = Counter(type(o).__qualname__ for o in gc.get_objects(2))
-        top = ", ".join(f"{name} {n}" for name, n in counts.most_common(20))
-        out.write(f"{time.time():.3f} gen 2 holds {sum(counts.values())}: {top}\n")
-
-    def on_gc(phase: str, info: dict) -> None:
-        if phase == "start":
-            collecting["since"] = time.perf_counter()
-            return
-        took = (time.perf_counter() - collecting["since"]) * 1000
-        if took > 10:
-            out.write(f"{time.time():.3f} gc gen {info['generation']}: {took:.0f} ms\n")
-            if info["generation"] == 2 and took > 50 and census_left["n"] > 0:
-                write_census()
-
-    gc.callbacks.append(on_gc)
-
-    async def beat() -> None:
-        while True:
-            state["beat"] = time.monotonic()
-            state["sched"] = schedstat(task_dir)
-            state["next_report"] = threshold
-            await asyncio.sleep(BEAT_S)
-
+    watchdog = Watchdog(
+        open(os.environ.get("BENCH_WATCHDOG_OUT", "serve-watchdog.txt"), "w"),  # noqa: SIM115
+        float(os.environ.get("BENCH_STALL_MS", "50")) / 1000,
+        int(os.environ.get("BENCH_GC_CENSUS", "0")),
+    )
+    gc.callbacks.append(watchdog.on_gc)
     create_app = app_module.create_app
 
     def create_watched_app(settings):  # type: ignore[no-untyped-def]
@@ -125,8 +136,8 @@ def main() -> int:
 
         @app.after_server_start
         async def start_watchdog(app) -> None:  # type: ignore[no-untyped-def]
-            app.ctx.watchdog_beat = asyncio.create_task(beat())
-            threading.Thread(target=watch, daemon=True).start()
+            app.ctx.watchdog_beat = asyncio.create_task(watchdog.beat())
+            threading.Thread(target=watchdog.watch, daemon=True).start()
 
         return app
 

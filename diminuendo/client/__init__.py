@@ -13,7 +13,8 @@ See docs/CLIENT.md. The library needs only `websockets` and `msgspec` (no Sanic)
 """
 
 from diminuendo.client import events
-from diminuendo.client.connection import DiminuendoClient, ReconnectPolicy, Subscription
+from diminuendo.client.client import DiminuendoClient
+from diminuendo.client.connection import ReconnectPolicy
 from diminuendo.client.errors import (
     ClientError,
     ConnectionFailed,
@@ -22,6 +23,7 @@ from diminuendo.client.errors import (
     ServerError,
 )
 from diminuendo.client.events import Event, Gap, UnknownEvent, decode_event
+from diminuendo.client.subscriptions import Subscription
 
 __all__ = [
     "ClientError",

@@ -11,13 +11,13 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
 
-from diminuendo.client.connection import DiminuendoClient, TokenSource
+from diminuendo.client.client import DiminuendoClient
 from diminuendo.client.errors import ClientError
 from diminuendo.client.events import (
     ApprovalResolved,
@@ -44,6 +44,7 @@ from diminuendo.client.events import (
     UnknownEvent,
     UsageUpdate,
 )
+from diminuendo.client.tokens import TokenSource
 
 DEFAULT_URL = "ws://127.0.0.1:8001/ws"
 MAX_OUTPUT_CHARS = 2000  # tool output beyond this is cut: the transcript stays readable
@@ -80,58 +81,73 @@ class Printer:
         body = f"[{tag}] {text}"
         self.inline((self._dim(body) if dim else body) + "\n")
 
+    def begin(self, text: str, dim: bool = False) -> None:
+        """Start a new line with inline text (thinking, terminal output)."""
+        self.end_line()
+        self.inline(text, dim)
+
     def event(self, event: Event | Gap) -> None:
-        """Print one event; those not matched here (turn_started, sandbox.*, tool call
-        deltas, other state changes) are bookkeeping the transcript does not need."""
-        match event:
-            case TextDelta(text=text):
-                self.inline(text)
-            case ThinkingStart():
-                self.end_line()
-                self.inline("[thinking] ", dim=True)
-            case ThinkingProgress(text=text):
-                self.inline(text, dim=True)
-            case ThinkingComplete():
-                self.end_line()
-            case PlanCreated(steps=steps) | PlanRevised(steps=steps):
-                verb = "plan" if isinstance(event, PlanCreated) else "plan revised"
-                self.line(verb, "  ".join(_step(i, s) for i, s in enumerate(steps, 1)))
-            case PlanStepStarted(step_id=step_id):
-                self.line("step", f"{step_id} started")
-            case PlanStepCompleted(step_id=step_id):
-                self.line("step", f"{step_id} done")
-            case ToolCall(tool_name=name, args=args):
-                self.line("tool", f"{name} {json.dumps(args, ensure_ascii=False)}")
-            case ToolResult(output=output, is_error=is_error):
-                self.line("tool error" if is_error else "tool result", _clip(output))
-            case ToolError(message=message):
-                self.line("tool error", message)
-            case TerminalStream(data=data):
-                self.end_line()
-                self.inline(data)
-            case TerminalComplete(exit_code=code):
-                self.line("terminal", f"exit {code}")
-            case FileChanged(path=path, iteration=iteration):
-                suffix = f" (iteration {iteration})" if iteration is not None else ""
-                self.line("file", f"{path} changed{suffix}")
-            case UsageUpdate(input_tokens=inputs, output_tokens=outputs, cost=cost):
-                price = f", cost {cost}" if cost is not None else ""
-                self.line("usage", f"{inputs} in, {outputs} out{price}")
-            case QuestionRequested(questions=questions):
-                for question in questions:
-                    options = f" [{' / '.join(map(str, question.options))}]"
-                    self.line("question", question.text + (options if question.options else ""))
-            case PermissionRequested(tool_name=name, description=description):
-                self.line("permission", f"{name}: {description}")
-            case ApprovalResolved(answers=answers, approved=approved, dismissed=dismissed):
-                outcome = "dismissed" if dismissed else json.dumps(answers) if answers else None
-                self.line("resolved", outcome or ("approved" if approved else "denied"))
-            case TurnComplete(stop_reason=reason):
-                self.line("done", reason)
-            case TurnError(code=code, message=message):
-                self.line("turn error", f"{code}: {message}")
-            case Gap():
-                self.line("gap", "missed events; `history` has the full transcript", dim=True)
+        """Print one event as `RENDERERS` says; those it leaves out (turn_started, sandbox.*,
+        tool call deltas, other state changes) are bookkeeping the transcript does not need."""
+        render = RENDERERS.get(type(event))
+        if render is not None:
+            render(self, event)
+
+
+def _questions(printer: Printer, event: QuestionRequested) -> None:
+    for question in event.questions:
+        options = f" [{' / '.join(map(str, question.options))}]" if question.options else ""
+        printer.line("question", question.text + options)
+
+
+def _outcome(event: ApprovalResolved) -> str:
+    if event.dismissed:
+        return "dismissed"
+    if event.answers:
+        return json.dumps(event.answers)
+    return "approved" if event.approved else "denied"
+
+
+def _file_change(event: FileChanged) -> str:
+    iteration = f" (iteration {event.iteration})" if event.iteration is not None else ""
+    return f"{event.path} changed{iteration}"
+
+
+def _usage(event: UsageUpdate) -> str:
+    cost = f", cost {event.cost}" if event.cost is not None else ""
+    return f"{event.input_tokens} in, {event.output_tokens} out{cost}"
+
+
+# How each event reads in the transcript: text inline, everything else a tagged line.
+RENDERERS: dict[type[Any], Callable[[Printer, Any], None]] = {
+    TextDelta: lambda p, e: p.inline(e.text),
+    ThinkingStart: lambda p, e: p.begin("[thinking] ", dim=True),
+    ThinkingProgress: lambda p, e: p.inline(e.text, dim=True),
+    ThinkingComplete: lambda p, e: p.end_line(),
+    PlanCreated: lambda p, e: p.line("plan", _steps(e.steps)),
+    PlanRevised: lambda p, e: p.line("plan revised", _steps(e.steps)),
+    PlanStepStarted: lambda p, e: p.line("step", f"{e.step_id} started"),
+    PlanStepCompleted: lambda p, e: p.line("step", f"{e.step_id} done"),
+    ToolCall: lambda p, e: p.line(
+        "tool", f"{e.tool_name} {json.dumps(e.args, ensure_ascii=False)}"
+    ),
+    ToolResult: lambda p, e: p.line("tool error" if e.is_error else "tool result", _clip(e.output)),
+    ToolError: lambda p, e: p.line("tool error", e.message),
+    TerminalStream: lambda p, e: p.begin(e.data),
+    TerminalComplete: lambda p, e: p.line("terminal", f"exit {e.exit_code}"),
+    FileChanged: lambda p, e: p.line("file", _file_change(e)),
+    UsageUpdate: lambda p, e: p.line("usage", _usage(e)),
+    QuestionRequested: _questions,
+    PermissionRequested: lambda p, e: p.line("permission", f"{e.tool_name}: {e.description}"),
+    ApprovalResolved: lambda p, e: p.line("resolved", _outcome(e)),
+    TurnComplete: lambda p, e: p.line("done", e.stop_reason),
+    TurnError: lambda p, e: p.line("turn error", f"{e.code}: {e.message}"),
+    Gap: lambda p, e: p.line("gap", "missed events; `history` has the full transcript", dim=True),
+}
+
+
+def _steps(steps: list[Any]) -> str:
+    return "  ".join(_step(i, s) for i, s in enumerate(steps, 1))
 
 
 def _step(index: int, step: Any) -> str:

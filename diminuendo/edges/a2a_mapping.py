@@ -23,7 +23,6 @@ session on `/ws` (or `/api/threads/{id}/events`) from where it stands.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, NamedTuple
 
@@ -44,6 +43,7 @@ from a2a.utils.errors import A2AError, InternalError, InvalidParamsError
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
+from diminuendo.edges.text import as_text
 from diminuendo.protocol import messages as m
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 
@@ -311,7 +311,7 @@ def question_text(event: dict[str, Any]) -> str:
     lines = []
     for question in event.get("questions", []):
         options = question.get("options") or []
-        choices = f" [{' / '.join(_label(o) for o in options)}]" if options else ""
+        choices = f" [{' / '.join(as_text(o) for o in options)}]" if options else ""
         lines.append(f"{question.get('text', '')}{choices}")
     if len(lines) > 1:
         lines.append("Answer each question on its own line.")
@@ -354,13 +354,9 @@ def answer_from(pending: dict[str, Any], message: Message | None) -> Answer | st
     answers = {}
     for question, line in zip(questions, lines, strict=True):
         options = question.get("options") or []
-        match = next((o for o in options if _label(o).lower() == line.lower()), line)
+        match = next((o for o in options if as_text(o).lower() == line.lower()), line)
         answers[question.get("id", "")] = match
     return Answer(answers, None, None)
-
-
-def _label(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _struct(values: dict[str, Any]) -> Struct:

@@ -7,11 +7,11 @@ authenticates, resumes across drops with `afterSeq` and never loses a `seq`. So 
 applies the same identity, tenant walls, permissions and quotas as to any client, and an ACP
 session is a gateway session: visible and joinable on `/ws`, and the other way round.
 
-ACP session ids are gateway session ids. What the projection does is in `acp_mapping`; this
-module is the I/O: `session/new` creates a session (of `--agent`), `session/load` replays the
-transcript, `session/prompt` runs a turn and streams it as `session/update`, `session/cancel`
-stops it, and a question or permission request of the runtime becomes
-`session/request_permission` to the editor, whose answer goes back as `answer_question`.
+ACP session ids are gateway session ids. What the projection does is in `acp_mapping` and
+`acp_questions`; this module is the I/O: `session/new` creates a session (of `--agent`),
+`session/load` replays the transcript, `session/prompt` runs a turn and streams it as
+`session/update`, `session/cancel` stops it, and a question or permission request of the runtime
+becomes `session/request_permission` to the editor, whose answer goes back as `answer_question`.
 stdout carries the protocol, so every log line goes to stderr.
 """
 
@@ -50,18 +50,15 @@ from diminuendo.client import events as ev
 from diminuendo.client.errors import ClientError
 from diminuendo.client.token_command import TokenCommandFailed, run_token_command
 from diminuendo.edges.acp_mapping import (
-    Ask,
     FileDiff,
     TurnProjection,
     UnsupportedContent,
-    answer_for,
-    ask_for,
-    cancelled_update,
     diff_update,
     history_updates,
     prompt_text,
     stop_reason,
 )
+from diminuendo.edges.acp_questions import Ask, answer_for, ask_for, cancelled_update
 
 DEFAULT_URL = "ws://127.0.0.1:8001/ws"
 HISTORY_PAGE = 500

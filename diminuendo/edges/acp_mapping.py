@@ -3,8 +3,9 @@
 `diminuendo acp` (diminuendo/edges/acp.py) streams a turn with the project's client library and
 hands every event to a `TurnProjection`, which answers the `session/update` payloads to send
 (the SDK's own pydantic types). What needs I/O is returned as a request for the adapter to carry
-out: a `FileDiff` (read two iterations of a file and send the diff) and an `Ask` (ask the editor
-with `session/request_permission`, then answer the gateway with `answer_question`).
+out: a `FileDiff` (read two iterations of a file and send the diff). A question or permission
+request is `acp_questions`' (an `Ask`: ask the editor with `session/request_permission`, then
+answer the gateway with `answer_question`).
 
 The mapping, one row per gateway event (docs/EDGES.md has the table for users):
 
@@ -25,7 +26,6 @@ Everything else (session state, usage, sandbox events) has no ACP counterpart an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -46,7 +46,6 @@ from acp.schema import (
     AgentPlanUpdate,
     AgentThoughtChunk,
     EmbeddedResourceContentBlock,
-    PermissionOption,
     PlanEntry,
     ResourceContentBlock,
     StopReason,
@@ -55,12 +54,12 @@ from acp.schema import (
     ToolCallLocation,
     ToolCallProgress,
     ToolCallStart,
-    ToolCallUpdate,
     ToolKind,
     UserMessageChunk,
 )
 
 from diminuendo.client import events as ev
+from diminuendo.edges.text import as_text
 
 Update = (
     AgentMessageChunk
@@ -117,103 +116,6 @@ class FileDiff(NamedTuple):
     tool_call_id: str | None
     path: str
     iteration: int | None
-
-
-class Choice(NamedTuple):
-    """One `session/request_permission`: the options offered and what each one answers."""
-
-    question_id: str | None  # None for a permission request
-    options: list[PermissionOption]
-    values: dict[str, Any]  # optionId → the answer (an option value, or approved True/False)
-
-
-class Ask(NamedTuple):
-    """A question or permission request of the runtime, as the editor is asked it."""
-
-    request_id: str
-    tool_call: ToolCallStart  # announced first, so the editor has something to attach to
-    choices: list[Choice]
-    permission: bool
-
-    @property
-    def asked_about(self) -> ToolCallUpdate:
-        """The tool call as `session/request_permission` names it."""
-        call = self.tool_call
-        return ToolCallUpdate(
-            tool_call_id=call.tool_call_id, title=call.title, kind=call.kind, status=call.status
-        )
-
-
-class Answer(NamedTuple):
-    """What goes back to the gateway (`answer_question`), and the tool call's last update."""
-
-    answers: dict[str, Any] | None
-    approved: bool | None
-    dismissed: bool
-    update: ToolCallProgress
-
-
-def ask_for(event: ev.QuestionRequested | ev.PermissionRequested) -> Ask:
-    """The editor-side form of a question or permission request."""
-    if isinstance(event, ev.PermissionRequested):
-        title = f"{event.tool_name}: {event.description}" if event.description else event.tool_name
-        options = [
-            PermissionOption(option_id="allow", name="Allow", kind="allow_once"),
-            PermissionOption(option_id="reject", name="Reject", kind="reject_once"),
-        ]
-        start = start_tool_call(
-            event.request_id, title, kind=tool_kind(event.tool_name), status="pending"
-        )
-        choice = Choice(None, options, {"allow": True, "reject": False})
-        return Ask(event.request_id, start, [choice], permission=True)
-    choices = []
-    for question in event.questions:
-        values = {str(i): value for i, value in enumerate(question.options or [])}
-        options = [
-            PermissionOption(option_id=key, name=_label(value), kind="allow_once")
-            for key, value in values.items()
-        ]
-        if not options:  # ACP has no free-text answer: the question can only be skipped
-            options = [PermissionOption(option_id="skip", name="Skip", kind="reject_once")]
-        choices.append(Choice(question.id, options, values))
-    title = " / ".join(q.text for q in event.questions) or "Question"
-    start = start_tool_call(event.request_id, title, kind="think", status="pending")
-    return Ask(event.request_id, start, choices, permission=False)
-
-
-def answer_for(ask: Ask, selected: Sequence[str]) -> Answer:
-    """The gateway answer for the option the editor picked for each of `ask.choices`. An option
-    that answers nothing (a question's "Skip") dismisses the request."""
-    picked = [
-        choice.values.get(option) for choice, option in zip(ask.choices, selected, strict=True)
-    ]
-    if ask.permission:
-        approved = picked[0] is True
-        summary = "Allowed" if approved else "Rejected"
-        update = update_tool_call(
-            ask.request_id,
-            status="completed" if approved else "failed",
-            content=[tool_content(text_block(summary))],
-        )
-        return Answer(None, approved, False, update)
-    if any(value is None for value in picked):
-        update = update_tool_call(
-            ask.request_id, status="failed", content=[tool_content(text_block("Dismissed"))]
-        )
-        return Answer(None, None, True, update)
-    answers = {choice.question_id: value for choice, value in zip(ask.choices, picked, strict=True)}
-    summary = ", ".join(_label(value) for value in answers.values())
-    update = update_tool_call(
-        ask.request_id, status="completed", content=[tool_content(text_block(summary))]
-    )
-    return Answer(answers, None, False, update)
-
-
-def cancelled_update(ask: Ask) -> ToolCallProgress:
-    """The request's tool call once the editor cancelled the prompt turn while asked."""
-    return update_tool_call(
-        ask.request_id, status="failed", content=[tool_content(text_block("Cancelled"))]
-    )
 
 
 class _Tool:
@@ -286,7 +188,7 @@ class TurnProjection:
             self._running.remove(tool_call_id)
         content = None
         if tool is None or not tool.terminal:  # terminal output already is the content
-            text = output if isinstance(output, str) else json.dumps(output)
+            text = as_text(output)
             content = [tool_content(text_block(text))] if text else None
         return [
             update_tool_call(
@@ -385,7 +287,7 @@ def history_updates(messages: Sequence[ev.HistoryMessage]) -> list[Update]:
             continue
         for call in message.tool_calls or []:
             name = call.tool_name or "tool"
-            output = call.output if isinstance(call.output, str) else json.dumps(call.output)
+            output = as_text(call.output)
             updates.append(
                 start_tool_call(
                     call.tool_call_id or f"{message.id}:{name}",
@@ -433,7 +335,3 @@ def _subject(args: dict[str, Any]) -> str:
         if isinstance(value, str):
             return value if len(value) <= 80 else value[:77] + "..."
     return ""
-
-
-def _label(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)

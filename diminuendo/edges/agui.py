@@ -33,7 +33,10 @@ from sanic.response import HTTPResponse
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.edges.abandoned import stop_abandoned_turn
+from diminuendo.edges.agui_interrupts import resume_answer
 from diminuendo.edges.agui_projection import RunProjection
+from diminuendo.edges.replies import send_reply
+from diminuendo.edges.subscription import decode_event, subscribed
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import SseSubscriber, authorize
 from diminuendo.gateway.stream_limits import SLOW_CONSUMER, held_stream, token_expired
@@ -47,7 +50,6 @@ bp = Blueprint("agui")
 THREAD_METADATA_KEY = "aguiThreadId"
 _MAX_THREAD_ID = 128
 _encoder = EventEncoder()
-_decode_event = msgspec.json.Decoder().decode
 
 
 def mount(app: Sanic) -> None:
@@ -62,7 +64,7 @@ class AguiSubscriber(SseSubscriber):
         self.projection = projection
 
     def deliver(self, frame: Frame) -> None:
-        events = self.projection.project(_decode_event(frame.data))
+        events = self.projection.project(decode_event(frame.data))
         if events:
             self.push_events(events, b"id: %d\n" % frame.seq)
 
@@ -157,15 +159,11 @@ async def _run(
     Anything refused before the turn starts is an ordinary JSON error response, as on REST."""
     projection = RunProjection(body.thread_id, body.run_id)
     subscriber = AguiSubscriber(projection, gateway.settings.ws_send_queue_max)
-    joined: dict[str, Any] = {}
 
-    def send(snapshot: dict[str, Any], replay: Replay) -> None:
-        joined.update(snapshot)
+    def start(snapshot: dict[str, Any], replay: Replay) -> None:
         subscriber.push_events(projection.start(snapshot))
 
-    sessions = gateway.sessions
-    try:
-        await sessions.join(identity, subscriber, session_id, after_seq=None, epoch=None, send=send)
+    async with subscribed(gateway, identity, session_id, subscriber, on_join=start) as joined:
         if body.resume:
             projection.turn_id = (joined.get("currentTurn") or {}).get("turnId")
             await _resume(gateway, identity, session_id, body, joined)
@@ -175,17 +173,14 @@ async def _run(
             def accepted(turn_id: str) -> None:
                 projection.turn_id = turn_id
 
-            await sessions.run_turn(
+            await gateway.sessions.run_turn(
                 identity,
                 session_id,
                 turn.text,
                 turn.client_turn_id,
                 on_accept=accepted,
             )
-    except BaseException:
-        sessions.leave(session_id, subscriber)
-        raise
-    return await _stream(request, gateway, identity, session_id, subscriber, ends_at)
+        return await _stream(request, gateway, identity, session_id, subscriber, ends_at)
 
 
 def _turn_request(body: RunAgentInput) -> rest.PostMessage:
@@ -207,8 +202,7 @@ async def _resume(
     body: RunAgentInput,
     joined: dict[str, Any],
 ) -> None:
-    """Answer each resumed interrupt: a question's payload is its answers (keyed by question
-    id), a permission's is `{"approved": bool}`; `cancelled` dismisses either."""
+    """Answer each resumed interrupt (`agui_interrupts.resume_answer`)."""
     require(identity, MESSAGE_PERMISSIONS[m.AnswerQuestion])
     pending = {event.get("requestId"): event for event in joined.get("pending", [])}
     for entry in body.resume or []:
@@ -217,22 +211,8 @@ async def _resume(
             raise GatewayError(
                 ErrorCode.INVALID_STATE, "No pending interrupt with that id", session_id=session_id
             )
-        payload = entry.payload if entry.payload is not None else {}
-        if not isinstance(payload, dict):
-            raise GatewayError(ErrorCode.INVALID_MESSAGE, "A resume payload is a JSON object")
-        cancelled = entry.status == "cancelled"
-        if asked["type"] == "permission_requested":
-            approved = payload.get("approved") is True and not cancelled
-            answers = None
-        else:
-            approved, answers = not cancelled, (None if cancelled else payload)
-        await gateway.sessions.answer(
-            identity,
-            session_id,
-            entry.interrupt_id,
-            answers=answers,
-            approved=approved,
-            dismissed=cancelled,
+        await send_reply(
+            gateway, identity, session_id, entry.interrupt_id, resume_answer(asked, entry)
         )
 
 
@@ -246,7 +226,8 @@ async def _stream(
 ) -> None:
     """The run's events until it finishes, or ends it with RUN_ERROR: the gateway drains
     (`DRAINING`), the client falls behind (`SLOW_CONSUMER`) or the token expires
-    (`NOT_AUTHENTICATED`); the turn itself goes on in the runtime, visible on /ws and REST."""
+    (`NOT_AUTHENTICATED`); the turn itself goes on in the runtime, visible on /ws and REST.
+    The caller's subscription leaves the session afterwards."""
     projection = subscriber.projection
     response = await request.respond(
         content_type=_encoder.get_content_type(),
@@ -280,8 +261,6 @@ async def _stream(
         if not projection.finished and projection.turn_id is not None:
             stop_abandoned_turn(gateway, identity, session_id, projection.turn_id)
         raise
-    finally:
-        gateway.sessions.leave(session_id, subscriber)
 
 
 async def _history(gateway: Gateway, identity: Identity, session_id: str) -> dict[str, Any] | None:

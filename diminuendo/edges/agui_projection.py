@@ -54,32 +54,10 @@ from ag_ui.core import (
     UserMessage,
 )
 
-__all__ = ["RunProjection", "messages_snapshot", "question_schema"]
+from diminuendo.edges.agui_interrupts import permission_interrupt, question_interrupt
+from diminuendo.edges.text import as_text
 
-PERMISSION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"approved": {"type": "boolean", "description": "Allow the tool call"}},
-    "required": ["approved"],
-}
-
-
-def question_schema(questions: list[Any]) -> dict[str, Any]:
-    """The JSON Schema of a question's answer: one property per question id (a choice among
-    its options when it has some), which is also the shape `answer_question` takes."""
-    properties: dict[str, Any] = {}
-    for question in questions:
-        if not isinstance(question, dict) or not isinstance(question.get("id"), str):
-            continue
-        prop: dict[str, Any] = {"type": "string", "description": str(question.get("text", ""))}
-        options = question.get("options")
-        if isinstance(options, list) and options and all(isinstance(o, str) for o in options):
-            prop["enum"] = options
-        properties[question["id"]] = prop
-    return {"type": "object", "properties": properties, "required": sorted(properties)}
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+__all__ = ["RunProjection", "messages_snapshot"]
 
 
 class RunProjection:
@@ -233,24 +211,22 @@ class RunProjection:
         return events
 
     def _tool_result(self, event: dict[str, Any]) -> list[BaseEvent]:
-        call_id = event["toolCallId"]
-        events = self._end_call(call_id)
-        events.append(
-            ToolCallResultEvent(
-                message_id=f"{call_id}-result", tool_call_id=call_id, content=_text(event["output"])
-            )
-        )
-        return events
+        return self._call_result(event["toolCallId"], as_text(event["output"]))
 
     def _tool_error(self, event: dict[str, Any]) -> list[BaseEvent]:
-        call_id = event["toolCallId"]
+        return self._call_result(event["toolCallId"], event["message"], {"isError": True})
+
+    def _call_result(
+        self, call_id: str, content: str, metadata: dict[str, Any] | None = None
+    ) -> list[BaseEvent]:
+        """TOOL_CALL_RESULT of `call_id`, its call ended first if it is still open."""
         events = self._end_call(call_id)
         events.append(
             ToolCallResultEvent(
                 message_id=f"{call_id}-result",
                 tool_call_id=call_id,
-                content=event["message"],
-                metadata={"isError": True},
+                content=content,
+                metadata=metadata,
             )
         )
         return events
@@ -287,26 +263,10 @@ class RunProjection:
         ]
 
     def _question(self, event: dict[str, Any]) -> list[BaseEvent]:
-        questions = event["questions"]
-        text = " ".join(str(q.get("text", "")) for q in questions if isinstance(q, dict))
-        interrupt = Interrupt(
-            id=event["requestId"],
-            reason="question",
-            message=text or None,
-            response_schema=question_schema(questions),
-            metadata={"questions": questions},
-        )
-        return self._interrupt(interrupt)
+        return self._interrupt(question_interrupt(event))
 
     def _permission(self, event: dict[str, Any]) -> list[BaseEvent]:
-        interrupt = Interrupt(
-            id=event["requestId"],
-            reason="permission",
-            message=event["description"] or None,
-            response_schema=PERMISSION_SCHEMA,
-            metadata={"toolName": event["toolName"], "options": event.get("options")},
-        )
-        return self._interrupt(interrupt)
+        return self._interrupt(permission_interrupt(event))
 
     def _interrupt(self, interrupt: Interrupt) -> list[BaseEvent]:
         events = self._close_open()
@@ -418,7 +378,7 @@ def messages_snapshot(history: dict[str, Any]) -> MessagesSnapshotEvent:
             ToolMessage(
                 id=f"{call['toolCallId']}-result",
                 tool_call_id=call["toolCallId"],
-                content=_text(call.get("output")),
+                content=as_text(call.get("output")),
             )
             for call in calls
             if call.get("output") is not None

@@ -2,7 +2,7 @@
 
 The wire format is the `mcp` SDK's own streamable HTTP transport (`StreamableHTTPSessionManager`,
 stateless: the gateway keeps no MCP session, so any instance behind the load balancer can answer
-any request, as for REST), reached from Sanic through `mcp_asgi`. The route authenticates the
+any request, as for REST), reached from Sanic through `edges/asgi.py`. The route authenticates the
 bearer token and rate-limits exactly as REST does, refuses an Origin outside `ALLOWED_ORIGINS`
 (the MCP spec's DNS-rebinding rule), and hands the caller to the tools in the ASGI scope.
 """
@@ -17,7 +17,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json
 from sanic_ext.extensions.openapi import openapi
 
-from diminuendo.edges.mcp_asgi import SCOPE_GATEWAY, SCOPE_IDENTITY, serve_asgi
+from diminuendo.edges.asgi import SCOPE_GATEWAY, SCOPE_IDENTITY, serve_asgi
 from diminuendo.edges.mcp_tools import build_server
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.rest import authorize

@@ -1,7 +1,9 @@
 """The MCP tool set and resources (docs/EDGES.md), built on the `mcp` SDK's `MCPServer`.
 
 Defined once, served over streamable HTTP at `/mcp` by the gateway (`diminuendo.edges.mcp`);
-`diminuendo mcp` (stdio) forwards to that endpoint rather than defining the tools again.
+`diminuendo mcp` (stdio) forwards to that endpoint rather than defining the tools again. Each
+tool (a method of `Tools`) and resource is a small function, registered from the `TOOLS` and
+`RESOURCES` tables; a tool that runs a turn follows it through `mcp_follow`.
 
 Every tool and resource reads the caller and the gateway from the HTTP request the SDK hands it:
 the `/mcp` route authenticated the bearer token exactly as REST does and put both into the ASGI
@@ -13,35 +15,28 @@ result of the same shape, with the code the gateway's own clients see.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-import msgspec
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 
 from diminuendo import __version__
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
-from diminuendo.edges.abandoned import stop_abandoned_turn
-from diminuendo.edges.mcp_asgi import SCOPE_GATEWAY, SCOPE_IDENTITY
-from diminuendo.edges.mcp_turn import TurnWatch, summary
+from diminuendo.edges.asgi import SCOPE_GATEWAY, SCOPE_IDENTITY
+from diminuendo.edges.mcp_follow import follow, tool_result
+from diminuendo.edges.mcp_turn import TurnWatch
+from diminuendo.edges.replies import send_reply
 from diminuendo.gateway.context import Gateway
-from diminuendo.gateway.stream_limits import held_stream, token_expired
 from diminuendo.protocol import messages as m
 from diminuendo.protocol.codec import convert_message
-from diminuendo.protocol.errors import ErrorCode, GatewayError
-from diminuendo.sessions.stream import Frame, Replay
+from diminuendo.protocol.errors import GatewayError
 
-# Keys of the ASGI scope through which the `/mcp` route hands the caller to the tools.
-
-_decode_event = msgspec.json.Decoder().decode
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -61,7 +56,7 @@ def _tool_errors(tool: _F) -> _F:
         try:
             return await tool(*args, **kwargs)
         except GatewayError as exc:
-            return _result({"status": "error", "code": str(exc.code), "message": exc.message})
+            return tool_result({"status": "error", "code": str(exc.code), "message": exc.message})
 
     return guarded  # type: ignore[return-value]
 
@@ -77,116 +72,27 @@ def _resource_errors(read: _F) -> _F:
     return guarded  # type: ignore[return-value]
 
 
-class _WatchSubscriber:
-    """Feeds the session's frames to a `TurnWatch` and wakes the waiting tool call."""
-
-    def __init__(self, watch: TurnWatch) -> None:
-        self.watch = watch
-        self.ready = asyncio.Event()
-
-    def deliver(self, frame: Frame) -> None:
-        if self.watch.observe(_decode_event(frame.data)):
-            self.ready.set()
+# ----- tools --------------------------------------------------------------------------------
 
 
-def _result(result: dict[str, Any]) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=summary(result))],
-        structured_content=result,
-        is_error=result["status"] == "error",
-    )
+class Tools:
+    """The tools, each a static method: the SDK takes a tool's name, description and input
+    schema from its function's name, docstring and signature. (A docstring is sent as it is,
+    indentation included, so these keep the indentation their descriptions have always had.)"""
 
-
-async def _follow(
-    ctx: Context,
-    gateway: Gateway,
-    identity: Identity,
-    session_id: str,
-    act: Callable[[TurnWatch, dict[str, Any]], Awaitable[None]],
-) -> CallToolResult:
-    """Subscribe to the session, `act` (start or continue a turn), then report progress until
-    the turn ends or waits for an answer. A cancelled call stops the turn. The call is a
-    stream like REST's SSE: it holds a place toward the connection limits (over one it is
-    refused before the turn starts) and ends with `NOT_AUTHENTICATED` when its token expires,
-    the turn going on in the runtime."""
-    with held_stream(gateway, identity) as ends_at:
-        return await _follow_turn(ctx, gateway, identity, session_id, act, ends_at)
-
-
-async def _follow_turn(
-    ctx: Context,
-    gateway: Gateway,
-    identity: Identity,
-    session_id: str,
-    act: Callable[[TurnWatch, dict[str, Any]], Awaitable[None]],
-    ends_at: float,
-) -> CallToolResult:
-    watch = TurnWatch(session_id)
-    subscriber = _WatchSubscriber(watch)
-    joined: dict[str, Any] = {}
-
-    def send(snapshot: dict[str, Any], replay: Replay) -> None:
-        joined.update(snapshot)
-
-    sessions = gateway.sessions
-    await sessions.join(identity, subscriber, session_id, after_seq=None, epoch=None, send=send)
-    try:
-        await act(watch, joined)
-        while not watch.done:
-            if gateway.draining:
-                raise GatewayError(ErrorCode.DRAINING)
-            left = ends_at - time.time()
-            if left <= 0:
-                raise token_expired()
-            subscriber.ready.clear()
-            try:
-                await asyncio.wait_for(subscriber.ready.wait(), min(1.0, left))
-            except TimeoutError:
-                continue
-            progress = watch.take_progress()
-            if progress is not None:
-                await ctx.report_progress(progress.progress, message=progress.message)
-        assert watch.result is not None
-        return _result(watch.result)
-    except asyncio.CancelledError:
-        if not watch.done and watch.turn_id is not None:
-            stop_abandoned_turn(gateway, identity, session_id, watch.turn_id)
-        raise
-    finally:
-        sessions.leave(session_id, subscriber)
-
-
-def build_server() -> MCPServer:
-    """The gateway's MCP server: the tools and resource templates below."""
-    server: MCPServer = MCPServer(
-        "diminuendo",
-        version=__version__,
-        # Nothing would ever publish to a subscription: the gateway keeps no MCP session.
-        subscriptions=False,
-        instructions=(
-            "Agent sessions of the Diminuendo gateway. list_agent_types, then start_session, "
-            "then run_turn; when a turn returns status input_required, answer_question "
-            "continues it. Transcripts and workspace files are resources."
-        ),
-    )
-    read_only = ToolAnnotations(readOnlyHint=True)
-
-    @server.tool(annotations=read_only)
-    @_tool_errors
+    @staticmethod
     async def list_agent_types(ctx: Context) -> dict[str, Any]:
         """The agent types a session can be started with."""
         gateway, _ = _caller(ctx, m.ListSessions)
         return {"agentTypes": await gateway.podium.agent_types()}
 
-    @server.tool(annotations=read_only)
-    @_tool_errors
+    @staticmethod
     async def list_sessions(ctx: Context, include_archived: bool = False) -> dict[str, Any]:
         """Your sessions, most recently active first."""
         gateway, identity = _caller(ctx, m.ListSessions)
         return {"sessions": await gateway.sessions.list_sessions(identity, include_archived)}
 
-    @server.tool()
-    @_tool_errors
+    @staticmethod
     async def start_session(
         ctx: Context, agent_type: str, name: str | None = None
     ) -> dict[str, Any]:
@@ -196,8 +102,7 @@ def build_server() -> MCPServer:
         body = convert_message({"agentType": agent_type, "name": name}, m.CreateSession)
         return await gateway.sessions.create_session(identity, body.agent_type, name=body.name)
 
-    @server.tool()
-    @_tool_errors
+    @staticmethod
     async def run_turn(ctx: Context, session_id: str, text: str) -> CallToolResult:
         """Send a message to the session's agent and wait for its answer, with progress
         notifications while it works. Returns the final text, or status input_required with
@@ -213,10 +118,9 @@ def build_server() -> MCPServer:
                 identity, turn.session_id, turn.text, on_accept=accepted
             )
 
-        return await _follow(ctx, gateway, identity, turn.session_id, start)
+        return await follow(ctx, gateway, identity, turn.session_id, start)
 
-    @server.tool()
-    @_tool_errors
+    @staticmethod
     async def answer_question(
         ctx: Context,
         session_id: str,
@@ -237,19 +141,11 @@ def build_server() -> MCPServer:
 
         async def answer(watch: TurnWatch, joined: dict[str, Any]) -> None:
             watch.turn_id = (joined.get("currentTurn") or {}).get("turnId")
-            await gateway.sessions.answer(
-                identity,
-                given.session_id,
-                given.request_id,
-                answers=given.answers,
-                approved=given.approved,
-                dismissed=given.dismissed,
-            )
+            await send_reply(gateway, identity, given.session_id, given.request_id, given)
 
-        return await _follow(ctx, gateway, identity, given.session_id, answer)
+        return await follow(ctx, gateway, identity, given.session_id, answer)
 
-    @server.tool()
-    @_tool_errors
+    @staticmethod
     async def stop_turn(ctx: Context, session_id: str) -> dict[str, Any]:
         """Stop the session's running turn (nothing happens when none is running)."""
         gateway, identity = _caller(ctx, m.StopTurn)
@@ -257,29 +153,86 @@ def build_server() -> MCPServer:
         await gateway.sessions.stop_turn(identity, stop.session_id)
         return {"sessionId": session_id, "stopped": True}
 
-    @server.resource(
+
+_READ_ONLY = ToolAnnotations(readOnlyHint=True)
+
+# Each tool with its annotations, in the order `tools/list` gives them.
+TOOLS: tuple[tuple[Callable[..., Awaitable[Any]], ToolAnnotations | None], ...] = (
+    (Tools.list_agent_types, _READ_ONLY),
+    (Tools.list_sessions, _READ_ONLY),
+    (Tools.start_session, None),
+    (Tools.run_turn, None),
+    (Tools.answer_question, None),
+    (Tools.stop_turn, None),
+)
+
+
+# ----- resources ----------------------------------------------------------------------------
+
+
+async def transcript(session_id: str, ctx: Context) -> str:
+    gateway, identity = _caller(ctx, m.GetHistory)
+    history = await gateway.sessions.history(identity, session_id, limit=500, before=None)
+    return json.dumps(history)
+
+
+async def workspace_file(session_id: str, path: str, ctx: Context) -> str | bytes:
+    gateway, identity = _caller(ctx, m.ReadFile)
+    file = await gateway.sessions.read_file(identity, session_id, path)
+    if file["encoding"] == "base64":
+        return base64.b64decode(file["content"])
+    return file["content"]
+
+
+class Resource(NamedTuple):
+    """A resource template: its URI template, what `resources/templates/list` says of it, and
+    the function that reads it (its parameters are the template's variables)."""
+
+    uri: str
+    name: str
+    description: str
+    mime_type: str | None
+    read: Callable[..., Awaitable[Any]]
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
         "diminuendo://sessions/{session_id}/transcript",
-        name="transcript",
-        description="A session's durable transcript (the latest 500 messages), as JSON",
-        mime_type="application/json",
-    )
-    @_resource_errors
-    async def transcript(session_id: str, ctx: Context) -> str:
-        gateway, identity = _caller(ctx, m.GetHistory)
-        history = await gateway.sessions.history(identity, session_id, limit=500, before=None)
-        return json.dumps(history)
-
-    @server.resource(
+        "transcript",
+        "A session's durable transcript (the latest 500 messages), as JSON",
+        "application/json",
+        transcript,
+    ),
+    Resource(
         "diminuendo://sessions/{session_id}/files/{+path}",
-        name="workspace-file",
-        description="A file of a session's workspace, as the agent last wrote it",
-    )
-    @_resource_errors
-    async def workspace_file(session_id: str, path: str, ctx: Context) -> str | bytes:
-        gateway, identity = _caller(ctx, m.ReadFile)
-        file = await gateway.sessions.read_file(identity, session_id, path)
-        if file["encoding"] == "base64":
-            return base64.b64decode(file["content"])
-        return file["content"]
+        "workspace-file",
+        "A file of a session's workspace, as the agent last wrote it",
+        None,
+        workspace_file,
+    ),
+)
 
+
+def build_server() -> MCPServer:
+    """The gateway's MCP server: the `TOOLS` and the `RESOURCES` templates."""
+    server: MCPServer = MCPServer(
+        "diminuendo",
+        version=__version__,
+        # Nothing would ever publish to a subscription: the gateway keeps no MCP session.
+        subscriptions=False,
+        instructions=(
+            "Agent sessions of the Diminuendo gateway. list_agent_types, then start_session, "
+            "then run_turn; when a turn returns status input_required, answer_question "
+            "continues it. Transcripts and workspace files are resources."
+        ),
+    )
+    for tool, hints in TOOLS:
+        server.tool(annotations=hints)(_tool_errors(tool))
+    for resource in RESOURCES:
+        server.resource(
+            resource.uri,
+            name=resource.name,
+            description=resource.description,
+            mime_type=resource.mime_type,
+        )(_resource_errors(resource.read))
     return server

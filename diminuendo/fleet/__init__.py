@@ -8,5 +8,8 @@ Self-contained and not wired into sessions yet (settings refuse `REDIS_URL` unti
 - `replay_log`  a session's events in a stream appended by one fenced Lua script;
 - `lease`       one owner per session, with a fencing token the append script checks;
 - `recovery`    pure: merges live pub/sub messages with a stream read (Centrifugo's recovery);
-- `bus`         a pub/sub subscriber that reconnects itself and reports every possible gap.
+- `bus`         a pub/sub subscriber that reconnects itself and reports every possible gap;
+- `forwarding`  runtime commands sent to the session's owner and answered as if local;
+- `broadcasts`  tenant lifecycle broadcasts and cache invalidations, one channel per tenant;
+- `availability` degraded mode: whether Valkey is used now, and why not (for health).
 """

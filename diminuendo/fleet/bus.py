@@ -124,6 +124,9 @@ class Bus:
             single_connection_client=True,
         )
         self._pubsub = self._client.pubsub()
+        # PubSub opens its connection lazily, on its first command: two first subscriptions at
+        # once would each open one, and the one left behind stays subscribed and unread.
+        await asyncio.wait_for(self._pubsub.connect(), self._timeout_s)
         channels = set(self._wanted)
         if channels:
             await asyncio.wait_for(self._pubsub.subscribe(*channels), self._timeout_s)

@@ -9,7 +9,7 @@ import json as jsonlib
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -147,75 +147,107 @@ async def _demo_permission(turn: Turn) -> None:
 
 async def demo(turn: Turn) -> None:
     """A scripted turn touching every event family, pausing on a question until answered.
-    The text `/fail` makes it fail (an `error` event); `/permission` asks for a permission."""
+    The text `/fail` makes it fail (an `error` event); `/permission` asks for a permission.
+    The script is `_DEMO_PLAN`: one function per step of the plan the turn announces."""
     command = turn.text.strip()
     if command == DEMO_FAIL:
         raise RuntimeError("the demo agent failed on request")
     if command == DEMO_PERMISSION:
         await _demo_permission(turn)
         return
-    pause = _delay_s(turn)
+    run = _DemoRun(turn, _delay_s(turn))
     if turn.first:
+        await run.provision_sandbox()
+    await run.think(_DEMO_THOUGHTS)
+    turn.emit("plan.created", steps=[{"id": step, "title": title} for step, title, _ in _DEMO_PLAN])
+    for step_id, _title, act in _DEMO_PLAN:
+        turn.emit("plan.step_started", step_id=step_id)
+        await act(run)
+        turn.emit("plan.step_completed", step_id=step_id)
+    await run.conclude()
+
+
+class _DemoRun:
+    """One demo turn: the steps of its script and what they learn for the closing answer."""
+
+    def __init__(self, turn: Turn, pause: float) -> None:
+        self.turn = turn
+        self.pause = pause
+        self.iteration = 0  # of DEMO_FILE, once written
+        self.choice = ""  # the answer to the closing question, as the answer text says it
+
+    async def provision_sandbox(self) -> None:
+        turn = self.turn
         sandbox_id = f"sbx_{turn.runtime.instance_id.removeprefix('inst_')[:8]}"
         turn.emit("sandbox.provisioning", sandbox_id=sandbox_id)
-        await asyncio.sleep(pause)
+        await asyncio.sleep(self.pause)
         turn.emit("sandbox.init", sandbox_id=sandbox_id, workspace="/workspace")
 
-    turn.emit("thinking.start")
-    for thought in ("Reading the request.", " Three small steps will do."):
-        await asyncio.sleep(pause)
-        turn.emit("thinking.progress", text=thought)
-    turn.emit("thinking.complete")
-    steps = [
-        {"id": "s1", "title": "Look around the workspace"},
-        {"id": "s2", "title": f"Update {DEMO_FILE}"},
-        {"id": "s3", "title": "Check with you"},
-    ]
-    turn.emit("plan.created", steps=steps)
+    async def think(self, thoughts: tuple[str, ...]) -> None:
+        self.turn.emit("thinking.start")
+        for thought in thoughts:
+            await asyncio.sleep(self.pause)
+            self.turn.emit("thinking.progress", text=thought)
+        self.turn.emit("thinking.complete")
 
-    turn.emit("plan.step_started", step_id="s1")
-    args: dict[str, Any] = {"command": "ls -R /workspace"}
-    call_id = await _start_tool(turn, "bash", args, pause)
-    listing = "\n".join(entry["path"] for entry in turn.list_files()) or "(empty)"
-    terminal_id = f"term_{call_id.removeprefix('call_')}"
-    turn.emit("terminal.stream", terminal_id=terminal_id, data=f"$ {args['command']}\n")
-    await asyncio.sleep(pause)
-    turn.emit("terminal.stream", terminal_id=terminal_id, data=listing + "\n")
-    turn.emit("terminal.complete", terminal_id=terminal_id, exit_code=0)
-    _finish_tool(turn, call_id, "bash", args, listing)
-    turn.emit("plan.step_completed", step_id="s1")
+    async def look_around(self) -> None:
+        """List the workspace in a terminal, as a `bash` tool call."""
+        turn = self.turn
+        args: dict[str, Any] = {"command": "ls -R /workspace"}
+        call_id = await _start_tool(turn, "bash", args, self.pause)
+        listing = "\n".join(entry["path"] for entry in turn.list_files()) or "(empty)"
+        terminal_id = f"term_{call_id.removeprefix('call_')}"
+        turn.emit("terminal.stream", terminal_id=terminal_id, data=f"$ {args['command']}\n")
+        await asyncio.sleep(self.pause)
+        turn.emit("terminal.stream", terminal_id=terminal_id, data=listing + "\n")
+        turn.emit("terminal.complete", terminal_id=terminal_id, exit_code=0)
+        _finish_tool(turn, call_id, "bash", args, listing)
 
-    turn.emit("plan.step_started", step_id="s2")
-    line = f"- {turn.turn_id}: {turn.text}\n"
-    args = {"path": DEMO_FILE, "content": line}
-    call_id = await _start_tool(turn, "append_file", args, pause)
-    previous = turn.read_file(DEMO_FILE) or b"# Demo notes\n"
-    written = turn.write_file(DEMO_FILE, previous + line.encode())
-    turn.emit("file.changed", path=DEMO_FILE, iteration=written["iteration"])
-    _finish_tool(
-        turn, call_id, "append_file", args, f"{DEMO_FILE} is at iteration {written['iteration']}"
-    )
-    turn.emit("plan.step_completed", step_id="s2")
+    async def update_notes(self) -> None:
+        """Append a line naming this turn to DEMO_FILE, as an `append_file` tool call."""
+        turn = self.turn
+        line = f"- {turn.turn_id}: {turn.text}\n"
+        args = {"path": DEMO_FILE, "content": line}
+        call_id = await _start_tool(turn, "append_file", args, self.pause)
+        previous = turn.read_file(DEMO_FILE) or b"# Demo notes\n"
+        self.iteration = turn.write_file(DEMO_FILE, previous + line.encode())["iteration"]
+        turn.emit("file.changed", path=DEMO_FILE, iteration=self.iteration)
+        result = f"{DEMO_FILE} is at iteration {self.iteration}"
+        _finish_tool(turn, call_id, "append_file", args, result)
 
-    turn.emit("plan.step_started", step_id="s3")
-    question = {"id": "q1", "text": "Keep the notes file?", "options": ["keep", "discard"]}
-    resolution = await turn.ask([question])
-    turn.emit("plan.step_completed", step_id="s3")
+    async def check_with_user(self) -> None:
+        """Ask whether to keep the notes, and wait for the answer."""
+        resolution = await self.turn.ask([_DEMO_QUESTION])
+        if resolution["dismissed"]:
+            self.choice = "you dismissed my question"
+        else:
+            self.choice = f"you answered {resolution['answers'].get('q1', 'nothing')!s}"
 
-    if resolution["dismissed"]:
-        choice = "you dismissed my question"
-    else:
-        choice = f"you answered {resolution['answers'].get('q1', 'nothing')!s}"
-    iteration = written["iteration"]
-    text = f"Done: I looked around, updated {DEMO_FILE} (iteration {iteration}) and {choice}."
-    steers = turn.take_steers()
-    if steers:
-        text += f" Noted along the way: {'; '.join(steers)}."
-    for piece in word_pieces(text):
-        await asyncio.sleep(pause)
-        turn.say(piece)
-    turn.usage = {"input_tokens": count_tokens(turn.text), "output_tokens": count_tokens(text)}
-    turn.emit("usage", **turn.usage, cost=round(turn.usage["output_tokens"] * 0.00001, 6))
+    async def conclude(self) -> None:
+        """The closing answer (with any steering taken along the way) and the turn's usage."""
+        turn = self.turn
+        text = (
+            f"Done: I looked around, updated {DEMO_FILE} (iteration {self.iteration}) "
+            f"and {self.choice}."
+        )
+        steers = turn.take_steers()
+        if steers:
+            text += f" Noted along the way: {'; '.join(steers)}."
+        for piece in word_pieces(text):
+            await asyncio.sleep(self.pause)
+            turn.say(piece)
+        turn.usage = {"input_tokens": count_tokens(turn.text), "output_tokens": count_tokens(text)}
+        turn.emit("usage", **turn.usage, cost=round(turn.usage["output_tokens"] * 0.00001, 6))
+
+
+_DEMO_THOUGHTS = ("Reading the request.", " Three small steps will do.")
+_DEMO_QUESTION = {"id": "q1", "text": "Keep the notes file?", "options": ["keep", "discard"]}
+# The demo's plan: step id, title, and what the step does.
+_DEMO_PLAN: tuple[tuple[str, str, Callable[[_DemoRun], Awaitable[None]]], ...] = (
+    ("s1", "Look around the workspace", _DemoRun.look_around),
+    ("s2", f"Update {DEMO_FILE}", _DemoRun.update_notes),
+    ("s3", "Check with you", _DemoRun.check_with_user),
+)
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:

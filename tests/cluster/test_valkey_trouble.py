@@ -236,3 +236,25 @@ async def test_a_failing_message_handler_does_not_end_the_subscription(
     finally:
         task.cancel()
         await fleet.client.aclose()
+
+
+async def test_concurrent_first_subscriptions_share_one_connection(
+    valkey_server: LocalValkey,
+) -> None:
+    """redis-py's PubSub opens its connection lazily on its first command: two subscriptions
+    racing to be first each opened one, and the one left behind stayed subscribed and unread
+    (a leak, and each of its messages counted as received). Before the fix: 2 or 3 pub/sub
+    connections and NUMSUB 2 for the channel subscribed on both."""
+    bus = Bus(valkey_server.url, on_message=lambda _c, _d: None, on_gap=lambda _c: None)
+    task = asyncio.create_task(bus.run())
+    fleet = await make_fleet(valkey_server.url)
+    channels = [fleet.keys.session(f"ses_race{n}").channel for n in range(3)]
+    try:
+        await until(lambda: bus.connected)
+        await asyncio.gather(*(bus.subscribe(channel) for channel in channels))
+        await asyncio.sleep(0.1)
+        assert len(await fleet.client.client_list(_type="pubsub")) == 1
+        assert [count for _, count in await fleet.client.pubsub_numsub(*channels)] == [1, 1, 1]
+    finally:
+        task.cancel()
+        await fleet.client.aclose()

@@ -1,5 +1,5 @@
 """The pure projections of the ACP and A2A edges (diminuendo/edges/acp_mapping.py,
-a2a_mapping.py), without a network: gateway events in, protocol payloads out."""
+acp_questions.py, a2a_mapping.py), without a network: gateway events in, protocol payloads out."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from google.protobuf.struct_pb2 import Value
 from diminuendo.client import events as ev
 from diminuendo.edges import a2a_mapping as a2a
 from diminuendo.edges import acp_mapping as acp
+from diminuendo.edges import acp_questions
 from diminuendo.protocol import messages as m
 
 
@@ -84,27 +85,27 @@ def test_acp_questions_and_permissions_become_permission_requests():
         request_id="r1",
         questions=[ev.Question(id="q1", text="Keep?", options=["keep", "discard"])],
     )
-    ask = acp.ask_for(question)
+    ask = acp_questions.ask_for(question)
     assert ask.tool_call.title == "Keep?" and not ask.permission
     (choice,) = ask.choices
     assert [(o.option_id, o.name) for o in choice.options] == [("0", "keep"), ("1", "discard")]
-    answer = acp.answer_for(ask, ["1"])
+    answer = acp_questions.answer_for(ask, ["1"])
     assert (answer.answers, answer.dismissed) == ({"q1": "discard"}, False)
     assert ask.asked_about.tool_call_id == "r1"
 
-    free_text = acp.ask_for(
+    free_text = acp_questions.ask_for(
         ev.QuestionRequested(request_id="r2", questions=[ev.Question(id="q", text="Name?")])
     )
     assert [o.option_id for o in free_text.choices[0].options] == ["skip"]
-    assert acp.answer_for(free_text, ["skip"]).dismissed is True
+    assert acp_questions.answer_for(free_text, ["skip"]).dismissed is True
 
-    permission = acp.ask_for(
+    permission = acp_questions.ask_for(
         ev.PermissionRequested(request_id="r3", tool_name="bash", description="rm -rf /tmp/x")
     )
     assert permission.permission and permission.tool_call.kind == "execute"
-    refused = acp.answer_for(permission, ["reject"])
+    refused = acp_questions.answer_for(permission, ["reject"])
     assert (refused.approved, refused.dismissed, refused.update.status) == (False, False, "failed")
-    assert acp.answer_for(permission, ["allow"]).approved is True
+    assert acp_questions.answer_for(permission, ["allow"]).approved is True
 
 
 def test_acp_history_replay_and_prompt_blocks():

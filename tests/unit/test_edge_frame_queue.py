@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("a2a")
 
-from diminuendo.edges.a2a import FrameQueue
+from diminuendo.edges.a2a_executor import FrameQueue
 from diminuendo.sessions.stream import Frame
 
 

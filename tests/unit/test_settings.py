@@ -209,9 +209,9 @@ def test_fleet_settings_defaults_and_parsing() -> None:
     ],
 )
 def test_redis_url_schemes_become_redis_py_ones(raw: str, parsed: str) -> None:
-    from diminuendo.settings import _parse_redis_url
+    from diminuendo.settings_parsers import parse_redis_url
 
-    assert _parse_redis_url(raw) == parsed
+    assert parse_redis_url(raw) == parsed
 
 
 def test_redis_url_is_refused_until_fleet_mode_is_wired_and_hides_its_password() -> None:

@@ -1,6 +1,7 @@
-"""Serve one Sanic request with an ASGI application (the `mcp` SDK's streamable HTTP transport).
+"""Serve one Sanic request with an ASGI application (the `mcp` SDK's streamable HTTP transport,
+the `a2a-sdk` JSON-RPC app).
 
-The SDK implements the wire format as ASGI; the gateway is a Sanic server. This is the whole
+The SDKs implement their wire formats as ASGI; the gateway is a Sanic server. This is the whole
 adapter between the two, for one request: the ASGI scope is built from the Sanic request (plus
 whatever the caller adds to it), `receive` hands over the body Sanic already read, and `send`
 becomes either one ordinary response (a JSON reply, a 202) or a streamed one (SSE), whichever the
