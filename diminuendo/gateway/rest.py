@@ -39,8 +39,9 @@ async def authorize(request: Request, operation: type[m.ClientMessage]) -> Ident
     return identity
 
 
-def _reply(body: Any, status: int = 200) -> HTTPResponse:
-    """A JSON reply from a reply struct (or a service's dict), encoded as Sanic encodes dicts."""
+def json_reply(body: Any, status: int = 200) -> HTTPResponse:
+    """A JSON reply (REST, JSON-RPC) from reply structs or a service's dicts, encoded as Sanic
+    encodes dicts (non-ASCII escaped), so a struct changes no byte of a reply."""
     return json(msgspec.to_builtins(body), status=status)
 
 
@@ -54,7 +55,7 @@ async def list_threads(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
     threads = await gateway.sessions.list_sessions(identity, _flag(request, "includeArchived"))
-    return _reply(rest.ThreadList(threads=threads))
+    return json_reply(rest.ThreadList(threads=threads))
 
 
 @bp.post("/api/threads")
@@ -70,7 +71,7 @@ async def create_thread(request: Request) -> HTTPResponse:
         project_id=body.project_id,
         metadata=body.metadata,
     )
-    return _reply(session, status=201)
+    return json_reply(session, status=201)
 
 
 @bp.get("/api/threads/<session_id>")
@@ -79,7 +80,7 @@ async def get_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.JoinSession)
     target = rest.message(m.JoinSession, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    return _reply(await gateway.sessions.get_session(identity, target.session_id))
+    return json_reply(await gateway.sessions.get_session(identity, target.session_id))
 
 
 @bp.patch("/api/threads/<session_id>")
@@ -94,7 +95,7 @@ async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
         session = await gateway.sessions.rename_session(identity, session_id, body.name)
     if body.archived is not None:
         session = await gateway.sessions.set_archived(identity, session_id, body.archived)
-    return _reply(session)
+    return json_reply(session)
 
 
 @bp.delete("/api/threads/<session_id>")
@@ -121,7 +122,7 @@ async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
     history = await gateway.sessions.history(
         identity, query.session_id, limit=query.limit, before=query.before
     )
-    return _reply(history)
+    return json_reply(history)
 
 
 @bp.post("/api/threads/<session_id>/messages")
@@ -138,7 +139,7 @@ async def post_message(request: Request, session_id: str) -> HTTPResponse:
     turn = await gateway.sessions.run_turn(
         identity, body.session_id, body.text, body.client_turn_id
     )
-    return _reply(rest.TurnAccepted(turn_id=turn.turn_id), status=202)
+    return json_reply(rest.TurnAccepted(turn_id=turn.turn_id), status=202)
 
 
 @bp.post("/api/threads/<session_id>/stop")
@@ -193,7 +194,7 @@ async def answer(request: Request, session_id: str) -> HTTPResponse:
 async def models(request: Request) -> HTTPResponse:
     await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
-    return _reply(rest.ModelList(models=await gateway.ensemble.models()))
+    return json_reply(rest.ModelList(models=await gateway.ensemble.models()))
 
 
 def _stream_request(request: Request, session_id: str) -> m.JoinSession:

@@ -1,11 +1,10 @@
-"""Every server → client frame (PROTOCOL.md §3, §5, §6, §12) as a typed struct: the gateway
-encodes them (`encode_frame`), the client decodes them (`client.events.decode_event`), OpenAPI is
-generated from them. `type` is the tag; fields are camelCase on the wire, snake_case here.
+"""Every server → client frame (PROTOCOL.md §3, §5, §6, §12) as a typed struct, which the gateway
+encodes, the client decodes (`client.events`) and OpenAPI documents. `type` is the tag.
 
 Fields are declared in wire order, so a struct encodes to exactly the bytes of the dict the
-gateway used to build: a field without a default is always on the wire (`null` included), one
-defaulting to `None` is left out while unset. `id` echoes the client message a frame answers
-(§2): declared, last, only on the frames that answer one; the others report `None`.
+gateway used to build: a field defaulting to `None` is left out while unset, any other is always
+sent (`always_sent`: a default for decoding only). `id` echoes the client message a frame
+answers (§2): declared, last, only on frames that answer one; the others report `None`.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from diminuendo.protocol.shapes import (
     SessionMeta,
     Usage,
     WireStruct,
+    always_sent,
 )
 
 
@@ -168,7 +168,7 @@ class StateSnapshot(SessionEvent, tag="state_snapshot", kw_only=True):
     epoch: str
     last_seq: int
     gap: bool
-    pending: list[QuestionRequested | PermissionRequested]
+    pending: list[QuestionRequested | PermissionRequested] = always_sent([])
     current_turn: CurrentTurn | None = None
     id: str | None = None
 
@@ -215,7 +215,7 @@ class ToolCall(TurnEvent, tag="tool_call", kw_only=True):
 class ToolResult(TurnEvent, tag="tool_result", kw_only=True):
     tool_call_id: str
     output: Any
-    is_error: bool
+    is_error: bool = always_sent(False)
 
 
 class ToolError(TurnEvent, tag="tool_error", kw_only=True):
@@ -301,7 +301,7 @@ class SessionList(ServerFrame, tag="session_list", kw_only=True):
 
 class History(SessionEvent, tag="history", kw_only=True):
     messages: list[HistoryMessage]
-    has_more: bool
+    has_more: bool = always_sent(False)
     id: str | None = None
 
 
@@ -314,7 +314,7 @@ class Events(SessionEvent, tag="events", kw_only=True):
     events: list[msgspec.Raw]
     last_seq: int
     gap: bool
-    has_more: bool
+    has_more: bool = always_sent(False)
     id: str | None = None
 
 
@@ -329,8 +329,8 @@ class FileContent(SessionEvent, tag="file_content", kw_only=True):
 
     path: str
     content: str
-    encoding: str
-    size: int
+    encoding: str = always_sent("utf-8")
+    size: int = always_sent(0)
     iteration: int | None = None
     id: str | None = None
 

@@ -9,6 +9,16 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 
+def always_sent(default: Any) -> Any:
+    """The default of a frame field that the gateway always sends, for decoding a frame that
+    lacks it. Under `omit_defaults` msgspec leaves out a field whose value is its default, but
+    not one whose default comes from a factory it cannot compare (this lambda), so the field
+    stays on the wire whatever its value (tests/unit/test_protocol_events.py pins the bytes)."""
+    if default == []:
+        return msgspec.field(default_factory=lambda: [])
+    return msgspec.field(default_factory=lambda: default)
+
+
 class WireStruct(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """camelCase on the wire, every field encoded, immutable once built.
 
@@ -22,7 +32,7 @@ class Identity(WireStruct, kw_only=True):
     """The `identity` of `authenticated` (§3); `email` is `null` when the token has none."""
 
     user_id: str
-    email: str | None
+    email: str | None = None
     tenant_id: str
     role: str
 

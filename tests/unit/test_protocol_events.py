@@ -370,3 +370,10 @@ def test_the_session_record_is_its_wire_meta_plus_storage_fields() -> None:
     assert type(live) is shapes.SessionMeta
     assert (live.status, live.last_seq, live.id) == ("ready", 9, "ses_1")
     assert b"instanceId" in encode_frame(RECORD)
+
+
+def test_a_field_always_sent_has_a_default_only_for_decoding() -> None:
+    """An older server's `history` without `hasMore` still decodes; ours always carries it."""
+    history = msgspec.json.decode(b'{"type":"history","messages":[]}', type=ev.AnyFrame)
+    assert isinstance(history, ev.History) and history.has_more is False
+    assert encode_frame(history) == b'{"type":"history","messages":[],"hasMore":false}'
