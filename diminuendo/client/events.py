@@ -2,10 +2,10 @@
 
 Frames are decoded in one pass by one `msgspec` decoder over the tagged union of
 `protocol.events` (the same structs the gateway encodes; `type` is the tag, fields are camelCase
-on the wire and snake_case here). The client must keep working when the
-server grows: unknown fields are ignored, and a frame whose `type` this version does not know —
-or whose fields do not match this version's schema — becomes an `UnknownEvent` that keeps the raw
-object, so a subscription never loses a `seq` to a decoding problem. Only input that is not a
+on the wire and snake_case here). The client must keep working when the server grows: unknown
+fields are ignored, and a frame whose `type` this version does not know — or whose fields do
+not match this version's schema — becomes an `UnknownEvent` that keeps the raw object, so a
+subscription never loses a `seq` to a decoding problem. Only input that is not a
 JSON object with a string `type` is a `ProtocolError`.
 """
 
