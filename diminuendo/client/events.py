@@ -2,10 +2,10 @@
 
 Frames are decoded in one pass by one `msgspec` decoder over the tagged union of
 `protocol.events` (the same structs the gateway encodes; `type` is the tag, fields are camelCase
-on the wire and snake_case here). The client must keep working when the
-server grows: unknown fields are ignored, and a frame whose `type` this version does not know —
-or whose fields do not match this version's schema — becomes an `UnknownEvent` that keeps the raw
-object, so a subscription never loses a `seq` to a decoding problem. Only input that is not a
+on the wire and snake_case here). The client must keep working when the server grows: unknown
+fields are ignored, and a frame whose `type` this version does not know — or whose fields do
+not match this version's schema — becomes an `UnknownEvent` that keeps the raw object, so a
+subscription never loses a `seq` to a decoding problem. Only input that is not a
 JSON object with a string `type` is a `ProtocolError`.
 """
 
@@ -23,20 +23,13 @@ from diminuendo.protocol.events import (
     Authenticated,
     AuthExpiring,
     Connected,
-    CurrentTurn,
     ErrorEvent,
     FileChanged,
     FileContent,
-    FileEntry,
     FileHistory,
-    FileIteration,
     FileList,
     Heartbeat,
     History,
-    HistoryMessage,
-    HistoryToolCall,
-    Identity,
-    Member,
     MemberList,
     PermissionRequested,
     PlanCreated,
@@ -44,7 +37,6 @@ from diminuendo.protocol.events import (
     PlanStepCompleted,
     PlanStepStarted,
     Pong,
-    Question,
     QuestionRequested,
     SandboxInit,
     SandboxProvisioning,
@@ -56,7 +48,6 @@ from diminuendo.protocol.events import (
     SessionEvent,
     SessionLeft,
     SessionList,
-    SessionMeta,
     SessionState,
     SessionUnarchived,
     SessionUpdated,
@@ -67,7 +58,6 @@ from diminuendo.protocol.events import (
     ThinkingComplete,
     ThinkingProgress,
     ThinkingStart,
-    TokenUsage,
     ToolCall,
     ToolCallDelta,
     ToolCallStart,
@@ -77,9 +67,21 @@ from diminuendo.protocol.events import (
     TurnError,
     TurnEvent,
     TurnStarted,
-    Usage,
     UsageUpdate,
     Welcome,
+)
+from diminuendo.protocol.shapes import (
+    CurrentTurn,
+    FileEntry,
+    FileIteration,
+    HistoryMessage,
+    HistoryToolCall,
+    Identity,
+    Member,
+    Question,
+    SessionMeta,
+    TokenUsage,
+    Usage,
 )
 
 __all__ = [
@@ -193,7 +195,7 @@ class Gap(msgspec.Struct, kw_only=True, frozen=True):
     snapshot: StateSnapshot
 
 
-class Events(wire.Events, tag="events"):
+class Events(wire.Events, tag="events", kw_only=True):
     """The reply to `get_events` as the client sees it: each retained event decoded on its own
     (see `decode_event`), so one event this version cannot type does not spoil the whole page."""
 

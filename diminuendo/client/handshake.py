@@ -29,8 +29,8 @@ from diminuendo.client.events import (
     decode_event,
 )
 from diminuendo.client.replies import message, server_error
+from diminuendo.protocol import SUBPROTOCOL
 
-SUBPROTOCOL = "diminuendo.v1"
 # §6: the server sends a heartbeat every `heartbeatIntervalMs`; a client that hears nothing for
 # that long plus this grace (35 s at the default 30 s) treats the socket as stale.
 STALE_GRACE_S = 5.0

@@ -19,6 +19,7 @@ from diminuendo.gateway.health import HealthReport
 from diminuendo.gateway.hub import Hub
 from diminuendo.members import MemberService
 from diminuendo.observability.metrics import Metrics
+from diminuendo.protocol.events import SessionLeft
 from diminuendo.ratelimit import KeyedWindows
 from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
@@ -132,7 +133,7 @@ class Gateway:
             for session_id in self.sessions.unreadable(connection.identity, connection.joined):
                 self.sessions.leave(session_id, connection)
                 connection.joined.discard(session_id)
-                connection.send({"type": "session_left", "sessionId": session_id})
+                connection.send(SessionLeft(session_id=session_id))
 
     async def start(self) -> None:
         self.hub.start()

@@ -32,6 +32,7 @@ from diminuendo.auth.identity import Identity, Role, sees_only_own_sessions
 from diminuendo.auth.policy import may_read_session
 from diminuendo.gateway.connection import Connection
 from diminuendo.protocol.codec import encode_frame
+from diminuendo.protocol.events import AuthExpiring, Heartbeat
 from diminuendo.sessions.stream import Subscriber
 
 CLOSE_IDLE = 1011
@@ -192,7 +193,7 @@ class Hub:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
-            data = encode_frame({"type": "heartbeat", "ts": int(time.time() * 1000)})
+            data = encode_frame(Heartbeat(ts=int(time.time() * 1000)))
             await self._each_connection(Connection.send_encoded, data)
 
     async def _keepalive_loop(self) -> None:
@@ -218,7 +219,7 @@ class Hub:
         and close those past `exp` + leeway with 4003; yields to the loop every `ROUND_SLICE`."""
         due = self._expiry.due(now)
         for index, (connection, expires_at) in enumerate(due.warn):
-            connection.send({"type": "auth_expiring", "expiresAt": int(expires_at * 1000)})
+            connection.send(AuthExpiring(expires_at=int(expires_at * 1000)))
             if index % ROUND_SLICE == ROUND_SLICE - 1:
                 await asyncio.sleep(0)
         for connection in due.close:

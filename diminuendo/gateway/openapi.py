@@ -15,8 +15,7 @@ import msgspec
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from diminuendo.protocol import rest
-from diminuendo.protocol.models import SessionRecord
+from diminuendo.protocol import rest, shapes
 
 REF = "#/components/schemas/{name}"
 DOCUMENTED = (
@@ -31,9 +30,8 @@ DOCUMENTED = (
     rest.History,
     rest.ModelList,
     rest.Me,
-    SessionRecord,
+    shapes.SessionMeta,
 )
-_INTERNAL = ("instanceId", "deploymentId")
 
 
 def _openapi30(schema: Any) -> Any:
@@ -53,20 +51,12 @@ def _openapi30(schema: Any) -> Any:
         else:
             schema["anyOf"] = rest_options
         schema["nullable"] = True
-    if isinstance(schema.get("$ref"), str):
-        schema["$ref"] = schema["$ref"].replace("SessionRecord", "SessionMeta")
     return schema
 
 
 def components() -> dict[str, Any]:
     _, found = msgspec.json.schema_components(DOCUMENTED, ref_template=REF)
-    schemas = {name: _openapi30(schema) for name, schema in found.items()}
-    meta = schemas.pop("SessionRecord")
-    meta["title"] = "SessionMeta"
-    for name in _INTERNAL:
-        meta["properties"].pop(name, None)
-    schemas["SessionMeta"] = meta
-    return schemas
+    return {name: _openapi30(schema) for name, schema in found.items()}
 
 
 def register_components() -> None:
@@ -77,8 +67,7 @@ def register_components() -> None:
 
 
 def _ref(kind: type) -> dict[str, Any]:
-    name = "SessionMeta" if kind is SessionRecord else kind.__name__
-    return {"application/json": {"$ref": REF.format(name=name)}}
+    return {"application/json": {"$ref": REF.format(name=kind.__name__)}}
 
 
 def documented(

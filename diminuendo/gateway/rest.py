@@ -4,33 +4,28 @@ with the same no-gap replay as `join_session`."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
-from collections import deque
 from typing import Any
 
+import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
+from diminuendo.gateway import frames
 from diminuendo.gateway.context import Gateway
 from diminuendo.gateway.openapi import documented
 from diminuendo.gateway.rest_auth import request_identity
+from diminuendo.gateway.sse import SseSubscriber
 from diminuendo.gateway.stream_limits import held_stream
+from diminuendo.protocol import events as ev
 from diminuendo.protocol import messages as m
-from diminuendo.protocol import rest
-from diminuendo.protocol.codec import encode_frame
+from diminuendo.protocol import rest, shapes
 from diminuendo.protocol.errors import ErrorCode, GatewayError
-from diminuendo.protocol.models import SessionRecord
-from diminuendo.sanic_ws import wait_drained
-from diminuendo.sessions.stream import Frame, Replay, ReplayPager
+from diminuendo.sessions.stream import Replay, ReplayPager
 
 bp = Blueprint("rest")
-
-SSE_KEEPALIVE_S = 15.0
-SSE_POLL_S = 1.0
 
 
 async def authorize(request: Request, operation: type[m.ClientMessage]) -> Identity:
@@ -44,6 +39,12 @@ async def authorize(request: Request, operation: type[m.ClientMessage]) -> Ident
     return identity
 
 
+def json_reply(body: Any, status: int = 200) -> HTTPResponse:
+    """A JSON reply (REST, JSON-RPC) from reply structs or a service's dicts, encoded as Sanic
+    encodes dicts (non-ASCII escaped), so a struct changes no byte of a reply."""
+    return json(msgspec.to_builtins(body), status=status)
+
+
 def _flag(request: Request, name: str) -> bool:
     return request.args.get(name, "false").lower() in ("1", "true", "yes")
 
@@ -54,11 +55,11 @@ async def list_threads(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
     threads = await gateway.sessions.list_sessions(identity, _flag(request, "includeArchived"))
-    return json({"threads": threads})
+    return json_reply(rest.ThreadList(threads=threads))
 
 
 @bp.post("/api/threads")
-@documented("Create a session", body=rest.CreateThread, ok=(201, SessionRecord))
+@documented("Create a session", body=rest.CreateThread, ok=(201, shapes.SessionMeta))
 async def create_thread(request: Request) -> HTTPResponse:
     identity = await authorize(request, m.CreateSession)
     body = rest.decode_body(request.body, m.CreateSession)
@@ -70,20 +71,20 @@ async def create_thread(request: Request) -> HTTPResponse:
         project_id=body.project_id,
         metadata=body.metadata,
     )
-    return json(session, status=201)
+    return json_reply(session, status=201)
 
 
 @bp.get("/api/threads/<session_id>")
-@documented("One session", ok=(200, SessionRecord))
+@documented("One session", ok=(200, shapes.SessionMeta))
 async def get_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.JoinSession)
     target = rest.message(m.JoinSession, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
-    return json(await gateway.sessions.get_session(identity, target.session_id))
+    return json_reply(await gateway.sessions.get_session(identity, target.session_id))
 
 
 @bp.patch("/api/threads/<session_id>")
-@documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, SessionRecord))
+@documented("Rename or (un)archive a session", body=rest.PatchThread, ok=(200, shapes.SessionMeta))
 async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
     identity = await authorize(request, m.RenameSession)
     session_id = rest.message(m.ArchiveSession, sessionId=session_id).session_id
@@ -94,7 +95,7 @@ async def patch_thread(request: Request, session_id: str) -> HTTPResponse:
         session = await gateway.sessions.rename_session(identity, session_id, body.name)
     if body.archived is not None:
         session = await gateway.sessions.set_archived(identity, session_id, body.archived)
-    return json(session)
+    return json_reply(session)
 
 
 @bp.delete("/api/threads/<session_id>")
@@ -121,7 +122,7 @@ async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
     history = await gateway.sessions.history(
         identity, query.session_id, limit=query.limit, before=query.before
     )
-    return json(history)
+    return json_reply(history)
 
 
 @bp.post("/api/threads/<session_id>/messages")
@@ -138,7 +139,7 @@ async def post_message(request: Request, session_id: str) -> HTTPResponse:
     turn = await gateway.sessions.run_turn(
         identity, body.session_id, body.text, body.client_turn_id
     )
-    return json({"turnId": turn.turn_id}, status=202)
+    return json_reply(rest.TurnAccepted(turn_id=turn.turn_id), status=202)
 
 
 @bp.post("/api/threads/<session_id>/stop")
@@ -193,104 +194,7 @@ async def answer(request: Request, session_id: str) -> HTTPResponse:
 async def models(request: Request) -> HTTPResponse:
     await authorize(request, m.ListSessions)
     gateway: Gateway = request.app.ctx.gateway
-    return json({"models": await gateway.ensemble.models()})
-
-
-class SseSubscriber:
-    """A stream subscriber for one SSE response: a buffer bounded like a WebSocket connection's
-    send queue — at most `limit` chunks, and fewer than `max_bytes` unsent bytes counting the
-    transport's buffer of `protocol` (Sanic's HTTP protocol of the response's connection) —
-    that the response loop drains. Over either bound `overflowed` is set and the queue dropped;
-    with a `protocol` the stream also ends there: its connection is closed (Sanic flushes what
-    it can and aborts after a grace period) and the client resumes with Last-Event-ID. (An edge
-    that answers an overflow in its own protocol passes none.)"""
-
-    def __init__(self, limit: int, max_bytes: int | None = None, protocol: Any = None) -> None:
-        self.limit = limit
-        self.max_bytes = max_bytes if max_bytes is not None else sys.maxsize
-        self.items: deque[bytes] = deque()
-        self.queued_bytes = 0  # the chunks in `items`
-        self.transport_bytes = 0  # the transport's buffer after the last write
-        self.overflowed = False
-        self.ready = asyncio.Event()
-        self.idle_s = 0.0
-        self._protocol = protocol
-
-    @property
-    def replay_page(self) -> tuple[int, int]:
-        """One replay page, in frames and bytes: half of each bound (see `Connection`)."""
-        return max(1, self.limit // 2), max(1, self.max_bytes // 2)
-
-    def deliver(self, frame: Frame) -> None:
-        self.push(b"id: %d\nevent: %s\ndata: %s\n\n" % (frame.seq, frame.type.encode(), frame.data))
-
-    def push_event(self, event: str, body: dict[str, Any]) -> None:
-        """An SSE event that is not a stream frame (no `id:`, so it moves no resume point)."""
-        self.push(b"event: %s\ndata: %s\n\n" % (event.encode(), encode_frame(body)))
-
-    def push(self, chunk: bytes) -> None:
-        if self.overflowed:
-            return
-        if (
-            len(self.items) >= self.limit
-            or self.queued_bytes + self.transport_bytes >= self.max_bytes
-        ):
-            self.overflow()
-            return
-        self.items.append(chunk)
-        self.queued_bytes += len(chunk)
-        self.ready.set()
-
-    def overflow(self) -> None:
-        """End the stream: drop what is queued and close the connection (the response loop
-        may be waiting on a client that does not read)."""
-        if not self.overflowed:
-            self.overflowed = True
-            self.items.clear()
-            self.queued_bytes = 0
-            self.ready.set()
-            if self._protocol is not None:
-                self._protocol.close()
-
-    async def flush(self, response: Any) -> None:
-        while self.items:
-            chunk = self.items.popleft()
-            self.queued_bytes -= len(chunk)
-            await response.send(chunk)
-            self.transport_bytes = self._buffered()
-
-    async def drain(self, response: Any) -> None:
-        """Send what is buffered, then wait up to SSE_POLL_S for more; after SSE_KEEPALIVE_S
-        with nothing to send, a comment line keeps proxies from closing the stream."""
-        await self.flush(response)
-        self.ready.clear()
-        try:
-            await asyncio.wait_for(self.ready.wait(), SSE_POLL_S)
-            self.idle_s = 0.0
-        except TimeoutError:
-            self.idle_s += SSE_POLL_S
-            if self.idle_s >= SSE_KEEPALIVE_S:
-                await response.send(b": keep-alive\n\n")
-                self.idle_s = 0.0
-
-    async def replay_page_of(self, pager: ReplayPager, response: Any) -> None:
-        """The next page of a long replay (`SessionStream.attach_page`), once the client has
-        taken the last one. A page with a gap means the window moved past this client while
-        it read: too slow, the stream ends."""
-        await self.flush(response)
-        if self._protocol is not None:
-            await wait_drained(self._protocol)
-        self.transport_bytes = self._buffered()
-        page = pager.next_page()
-        if page.gap:
-            self.overflow()
-            return
-        for frame in page.frames:
-            self.deliver(frame)
-
-    def _buffered(self) -> int:
-        transport = self._protocol.transport if self._protocol is not None else None
-        return transport.get_write_buffer_size() if transport is not None else 0
+    return json_reply(rest.ModelList(models=await gateway.ensemble.models()))
 
 
 def _stream_request(request: Request, session_id: str) -> m.JoinSession:
@@ -341,42 +245,12 @@ async def _stream_events(
     )
     if after_seq is not None:
         gateway.metrics.replays.inc()
-
-    def send(snapshot: dict[str, Any], replay: Replay) -> None:
-        # An SSE client resuming after a restart holds a seq from an older epoch, possibly
-        # above the new stream's: that is a gap too.
-        if after_seq is not None and after_seq > replay.last_seq:
-            snapshot["gap"] = True
-        subscriber.push_event("state_snapshot", snapshot)
-        for frame in replay.frames:
-            subscriber.deliver(frame)
-
     response = await request.respond(
         content_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    pager: ReplayPager | None = None
-
-    async def page_in_the_loop(rest: ReplayPager) -> None:
-        nonlocal pager
-        pager = rest  # the loop below sends its pages as the response drains
-
     try:
-        try:
-            page_frames, page_bytes = subscriber.replay_page
-            await gateway.sessions.join(
-                identity,
-                subscriber,
-                session_id,
-                after_seq=after_seq,
-                epoch=epoch,
-                send=send,
-                page_frames=page_frames,
-                page_bytes=page_bytes,
-                replay_rest=page_in_the_loop,
-            )
-        except GatewayError as exc:
-            subscriber.push_event("error", exc.to_frame())
+        pager = await _join(gateway, identity, subscriber, session_id, after_seq, epoch)
         while not gateway.draining and not subscriber.overflowed and time.time() < ends_at:
             if pager is not None and not pager.attached:
                 await subscriber.replay_page_of(pager, response)
@@ -386,3 +260,49 @@ async def _stream_events(
             await response.eof()
     finally:
         gateway.sessions.leave(session_id, subscriber)
+
+
+async def _join(
+    gateway: Gateway,
+    identity: Identity,
+    subscriber: SseSubscriber,
+    session_id: str,
+    after_seq: int | None,
+    epoch: str | None,
+) -> ReplayPager | None:
+    """Subscribe: the `state_snapshot` and the first replay page are queued; the pager of a
+    longer replay is returned, for the response loop to send its pages as the client drains
+    them. A refused join is queued as an `error` event (the stream then ends on its own)."""
+
+    def send(snapshot: dict[str, Any], replay: Replay) -> None:
+        # An SSE client resuming after a restart holds a seq from an older epoch, possibly
+        # above the new stream's: that is a gap too.
+        reply = frames.reply(ev.StateSnapshot, snapshot, None)
+        if after_seq is not None and after_seq > replay.last_seq:
+            reply = msgspec.structs.replace(reply, gap=True)
+        subscriber.push_event("state_snapshot", reply)
+        for frame in replay.frames:
+            subscriber.deliver(frame)
+
+    pager: ReplayPager | None = None
+
+    async def page_in_the_loop(rest: ReplayPager) -> None:
+        nonlocal pager
+        pager = rest
+
+    page_frames, page_bytes = subscriber.replay_page
+    try:
+        await gateway.sessions.join(
+            identity,
+            subscriber,
+            session_id,
+            after_seq=after_seq,
+            epoch=epoch,
+            send=send,
+            page_frames=page_frames,
+            page_bytes=page_bytes,
+            replay_rest=page_in_the_loop,
+        )
+    except GatewayError as exc:
+        subscriber.push_event("error", exc.to_frame())
+    return pager

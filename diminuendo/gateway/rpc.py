@@ -17,8 +17,9 @@ from diminuendo import __version__
 from diminuendo.auth.identity import Identity
 from diminuendo.auth.policy import MESSAGE_PERMISSIONS, require
 from diminuendo.gateway.context import Gateway
+from diminuendo.gateway.rest import json_reply
 from diminuendo.gateway.rest_auth import request_identity
-from diminuendo.protocol import PROTOCOL_VERSION
+from diminuendo.protocol import PROTOCOL_VERSION, rest
 from diminuendo.protocol import messages as m
 from diminuendo.protocol.codec import convert_message, decode_json
 from diminuendo.protocol.errors import ErrorCode, GatewayError
@@ -88,7 +89,7 @@ async def _send(gateway: Gateway, identity: Identity, params: m.RunTurn) -> Any:
     turn = await gateway.sessions.run_turn(
         identity, params.session_id, params.text, params.client_turn_id
     )
-    return {"turnId": turn.turn_id}
+    return rest.TurnAccepted(turn_id=turn.turn_id)
 
 
 async def _history(gateway: Gateway, identity: Identity, params: m.GetHistory) -> Any:
@@ -103,7 +104,7 @@ async def _cancel(gateway: Gateway, identity: Identity, params: m.StopTurn) -> A
 
 
 async def _models(gateway: Gateway, identity: Identity, params: m.ListSessions) -> Any:
-    return {"models": await gateway.ensemble.models()}
+    return rest.ModelList(models=await gateway.ensemble.models())
 
 
 # method → (implementation, the WebSocket message whose struct validates the params and whose
@@ -194,7 +195,7 @@ async def rpc(request: Request) -> HTTPResponse:
         identity = None  # each call answers -32010 on its own
     if not isinstance(payload, list):
         reply = await _call(gateway, identity, payload)
-        return json(reply) if reply is not None else empty(status=204)
+        return json_reply(reply) if reply is not None else empty(status=204)
     if not payload:
         return json(_error(None, INVALID_REQUEST, "Empty batch"))
     limit = gateway.settings.rpc_batch_max
@@ -203,4 +204,4 @@ async def rpc(request: Request) -> HTTPResponse:
         return json(_error(None, INVALID_REQUEST, f"A batch holds at most {limit} calls"))
     replies = [await _call(gateway, identity, call) for call in payload]
     answered = [reply for reply in replies if reply is not None]
-    return json(answered) if answered else empty(status=204)
+    return json_reply(answered) if answered else empty(status=204)

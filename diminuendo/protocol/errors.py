@@ -11,6 +11,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from diminuendo.protocol.events import ErrorEvent
+
 
 class ErrorCode(StrEnum):
     INVALID_JSON = "INVALID_JSON"
@@ -107,17 +109,16 @@ class GatewayError(Exception):
     def http_status(self) -> int:
         return HTTP_STATUS[self.code]
 
-    def to_frame(self, request_id: str | None = None) -> dict[str, Any]:
-        """The WebSocket `error` frame (PROTOCOL.md §12); optional keys only when set."""
-        frame: dict[str, Any] = {"type": "error", "code": self.code.value, "message": self.message}
-        if request_id is not None:
-            frame["id"] = request_id
-        if self.session_id is not None:
-            frame["sessionId"] = self.session_id
-        if self.retry_after_ms is not None:
-            frame["retryAfterMs"] = self.retry_after_ms
-        if self.details is not None:
-            frame["details"] = self.details
-        if self.extra:
-            frame.update(self.extra)
-        return frame
+    def to_frame(self, request_id: str | None = None) -> ErrorEvent:
+        """The WebSocket `error` frame (PROTOCOL.md §12); optional keys only when set. `extra`
+        holds `supported` (a version mismatch) or `details` (in place of `self.details`)."""
+        extra = self.extra or {}
+        return ErrorEvent(
+            code=self.code.value,
+            message=self.message,
+            id=request_id,
+            session_id=self.session_id,
+            retry_after_ms=self.retry_after_ms,
+            details=extra.get("details", self.details),
+            supported=extra.get("supported"),
+        )

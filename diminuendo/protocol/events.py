@@ -1,13 +1,10 @@
-"""Every server → client frame of the protocol (PROTOCOL.md §3, §5, §6, §12) as a typed struct.
+"""Every server → client frame (PROTOCOL.md §3, §5, §6, §12) as a typed struct, which the gateway
+encodes, the client decodes (`client.events`) and OpenAPI documents. `type` is the tag.
 
-One schema for both ends: the gateway builds and encodes these structs (`encode_frame`), the
-client library decodes them (`diminuendo.client.events.decode_event`), and the OpenAPI document
-is generated from them. `type` is the tag; fields are camelCase on the wire, snake_case here.
-
-Fields are declared in wire order, so a struct encodes to exactly the bytes the gateway sent
-when it built frames as dicts: a field with no default is always on the wire (`null` included),
-a field defaulting to `None` is left out while unset. `id` echoes the client message a frame
-answers (§2) and is declared, last, only on the frames that answer one; the others report `None`.
+Fields are declared in wire order, so a struct encodes to exactly the bytes of the dict the
+gateway used to build: a field defaulting to `None` is left out while unset, any other is always
+sent (`always_sent`: a default for decoding only). `id` echoes the client message a frame
+answers (§2): declared, last, only on frames that answer one; the others report `None`.
 """
 
 from __future__ import annotations
@@ -16,23 +13,22 @@ from typing import Any
 
 import msgspec
 
-SUBPROTOCOL = "diminuendo.v1"
+from diminuendo.protocol.shapes import (
+    CurrentTurn,
+    FileEntry,
+    FileIteration,
+    HistoryMessage,
+    Identity,
+    Member,
+    Question,
+    SessionMeta,
+    Usage,
+    WireStruct,
+    always_sent,
+)
 
 
-class _KeywordOnly(msgspec.structs.StructMeta):
-    """msgspec does not inherit `kw_only`; every struct here is keyword-only, so optional base
-    fields (`sessionId`, `seq`) may precede a subclass's required ones and keep their place."""
-
-    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any):
-        kw.setdefault("kw_only", True)
-        return super().__new__(mcls, name, bases, namespace, **kw)
-
-
-class _Shape(msgspec.Struct, metaclass=_KeywordOnly, rename="camel", frozen=True):
-    """Nested objects: camelCase on the wire, every field encoded, immutable once built."""
-
-
-class ServerFrame(_Shape, tag_field="type", omit_defaults=True):
+class ServerFrame(WireStruct, tag_field="type", omit_defaults=True, kw_only=True):
     """A frame to the client; unset optional fields stay off the wire."""
 
     @property
@@ -46,123 +42,27 @@ class ServerFrame(_Shape, tag_field="type", omit_defaults=True):
         return None
 
 
-# ----- nested shapes --------------------------------------------------------------------------
-
-
-class Identity(_Shape):
-    """The `identity` of `authenticated` (§3); `email` is `null` when the token has none."""
-
-    user_id: str
-    email: str | None = None
-    tenant_id: str
-    role: str
-
-
-class TokenUsage(_Shape):
-    input: int = 0
-    output: int = 0
-
-
-class SessionMeta(_Shape):
-    """A session (§4). Times are Unix ms."""
-
-    id: str
-    tenant_id: str
-    owner_id: str
-    agent_type: str
-    name: str | None = None
-    project_id: str | None = None
-    status: str = "inactive"
-    archived: bool = False
-    created_at: int
-    updated_at: int
-    last_activity_at: int
-    epoch: str = ""
-    last_seq: int = 0
-    token_usage: TokenUsage = TokenUsage()
-    metadata: dict[str, Any] | None = None
-
-
-class CurrentTurn(_Shape):
-    """The running turn in a `state_snapshot`, with the text streamed so far."""
-
-    turn_id: str
-    text: str
-    started_at: int
-
-
-class Question(_Shape):
-    id: str
-    text: str
-    options: list[Any] | None = None
-
-
-class Usage(_Shape):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float | None = None
-
-
-class HistoryToolCall(_Shape):
-    tool_call_id: str | None = None
-    tool_name: str | None = None
-    args: Any = None
-    output: Any = None
-
-
-class HistoryMessage(_Shape, omit_defaults=True):
-    """`truncated`: the message alone was larger than a reply, so `text` is cut (and
-    `tool_calls` may be left out); the durable transcript keeps it whole."""
-
-    id: str
-    role: str
-    text: str
-    turn_id: str | None
-    ts: int | None
-    tool_calls: list[HistoryToolCall] | None = None
-    truncated: bool | None = None
-
-
-class FileEntry(_Shape):
-    path: str
-    type: str
-    size: int | None = None
-    modified_at: int | None = None
-
-
-class FileIteration(_Shape):
-    iteration: int
-    timestamp: int
-    size: int
-    hash: str
-
-
-class Member(_Shape):
-    user_id: str
-    role: str
-
-
 # ----- connection -----------------------------------------------------------------------------
 
 
-class Welcome(ServerFrame, tag="welcome"):
+class Welcome(ServerFrame, tag="welcome", kw_only=True):
     protocol_version: int
     requires_auth: bool
     server_version: str | None = None
 
 
-class Connected(ServerFrame, tag="connected"):
+class Connected(ServerFrame, tag="connected", kw_only=True):
     client_id: str
     heartbeat_interval_ms: int
     ts: int | None = None
 
 
-class Authenticated(ServerFrame, tag="authenticated"):
+class Authenticated(ServerFrame, tag="authenticated", kw_only=True):
     identity: Identity
     id: str | None = None
 
 
-class AuthExpiring(ServerFrame, tag="auth_expiring"):
+class AuthExpiring(ServerFrame, tag="auth_expiring", kw_only=True):
     """The connection's token expires at `expires_at` (epoch milliseconds): send `authenticate`
     with a fresh token of the same user before then, or the socket is closed with 4003 once
     the server's clock leeway has passed too."""
@@ -170,22 +70,22 @@ class AuthExpiring(ServerFrame, tag="auth_expiring"):
     expires_at: int
 
 
-class Heartbeat(ServerFrame, tag="heartbeat"):
+class Heartbeat(ServerFrame, tag="heartbeat", kw_only=True):
     ts: int
 
 
-class Pong(ServerFrame, tag="pong"):
+class Pong(ServerFrame, tag="pong", kw_only=True):
     server_ts: int
     ts: int | float | None = None
     id: str | None = None
 
 
-class Ack(ServerFrame, tag="ack"):
+class Ack(ServerFrame, tag="ack", kw_only=True):
     for_: str = msgspec.field(name="for")
     id: str | None = None
 
 
-class ErrorEvent(ServerFrame, tag="error"):
+class ErrorEvent(ServerFrame, tag="error", kw_only=True):
     """An `error` frame (§12). `code` is stable API; `message` is safe to show a user."""
 
     code: str
@@ -200,7 +100,7 @@ class ErrorEvent(ServerFrame, tag="error"):
 # ----- sessions -------------------------------------------------------------------------------
 
 
-class SessionEvent(ServerFrame):
+class SessionEvent(ServerFrame, kw_only=True):
     """A frame about one session. `seq` and `ts` are set on every event of the session's stream
     (everything a subscription yields); they are absent on direct replies outside the stream and
     on the requests listed in `StateSnapshot.pending`, which carry no `sessionId` either."""
@@ -210,57 +110,57 @@ class SessionEvent(ServerFrame):
     ts: int | None = None
 
 
-class SessionCreated(ServerFrame, tag="session_created"):
+class SessionCreated(ServerFrame, tag="session_created", kw_only=True):
     session: SessionMeta
     id: str | None = None
 
 
-class SessionUpdated(ServerFrame, tag="session_updated"):
+class SessionUpdated(ServerFrame, tag="session_updated", kw_only=True):
     session: SessionMeta
     id: str | None = None
 
 
-class SessionArchived(SessionEvent, tag="session_archived"):
+class SessionArchived(SessionEvent, tag="session_archived", kw_only=True):
     id: str | None = None
 
 
-class SessionUnarchived(SessionEvent, tag="session_unarchived"):
+class SessionUnarchived(SessionEvent, tag="session_unarchived", kw_only=True):
     id: str | None = None
 
 
-class SessionDeleted(SessionEvent, tag="session_deleted"):
+class SessionDeleted(SessionEvent, tag="session_deleted", kw_only=True):
     id: str | None = None
 
 
-class SessionLeft(SessionEvent, tag="session_left"):
+class SessionLeft(SessionEvent, tag="session_left", kw_only=True):
     id: str | None = None
 
 
-class SessionState(SessionEvent, tag="session_state"):
+class SessionState(SessionEvent, tag="session_state", kw_only=True):
     state: str
     previous: str
     reason: str | None = None
 
 
-class TurnEvent(SessionEvent):
+class TurnEvent(SessionEvent, kw_only=True):
     """An event inside a turn: it names the turn."""
 
     turn_id: str | None = None
 
 
-class QuestionRequested(TurnEvent, tag="question_requested"):
+class QuestionRequested(TurnEvent, tag="question_requested", kw_only=True):
     request_id: str
     questions: list[Question]
 
 
-class PermissionRequested(TurnEvent, tag="permission_requested"):
+class PermissionRequested(TurnEvent, tag="permission_requested", kw_only=True):
     request_id: str
     tool_name: str
     description: str
     options: list[Any] | None = None
 
 
-class StateSnapshot(SessionEvent, tag="state_snapshot"):
+class StateSnapshot(SessionEvent, tag="state_snapshot", kw_only=True):
     """The reply to `join_session`: the session now, and where its stream stands. `gap` means
     events after the requested `afterSeq` are gone (rebuild from `get_history`)."""
 
@@ -268,7 +168,7 @@ class StateSnapshot(SessionEvent, tag="state_snapshot"):
     epoch: str
     last_seq: int
     gap: bool
-    pending: list[QuestionRequested | PermissionRequested]
+    pending: list[QuestionRequested | PermissionRequested] = always_sent([])
     current_turn: CurrentTurn | None = None
     id: str | None = None
 
@@ -276,116 +176,116 @@ class StateSnapshot(SessionEvent, tag="state_snapshot"):
 # ----- turns, tools, interaction ---------------------------------------------------------------
 
 
-class TurnStarted(TurnEvent, tag="turn_started"):
+class TurnStarted(TurnEvent, tag="turn_started", kw_only=True):
     client_turn_id: str | None = None
     id: str | None = None
 
 
-class TextDelta(TurnEvent, tag="text_delta"):
+class TextDelta(TurnEvent, tag="text_delta", kw_only=True):
     text: str
 
 
-class TurnComplete(TurnEvent, tag="turn_complete"):
+class TurnComplete(TurnEvent, tag="turn_complete", kw_only=True):
     final_text: str
     stop_reason: str
     usage: Usage | None = None
 
 
-class TurnError(TurnEvent, tag="turn_error"):
+class TurnError(TurnEvent, tag="turn_error", kw_only=True):
     code: str
     message: str
 
 
-class ToolCallStart(TurnEvent, tag="tool_call_start"):
+class ToolCallStart(TurnEvent, tag="tool_call_start", kw_only=True):
     tool_call_id: str
     tool_name: str
 
 
-class ToolCallDelta(TurnEvent, tag="tool_call_delta"):
+class ToolCallDelta(TurnEvent, tag="tool_call_delta", kw_only=True):
     tool_call_id: str
     args_delta: str
 
 
-class ToolCall(TurnEvent, tag="tool_call"):
+class ToolCall(TurnEvent, tag="tool_call", kw_only=True):
     tool_call_id: str
     tool_name: str
     args: Any
 
 
-class ToolResult(TurnEvent, tag="tool_result"):
+class ToolResult(TurnEvent, tag="tool_result", kw_only=True):
     tool_call_id: str
     output: Any
-    is_error: bool
+    is_error: bool = always_sent(False)
 
 
-class ToolError(TurnEvent, tag="tool_error"):
+class ToolError(TurnEvent, tag="tool_error", kw_only=True):
     tool_call_id: str
     message: str
 
 
-class ApprovalResolved(TurnEvent, tag="approval_resolved"):
+class ApprovalResolved(TurnEvent, tag="approval_resolved", kw_only=True):
     request_id: str
     approved: bool | None = None
     answers: dict[str, Any] | None = None
     dismissed: bool | None = None
 
 
-class ThinkingStart(TurnEvent, tag="thinking.start"):
+class ThinkingStart(TurnEvent, tag="thinking.start", kw_only=True):
     pass
 
 
-class ThinkingProgress(TurnEvent, tag="thinking.progress"):
+class ThinkingProgress(TurnEvent, tag="thinking.progress", kw_only=True):
     text: str
 
 
-class ThinkingComplete(TurnEvent, tag="thinking.complete"):
+class ThinkingComplete(TurnEvent, tag="thinking.complete", kw_only=True):
     pass
 
 
-class TerminalStream(TurnEvent, tag="terminal.stream"):
+class TerminalStream(TurnEvent, tag="terminal.stream", kw_only=True):
     data: str
     terminal_id: str | None = None
 
 
-class TerminalComplete(TurnEvent, tag="terminal.complete"):
+class TerminalComplete(TurnEvent, tag="terminal.complete", kw_only=True):
     exit_code: int
     terminal_id: str | None = None
 
 
-class SandboxProvisioning(TurnEvent, tag="sandbox.provisioning"):
+class SandboxProvisioning(TurnEvent, tag="sandbox.provisioning", kw_only=True):
     pass
 
 
-class SandboxInit(TurnEvent, tag="sandbox.init"):
+class SandboxInit(TurnEvent, tag="sandbox.init", kw_only=True):
     pass
 
 
-class SandboxRemoved(TurnEvent, tag="sandbox.removed"):
+class SandboxRemoved(TurnEvent, tag="sandbox.removed", kw_only=True):
     pass
 
 
-class PlanCreated(TurnEvent, tag="plan.created"):
+class PlanCreated(TurnEvent, tag="plan.created", kw_only=True):
     steps: list[Any]
 
 
-class PlanStepStarted(TurnEvent, tag="plan.step_started"):
+class PlanStepStarted(TurnEvent, tag="plan.step_started", kw_only=True):
     step_id: str
 
 
-class PlanStepCompleted(TurnEvent, tag="plan.step_completed"):
+class PlanStepCompleted(TurnEvent, tag="plan.step_completed", kw_only=True):
     step_id: str
 
 
-class PlanRevised(TurnEvent, tag="plan.revised"):
+class PlanRevised(TurnEvent, tag="plan.revised", kw_only=True):
     steps: list[Any]
 
 
-class FileChanged(TurnEvent, tag="file_changed"):
+class FileChanged(TurnEvent, tag="file_changed", kw_only=True):
     path: str
     iteration: int | None = None
 
 
-class UsageUpdate(TurnEvent, tag="usage_update"):
+class UsageUpdate(TurnEvent, tag="usage_update", kw_only=True):
     input_tokens: int
     output_tokens: int
     cost: float | None = None
@@ -394,18 +294,18 @@ class UsageUpdate(TurnEvent, tag="usage_update"):
 # ----- replies to reads -----------------------------------------------------------------------
 
 
-class SessionList(ServerFrame, tag="session_list"):
+class SessionList(ServerFrame, tag="session_list", kw_only=True):
     sessions: list[SessionMeta]
     id: str | None = None
 
 
-class History(SessionEvent, tag="history"):
+class History(SessionEvent, tag="history", kw_only=True):
     messages: list[HistoryMessage]
-    has_more: bool
+    has_more: bool = always_sent(False)
     id: str | None = None
 
 
-class Events(SessionEvent, tag="events"):
+class Events(SessionEvent, tag="events", kw_only=True):
     """The reply to `get_events`: retained events after `afterSeq`, in seq order, spliced in as
     they were encoded for the stream. `has_more`: the reply stopped early (count or bytes), ask
     again from the last event's seq."""
@@ -414,34 +314,34 @@ class Events(SessionEvent, tag="events"):
     events: list[msgspec.Raw]
     last_seq: int
     gap: bool
-    has_more: bool
+    has_more: bool = always_sent(False)
     id: str | None = None
 
 
-class FileList(SessionEvent, tag="file_list"):
+class FileList(SessionEvent, tag="file_list", kw_only=True):
     path: str
     entries: list[FileEntry]
     id: str | None = None
 
 
-class FileContent(SessionEvent, tag="file_content"):
+class FileContent(SessionEvent, tag="file_content", kw_only=True):
     """`encoding` is `utf-8` or `base64`; `iteration` is set for `file_at_iteration`."""
 
     path: str
     content: str
-    encoding: str
-    size: int
+    encoding: str = always_sent("utf-8")
+    size: int = always_sent(0)
     iteration: int | None = None
     id: str | None = None
 
 
-class FileHistory(SessionEvent, tag="file_history"):
+class FileHistory(SessionEvent, tag="file_history", kw_only=True):
     path: str
     iterations: list[FileIteration]
     id: str | None = None
 
 
-class MemberList(ServerFrame, tag="member_list"):
+class MemberList(ServerFrame, tag="member_list", kw_only=True):
     members: list[Member]
     id: str | None = None
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import msgspec
 
-from diminuendo.protocol.events import SessionMeta, TokenUsage
+from diminuendo.protocol.shapes import SessionMeta, TokenUsage
 
 __all__ = ["SessionRecord", "TokenUsage"]
 
 
-class SessionRecord(SessionMeta, frozen=False):
+class SessionRecord(SessionMeta, frozen=False, kw_only=True):
     """A session as stored in Unison (`tenant:{tenantId}/sessions`): `SessionMeta` (what
     clients see) and the runtime it runs on. Mutable: the gateway updates it in place."""
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from diminuendo.protocol import messages as m
+from diminuendo.protocol import shapes
 from diminuendo.protocol.codec import convert_message, decode_json
 from diminuendo.protocol.errors import ErrorCode, GatewayError
-from diminuendo.protocol.models import SessionRecord
 
 T = TypeVar("T")
 
@@ -47,8 +47,9 @@ class PatchThread(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     archived: bool | None = None
 
 
-# Reply shapes: the REST handlers build these as plain dicts on the hot path; the structs are
-# their schema for the OpenAPI document (and are checked against real replies in the tests).
+# Reply shapes: the OpenAPI document's schemas (checked against real replies in the tests), the
+# frames' own structs where a reply carries one (`SessionMeta`, `HistoryMessage`); the handlers
+# build `ThreadList`, `TurnAccepted` and `ModelList` replies from them.
 
 
 class ErrorDetail(msgspec.Struct):
@@ -61,32 +62,18 @@ class ErrorBody(msgspec.Struct):
 
 
 class ThreadList(msgspec.Struct):
-    threads: list[SessionRecord]
+    threads: list[shapes.SessionMeta]
 
 
 class TurnAccepted(msgspec.Struct, rename="camel"):
     turn_id: str
 
 
-class HistoryToolCall(msgspec.Struct, rename="camel"):
-    tool_call_id: str
-    tool_name: str
-    args: Any = None
-    output: Any = None
-
-
-class HistoryMessage(msgspec.Struct, rename="camel"):
-    id: str
-    role: str
-    text: str
-    turn_id: str | None
-    ts: int
-    tool_calls: list[HistoryToolCall] | None = None
-
-
 class History(msgspec.Struct, rename="camel"):
+    """The `history` frame's fields, without the frame."""
+
     session_id: str
-    messages: list[HistoryMessage]
+    messages: list[shapes.HistoryMessage]
     has_more: bool
 
 
@@ -94,11 +81,9 @@ class ModelList(msgspec.Struct):
     models: list[dict[str, Any]]
 
 
-class Me(msgspec.Struct, rename="camel"):
-    user_id: str
-    email: str | None
-    tenant_id: str
-    role: str
+class Me(shapes.Identity):
+    """`GET /api/me`: the identity of `authenticated`, with what its role may do."""
+
     permissions: list[str]
 
 

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from diminuendo.protocol import events as ev
+from diminuendo.protocol import shapes
 from diminuendo.protocol.codec import encode_frame
 from diminuendo.protocol.models import SessionRecord
 
@@ -28,7 +29,7 @@ RECORD = SessionRecord(
     last_activity_at=3,
     epoch="e1",
     last_seq=4,
-    token_usage=ev.TokenUsage(input=5, output=6),
+    token_usage=shapes.TokenUsage(input=5, output=6),
     instance_id="ins_1",
     deployment_id="dep_1",
 )
@@ -73,13 +74,15 @@ CASES: list[tuple[str, dict[str, Any], ev.ServerFrame]] = [
     (
         "authenticated",
         {"type": "authenticated", "identity": IDENTITY},
-        ev.Authenticated(identity=ev.Identity(user_id="u1", tenant_id="acme", role="owner")),
+        ev.Authenticated(
+            identity=shapes.Identity(user_id="u1", email=None, tenant_id="acme", role="owner")
+        ),
     ),
     (
         "authenticated reply",
         {"type": "authenticated", "identity": {**IDENTITY, "email": "a@b.c"}, "id": "r"},
         ev.Authenticated(
-            identity=ev.Identity(user_id="u1", email="a@b.c", tenant_id="acme", role="owner"),
+            identity=shapes.Identity(user_id="u1", email="a@b.c", tenant_id="acme", role="owner"),
             id="r",
         ),
     ),
@@ -217,7 +220,7 @@ CASES: list[tuple[str, dict[str, Any], ev.ServerFrame]] = [
             last_seq=4,
             gap=True,
             pending=[],
-            current_turn=ev.CurrentTurn(turn_id="t1", text="so far", started_at=3),
+            current_turn=shapes.CurrentTurn(turn_id="t1", text="so far", started_at=3),
         ),
     ),
     (
@@ -236,18 +239,18 @@ CASES: list[tuple[str, dict[str, Any], ev.ServerFrame]] = [
         ev.History(
             session_id="ses_1",
             messages=[
-                ev.HistoryMessage(id="m1", role="user", text="hi", turn_id=None, ts=None),
-                ev.HistoryMessage(
+                shapes.HistoryMessage(id="m1", role="user", text="hi", turn_id=None, ts=None),
+                shapes.HistoryMessage(
                     id="m1",
                     role="user",
                     text="hi",
                     turn_id="t1",
                     ts=4,
                     tool_calls=[
-                        ev.HistoryToolCall(tool_call_id="c1", tool_name="grep", args={"q": 1})
+                        shapes.HistoryToolCall(tool_call_id="c1", tool_name="grep", args={"q": 1})
                     ],
                 ),
-                ev.HistoryMessage(
+                shapes.HistoryMessage(
                     id="m1", role="user", text="", turn_id=None, ts=None, truncated=True
                 ),
             ],
@@ -281,7 +284,10 @@ CASES: list[tuple[str, dict[str, Any], ev.ServerFrame]] = [
         "file_list",
         {"type": "file_list", **SESSION, "path": ".", "entries": [ENTRY], "id": "r"},
         ev.FileList(
-            session_id="ses_1", path=".", entries=[ev.FileEntry(path="a.py", type="file")], id="r"
+            session_id="ses_1",
+            path=".",
+            entries=[shapes.FileEntry(path="a.py", type="file")],
+            id="r",
         ),
     ),
     (
@@ -320,14 +326,14 @@ CASES: list[tuple[str, dict[str, Any], ev.ServerFrame]] = [
         ev.FileHistory(
             session_id="ses_1",
             path="a.py",
-            iterations=[ev.FileIteration(iteration=1, timestamp=2, size=3, hash="h")],
+            iterations=[shapes.FileIteration(iteration=1, timestamp=2, size=3, hash="h")],
             id="r",
         ),
     ),
     (
         "member_list",
         {"type": "member_list", "members": [{"userId": "u1", "role": "owner"}], "id": "r"},
-        ev.MemberList(members=[ev.Member(user_id="u1", role="owner")], id="r"),
+        ev.MemberList(members=[shapes.Member(user_id="u1", role="owner")], id="r"),
     ),
 ]
 
@@ -361,6 +367,13 @@ def test_the_session_record_is_its_wire_meta_plus_storage_fields() -> None:
     """`meta()` leaves out what Unison keeps for the gateway only, and applies live changes."""
     assert msgspec.to_builtins(META) == META_DICT
     live = RECORD.meta(status="ready", last_seq=9)
-    assert type(live) is ev.SessionMeta
+    assert type(live) is shapes.SessionMeta
     assert (live.status, live.last_seq, live.id) == ("ready", 9, "ses_1")
     assert b"instanceId" in encode_frame(RECORD)
+
+
+def test_a_field_always_sent_has_a_default_only_for_decoding() -> None:
+    """An older server's `history` without `hasMore` still decodes; ours always carries it."""
+    history = msgspec.json.decode(b'{"type":"history","messages":[]}', type=ev.AnyFrame)
+    assert isinstance(history, ev.History) and history.has_more is False
+    assert encode_frame(history) == b'{"type":"history","messages":[],"hasMore":false}'
