@@ -8,6 +8,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/bootstrap.sh" "${DIMINUENDO_EXTRAS:-test,edges}"
 cd "$root"
-"$DIMINUENDO_VENV/bin/ruff" check diminuendo tests pyzbuild
-"$DIMINUENDO_VENV/bin/ruff" format --check diminuendo tests pyzbuild
+"$DIMINUENDO_VENV/bin/ruff" check diminuendo tests pyzbuild bench
+"$DIMINUENDO_VENV/bin/ruff" format --check diminuendo tests pyzbuild bench
 exec "$DIMINUENDO_VENV/bin/python" -m pytest "$@"
