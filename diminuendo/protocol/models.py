@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from diminuendo.protocol.shapes import SessionMeta, TokenUsage
 
 __all__ = ["SessionRecord", "TokenUsage"]
@@ -22,7 +20,3 @@ class SessionRecord(SessionMeta, frozen=False, kw_only=True):
         """What clients see of this record, with `changes` (live status, epoch, seq) applied."""
         fields = {name: getattr(self, name) for name in SessionMeta.__struct_fields__}
         return SessionMeta(**(fields | changes))
-
-    def to_wire(self) -> dict[str, Any]:
-        """`meta()` as a dict, for the callers that still patch the view as a dict."""
-        return msgspec.to_builtins(self.meta())

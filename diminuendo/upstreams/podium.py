@@ -258,8 +258,10 @@ class RuntimeConnection:
         self._socket = await self._connect()
         self._connected.set()
 
-    async def send(self, frame: dict[str, Any]) -> None:
-        """Send one control frame, waiting briefly through a reconnect if one is under way."""
+    async def send(self, frame: msgspec.Struct | dict[str, Any]) -> None:
+        """Send one control frame (the gateway sends the command structs of `sessions/driver.py`;
+        any JSON object encodes the same), waiting briefly
+        through a reconnect if one is under way."""
         payload = _frame_encoder.encode(frame)
         if self._socket is not None and self._socket.send_text(payload):
             return
