@@ -259,9 +259,9 @@ class RuntimeConnection:
         self._connected.set()
 
     async def send(self, frame: msgspec.Struct | dict[str, Any]) -> None:
-        """Send one control frame (the gateway sends the command structs of `sessions/driver.py`;
-        any JSON object encodes the same), waiting briefly
-        through a reconnect if one is under way."""
+        """Send one control frame (the gateway sends the command structs of
+        `sessions/driver.py`; any JSON object encodes the same), waiting briefly through a
+        reconnect if one is under way."""
         payload = _frame_encoder.encode(frame)
         if self._socket is not None and self._socket.send_text(payload):
             return
