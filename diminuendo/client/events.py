@@ -219,15 +219,11 @@ def decode_event(data: str | bytes) -> Event:
     except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # (a str with lone surrogates)
         raise ProtocolError("frame is not valid JSON") from exc
     if isinstance(event, wire.Events):
-        return Events(
-            id=event.id,
-            session_id=event.session_id,
-            epoch=event.epoch,
-            last_seq=event.last_seq,
-            gap=event.gap,
-            has_more=event.has_more,
-            events=[decode_event(raw) for raw in event.events],
-        )
+        # Every field of the page as decoded (none is dropped if the schema grows), its events
+        # decoded one by one.
+        page = msgspec.structs.asdict(event)
+        page["events"] = [decode_event(raw) for raw in event.events]
+        return Events(**page)
     return event
 
 

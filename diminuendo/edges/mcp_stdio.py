@@ -15,8 +15,8 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 import mcp.types as types
@@ -63,13 +63,24 @@ def _token(args: argparse.Namespace) -> str | None:
     return args.token or None
 
 
+Page = TypeVar("Page")
+
+
+def _forward_page(
+    list_page: Callable[..., Awaitable[Page]],
+) -> Callable[[ServerRequestContext, types.PaginatedRequestParams | None], Awaitable[Page]]:
+    """A handler for a paginated listing that asks `list_page` for the host's page (cursor)."""
+
+    async def forward(
+        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> Page:
+        return await list_page(cursor=params.cursor if params else None)
+
+    return forward
+
+
 def forwarding_server(upstream: Client) -> Server[Any]:
     """A stdio-facing MCP server whose every request is answered by `upstream`."""
-
-    async def list_tools(
-        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        return await upstream.list_tools(cursor=params.cursor if params else None)
 
     async def call_tool(
         ctx: ServerRequestContext, params: types.CallToolRequestParams
@@ -86,16 +97,6 @@ def forwarding_server(upstream: Client) -> Server[Any]:
             params.name, params.arguments or {}, progress_callback=progress
         )
 
-    async def list_resources(
-        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
-    ) -> types.ListResourcesResult:
-        return await upstream.list_resources(cursor=params.cursor if params else None)
-
-    async def list_resource_templates(
-        ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
-    ) -> types.ListResourceTemplatesResult:
-        return await upstream.list_resource_templates(cursor=params.cursor if params else None)
-
     async def read_resource(
         ctx: ServerRequestContext, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
@@ -104,10 +105,10 @@ def forwarding_server(upstream: Client) -> Server[Any]:
     return Server(
         "diminuendo",
         version=__version__,
-        on_list_tools=list_tools,
+        on_list_tools=_forward_page(upstream.list_tools),
         on_call_tool=call_tool,
-        on_list_resources=list_resources,
-        on_list_resource_templates=list_resource_templates,
+        on_list_resources=_forward_page(upstream.list_resources),
+        on_list_resource_templates=_forward_page(upstream.list_resource_templates),
         on_read_resource=read_resource,
     )
 

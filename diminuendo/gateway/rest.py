@@ -5,7 +5,7 @@ with the same no-gap replay as `join_session`."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sanic import Blueprint, Request
@@ -26,6 +26,7 @@ from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.sessions.stream import Replay, ReplayPager
 
 bp = Blueprint("rest")
+Command = TypeVar("Command", bound=m.ClientMessage)
 
 
 async def authorize(request: Request, operation: type[m.ClientMessage]) -> Identity:
@@ -37,6 +38,15 @@ async def authorize(request: Request, operation: type[m.ClientMessage]) -> Ident
         raise GatewayError(ErrorCode.RATE_LIMITED, retry_after_ms=max(1, int(wait * 1000)))
     require(identity, MESSAGE_PERMISSIONS[operation])
     return identity
+
+
+async def _authorized_body(
+    request: Request, kind: type[Command], **path: Any
+) -> tuple[Identity, Command]:
+    """`authorize` the operation `kind`, then read the body plus the `path` values as `kind`:
+    a client learns it may not do this before it learns its body is wrong."""
+    identity = await authorize(request, kind)
+    return identity, rest.decode_body(request.body, kind, **path)
 
 
 def json_reply(body: Any, status: int = 200) -> HTTPResponse:
@@ -61,8 +71,7 @@ async def list_threads(request: Request) -> HTTPResponse:
 @bp.post("/api/threads")
 @documented("Create a session", body=rest.CreateThread, ok=(201, shapes.SessionMeta))
 async def create_thread(request: Request) -> HTTPResponse:
-    identity = await authorize(request, m.CreateSession)
-    body = rest.decode_body(request.body, m.CreateSession)
+    identity, body = await _authorized_body(request, m.CreateSession)
     gateway: Gateway = request.app.ctx.gateway
     session = await gateway.sessions.create_session(
         identity,
@@ -133,8 +142,7 @@ async def thread_messages(request: Request, session_id: str) -> HTTPResponse:
     errors=(400, 401, 403, 404, 409, 413, 429, 503),
 )
 async def post_message(request: Request, session_id: str) -> HTTPResponse:
-    identity = await authorize(request, m.RunTurn)
-    body = rest.decode_body(request.body, m.RunTurn, sessionId=session_id)
+    identity, body = await _authorized_body(request, m.RunTurn, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
     turn = await gateway.sessions.run_turn(
         identity, body.session_id, body.text, body.client_turn_id
@@ -152,16 +160,19 @@ async def stop(request: Request, session_id: str) -> HTTPResponse:
     return json({}, status=202)
 
 
+# What steering or answering the running turn can fail with.
+_TURN_INPUT_ERRORS = (400, 401, 403, 404, 409, 429, 503)
+
+
 @bp.post("/api/threads/<session_id>/steer")
 @documented(
     "Steer the running turn",
     body=rest.SteerBody,
     ok=(202, None),
-    errors=(400, 401, 403, 404, 409, 429, 503),
+    errors=_TURN_INPUT_ERRORS,
 )
 async def steer(request: Request, session_id: str) -> HTTPResponse:
-    identity = await authorize(request, m.Steer)
-    body = rest.decode_body(request.body, m.Steer, sessionId=session_id)
+    identity, body = await _authorized_body(request, m.Steer, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
     await gateway.sessions.steer(identity, body.session_id, body.content)
     return json({}, status=202)
@@ -172,11 +183,10 @@ async def steer(request: Request, session_id: str) -> HTTPResponse:
     "Answer a question or permission request",
     body=rest.AnswerBody,
     ok=(202, None),
-    errors=(400, 401, 403, 404, 409, 429, 503),
+    errors=_TURN_INPUT_ERRORS,
 )
 async def answer(request: Request, session_id: str) -> HTTPResponse:
-    identity = await authorize(request, m.AnswerQuestion)
-    body = rest.decode_body(request.body, m.AnswerQuestion, sessionId=session_id)
+    identity, body = await _authorized_body(request, m.AnswerQuestion, sessionId=session_id)
     gateway: Gateway = request.app.ctx.gateway
     await gateway.sessions.answer(
         identity,

@@ -21,7 +21,7 @@ import asyncio
 import json as jsonlib
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,15 +151,10 @@ class OpenAIProxy:
             return ids
 
     async def _fetch_ids(self) -> list[str]:
-        try:
-            response = await self._http().get(f"{self.base_url}/models", timeout=LISTING_TIMEOUT)
-            if response.status_code >= 400:
-                raise self._status_failure(response.status_code, response.content)
-            body = response.json()
-        except httpx.HTTPError as exc:
-            raise self._transport_failure(exc) from None
-        except ValueError:
-            raise UpstreamFailure(PROTOCOL, f"{self.display_url}/models is not JSON") from None
+        body = await self._json_reply(
+            self._http().get(f"{self.base_url}/models", timeout=LISTING_TIMEOUT),
+            not_json=UpstreamFailure(PROTOCOL, f"{self.display_url}/models is not JSON"),
+        )
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise UpstreamFailure(PROTOCOL, f"{self.display_url}/models has no `data` list")
@@ -184,18 +179,13 @@ class OpenAIProxy:
         self, model: str, messages: list[dict[str, str]], max_tokens: int | None
     ) -> Completion:
         """One non-streaming chat completion."""
-        try:
-            response = await self._http().post(
+        body = await self._json_reply(
+            self._http().post(
                 f"{self.base_url}/chat/completions",
                 json=self._payload(model, messages, max_tokens, stream=False),
-            )
-            if response.status_code >= 400:
-                raise self._status_failure(response.status_code, response.content)
-            body = response.json()
-        except httpx.HTTPError as exc:
-            raise self._transport_failure(exc) from None
-        except ValueError:
-            raise self._malformed("the completion is not JSON") from None
+            ),
+            not_json=self._malformed("the completion is not JSON"),
+        )
         return self._completion(body)
 
     async def stream_chat(
@@ -300,6 +290,22 @@ class OpenAIProxy:
             error = jsonlib.dumps(error)
         text = " ".join(self._redact(error).split())
         return text[:_ERROR_TEXT_LIMIT] + ("…" if len(text) > _ERROR_TEXT_LIMIT else "")
+
+    async def _json_reply(
+        self, request: Awaitable[httpx.Response], *, not_json: UpstreamFailure
+    ) -> Any:
+        """The JSON body of a plain (not streamed) request's reply. Every way it fails is an
+        `UpstreamFailure`: the transport, an HTTP error status, or `not_json` for a body that is
+        not JSON."""
+        try:
+            response = await request
+            if response.status_code >= 400:
+                raise self._status_failure(response.status_code, response.content)
+            return response.json()
+        except httpx.HTTPError as exc:
+            raise self._transport_failure(exc) from None
+        except ValueError:
+            raise not_json from None
 
     def _status_failure(self, status: int, body: bytes) -> UpstreamFailure:
         try:

@@ -14,7 +14,12 @@ from websockets.exceptions import ConnectionClosed
 from diminuendo.local.agents import AGENTS
 from diminuendo.local.podium_store import PodiumStore, UnknownCursor
 from diminuendo.local.runtime import AgentServices, InstanceRuntime
-from diminuendo.local.service import LocalService, error_response, json_object
+from diminuendo.local.service import (
+    LocalService,
+    StoreBackedStandIn,
+    error_response,
+    json_object,
+)
 from diminuendo.upstreams.sealing import SealError, SealingKey, instance_aad, open_sealed
 
 VERSIONS = ("1.0.0", "0.9.0")  # newest first, so the gateway's "newest deployment" is 1.0.0
@@ -83,18 +88,18 @@ def _instance_not_found() -> HTTPResponse:
     return error_response(404, "NOT_FOUND", "no such instance")
 
 
-class PodiumStandIn:
+class PodiumStandIn(StoreBackedStandIn[PodiumStore]):
     """Serves UPSTREAMS.md §1; each instance runs its agent in-process (see runtime.py)."""
 
     def __init__(
         self, db_path: Path, api_key: str, ensemble_url: str, *, secrets_key: SealingKey
     ) -> None:
-        self._db_path = db_path
+        super().__init__(
+            LocalService("podium", api_key, public_paths=("/health",)), lambda: PodiumStore(db_path)
+        )
         self._secrets_key = secrets_key
-        self._store: PodiumStore | None = None
         self._services = AgentServices(ensemble_url=ensemble_url)
         self._runtimes: dict[str, InstanceRuntime] = {}
-        self.service = LocalService("podium", api_key, public_paths=("/health",))
         app = self.service.app
         app.on_request(self._refuse_unknown_instance_socket)
         add = app.add_route
@@ -111,31 +116,11 @@ class PodiumStandIn:
         add(self._drop_sockets, "/_local/drop-runtime-sockets", methods=["POST"], name="drop")
         app.add_websocket_route(self._agent_socket, "/agent/<instance_id>", name="agent_socket")
 
-    @property
-    def store(self) -> PodiumStore:
-        if self._store is None:
-            raise RuntimeError("podium stand-in is not running")
-        return self._store
-
-    async def start(self, host: str, port: int) -> None:
-        self._store = PodiumStore(self._db_path)
-        try:
-            await self.service.start(host, port)
-        except BaseException:
-            self._close_store()
-            raise
-
     async def stop(self) -> None:
         runtimes, self._runtimes = self._runtimes, {}
         for runtime in runtimes.values():
             await runtime.close(1001, "podium is stopping")
-        await self.service.stop()
-        self._close_store()
-
-    def _close_store(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        await super().stop()
 
     def _runtime(self, instance_id: str) -> InstanceRuntime | None:
         """The instance's runtime, created on first use (also after a restart of the stack)."""

@@ -8,9 +8,9 @@ import asyncio
 import hmac
 import itertools
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from loguru import logger
 from sanic import HTTPResponse, Request, Sanic, json
@@ -190,6 +190,46 @@ class LocalService:
         trace = "".join(traceback.format_exception(exc))
         logger.error("local {} failed on {}:\n{}", self.name, request.path, trace)
         return error_response(500, "INTERNAL", "internal error")
+
+
+class ClosableStore(Protocol):
+    def close(self) -> None: ...
+
+
+StoreT = TypeVar("StoreT", bound=ClosableStore)
+
+
+class StoreBackedStandIn(Generic[StoreT]):
+    """A stand-in whose store is open exactly while its service runs: opened before the
+    service starts (closed again if the start fails), closed once the service has stopped."""
+
+    def __init__(self, service: LocalService, open_store: Callable[[], StoreT]) -> None:
+        self.service = service
+        self._open_store = open_store
+        self._store: StoreT | None = None
+
+    @property
+    def store(self) -> StoreT:
+        if self._store is None:
+            raise RuntimeError(f"{self.service.name} stand-in is not running")
+        return self._store
+
+    async def start(self, host: str, port: int) -> None:
+        self._store = self._open_store()
+        try:
+            await self.service.start(host, port)
+        except BaseException:
+            self._close_store()
+            raise
+
+    async def stop(self) -> None:
+        await self.service.stop()
+        self._close_store()
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 async def _end_connections(connections: set[Any]) -> None:

@@ -8,7 +8,12 @@ from urllib.parse import unquote
 from sanic import HTTPResponse, Request, empty, json
 from sanic.exceptions import BadRequest
 
-from diminuendo.local.service import LocalService, error_response, json_object
+from diminuendo.local.service import (
+    LocalService,
+    StoreBackedStandIn,
+    error_response,
+    json_object,
+)
 from diminuendo.local.sqlite import open_db
 from diminuendo.local.textutil import now_ms
 
@@ -95,14 +100,13 @@ def _entry(row: Any) -> Entry:
     }
 
 
-class UnisonStandIn:
+class UnisonStandIn(StoreBackedStandIn[UnisonStore]):
     """Serves UPSTREAMS.md §3; namespaces and keys arrive URL-encoded in the path."""
 
     def __init__(self, db_path: Path, api_key: str) -> None:
-        self._db_path = db_path
-        self._store: UnisonStore | None = None
-        self.service = LocalService(
-            "unison", api_key, public_paths=("/api/v1/health", "/api/v1/ready")
+        super().__init__(
+            LocalService("unison", api_key, public_paths=("/api/v1/health", "/api/v1/ready")),
+            lambda: UnisonStore(db_path),
         )
         add = self.service.app.add_route
         add(self._health, "/api/v1/health", methods=["GET"], name="health")
@@ -111,29 +115,6 @@ class UnisonStandIn:
         add(self._get, "/api/v1/kv/<namespace>/<key>", methods=["GET"], name="kv_get")
         add(self._put, "/api/v1/kv/<namespace>/<key>", methods=["PUT"], name="kv_put")
         add(self._delete, "/api/v1/kv/<namespace>/<key>", methods=["DELETE"], name="kv_delete")
-
-    @property
-    def store(self) -> UnisonStore:
-        if self._store is None:
-            raise RuntimeError("unison stand-in is not running")
-        return self._store
-
-    async def start(self, host: str, port: int) -> None:
-        self._store = UnisonStore(self._db_path)
-        try:
-            await self.service.start(host, port)
-        except BaseException:
-            self._close_store()
-            raise
-
-    async def stop(self) -> None:
-        await self.service.stop()
-        self._close_store()
-
-    def _close_store(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
 
     async def _health(self, request: Request) -> HTTPResponse:
         return json({"ok": True})

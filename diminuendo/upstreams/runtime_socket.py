@@ -111,9 +111,13 @@ class ClientSocket(asyncio.Protocol):
 
     def send_text(self, data: bytes) -> bool:
         """Send one text message (already UTF-8 encoded); False if the socket is not open."""
+        return self._send(self._protocol.send_text, data)
+
+    def _send(self, send: Callable[[bytes], None], data: bytes) -> bool:
+        """Queue `data` with the protocol's `send` and write it out; False if not open."""
         if not self.is_open:
             return False
-        self._protocol.send_text(data)
+        send(data)
         self._flush()
         return True
 
@@ -328,11 +332,7 @@ class ClientSocket(asyncio.Protocol):
     # ----- keepalive (see keepalive.py) ---------------------------------------------------
 
     def _send_ping(self, payload: bytes) -> bool:
-        if not self.is_open:
-            return False
-        self._protocol.send_ping(payload)
-        self._flush()
-        return True
+        return self._send(self._protocol.send_ping, payload)
 
     def _pong_overdue(self) -> None:
         logger.warning("{!r}: no pong within {} s, dropping it", self, self._ping_timeout)

@@ -47,9 +47,10 @@ def frame_header(length: int, first: int = FINAL_TEXT) -> bytes:
 PING_FRAME = frame_header(0, FIN | PING)  # a server's ping with an empty payload
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """One final frame as a client must send it: masked with a fresh random key (§5.3)."""
-    header = frame_header(len(payload), FIN | opcode)
+def masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One frame as a client must send it: masked with a fresh random key (§5.3); final unless
+    `fin` is False (a fragment that more frames of the message follow)."""
+    header = frame_header(len(payload), (FIN if fin else 0) | opcode)
     key = os.urandom(4)
     masked = bytes((header[0], header[1] | MASK))
     return masked + header[2:] + key + apply_mask(payload, key)

@@ -29,6 +29,7 @@ from tests.security.auth_helpers import (
     refused_upgrade,
     unauthenticated,
 )
+from tests.security.raw_ws import read_frame
 
 ATTACKER = "203.0.113.9"
 NEIGHBOUR = "198.51.100.7"
@@ -257,15 +258,6 @@ async def test_unauthenticated_connections_per_address_are_capped(prod: Any) -> 
         assert reply["type"] == "authenticated", reply
         async with unauthenticated(p.gw.ws_url, additional_headers=attacker) as c:
             assert (await c.request({"type": "ping"}))["type"] == "pong"
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unfragmented server frame (unmasked): its opcode and payload."""
-    head = await reader.readexactly(2)
-    length = head[1] & 0x7F
-    if length == 126:
-        length = int.from_bytes(await reader.readexactly(2), "big")
-    return head[0] & 0x0F, await reader.readexactly(length)
 
 
 async def test_concurrent_upgrades_cannot_overshoot_a_limit(prod: Any) -> None:

@@ -12,13 +12,14 @@ import base64
 import json
 import os
 import re
-import struct
 import uuid
 from typing import Any
 
 import httpx
 
+from diminuendo.wire import masked_frame
 from tests.conftest import Client
+from tests.security.raw_ws import read_frame
 
 BAD_LOG = re.compile(r'"level":\s*"(error|critical)"|Traceback')
 DEEP = 1000  # levels: about 2 KB of brackets
@@ -274,23 +275,10 @@ class RawSocket:
         return raw
 
     def frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        mask = os.urandom(4)
-        head = bytes([(0x80 if fin else 0) | opcode])
-        if len(payload) < 126:
-            head += bytes([0x80 | len(payload)])
-        else:
-            head += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(head + mask + masked)
+        self.writer.write(masked_frame(opcode, payload, fin=fin))
 
     async def read_frame(self) -> tuple[int, bytes]:
-        first, second = await asyncio.wait_for(self.reader.readexactly(2), 10)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return first & 0x0F, await self.reader.readexactly(length)
+        return await asyncio.wait_for(read_frame(self.reader), 10)
 
     async def text(self) -> dict[str, Any]:
         opcode, payload = await self.read_frame()
@@ -302,7 +290,7 @@ class RawSocket:
         while True:
             opcode, payload = await self.read_frame()
             if opcode == 8:
-                return struct.unpack("!H", payload[:2])[0]
+                return int.from_bytes(payload[:2], "big")
 
     def close(self) -> None:
         self.writer.close()

@@ -69,6 +69,12 @@ def test_a_masked_frame_is_what_a_server_reads(length: int, opcode: Opcode) -> N
         assert payload not in wire  # masked, not sent as is
 
 
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.CONT])
+def test_a_masked_fragment_is_not_final(opcode: Opcode) -> None:
+    frame = parse(masked_frame(opcode.value, b"part", fin=False), mask=True)
+    assert frame.opcode is opcode and not frame.fin and frame.data == b"part"
+
+
 def test_each_masked_frame_has_its_own_key() -> None:
     keys = {masked_frame(Opcode.TEXT.value, b"same")[2:6] for _ in range(20)}
     assert len(keys) > 1
