@@ -6,6 +6,9 @@ in the main process) and torn down in `after_server_stop`.
 
 from __future__ import annotations
 
+import secrets
+from typing import TYPE_CHECKING
+
 import httpx
 
 from diminuendo.auth.admission import Admission
@@ -29,12 +32,18 @@ from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.probes import HealthMonitor
 from diminuendo.upstreams.unison import UnisonClient
 
+if TYPE_CHECKING:  # imported only with REDIS_URL set: without it, redis-py is never loaded
+    from diminuendo.fleet.runtime import Fleet
+
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.draining = False
         self.dev_identity: Identity = DEV_IDENTITY
+        # Random, new per process: `/health`'s `instanceId` and, in fleet mode, the leases'.
+        self.instance_id = secrets.token_hex(6)
+        self.fleet: Fleet | None = _fleet(settings, self.instance_id)
         self.metrics = Metrics()
         self._http = _upstream_clients(settings, observe=self.metrics.upstream_call)
         self.podium = PodiumClient(
@@ -136,6 +145,8 @@ class Gateway:
                 connection.send(SessionLeft(session_id=session_id))
 
     async def start(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.start()  # ≤ 1 s and never raises: Valkey down means degraded
         self.hub.start()
         self.health.start()
         if self._authenticator is not None:
@@ -149,6 +160,8 @@ class Gateway:
             await client.aclose()
         if self._jwks_client is not None:
             await self._jwks_client.aclose()
+        if self.fleet is not None:
+            await self.fleet.stop()
 
     async def authenticate(self, token: str, client_address: str) -> Identity:
         if self._authenticator is None:
@@ -172,6 +185,16 @@ class Gateway:
         self.draining = True
         self.sessions.draining = True
         self.health_report.invalidate()
+
+
+def _fleet(settings: Settings, instance_id: str) -> Fleet | None:
+    """The Valkey side of this process when `REDIS_URL` is set (docs/FLEET.md), else None and
+    nothing of it imported."""
+    if not settings.redis_url:
+        return None
+    from diminuendo.fleet.runtime import Fleet
+
+    return Fleet(settings, instance_id)
 
 
 def _upstream_clients(settings: Settings, *, observe: CallObserver) -> dict[str, UpstreamHttp]:
