@@ -12,13 +12,13 @@ Contract:
   raises: a gateway whose Valkey is down starts degraded (`availability`) and recovers by itself.
 - `stop()` stops the renewal and releases the leases still held (best effort: a Valkey that is
   gone lets them expire after `SESSION_LEASE_TTL`), then closes the client.
-- `on_lease_lost` is called once per lease the renewer finds lost; the session wiring sets it.
+- `ownership` is the sessions this instance owns (`ownership.Ownership`); a lease the renewer
+  finds lost is reported to it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from contextlib import suppress
 
 from loguru import logger
@@ -27,6 +27,7 @@ from diminuendo.fleet.availability import FleetAvailability
 from diminuendo.fleet.connection import FleetUnavailable, open_client
 from diminuendo.fleet.keys import Keyspace
 from diminuendo.fleet.lease import Lease, LeaseRenewer, Leases
+from diminuendo.fleet.ownership import Ownership
 from diminuendo.fleet.replay_log import ReplayLog
 from diminuendo.settings import Settings
 
@@ -52,7 +53,7 @@ class Fleet:
             max_bytes=settings.replay_max_bytes,
             ttl_ms=max(int(settings.replay_ttl_s * 1000), 1),
         )
-        self.on_lease_lost: Callable[[Lease], None] = lambda lease: None
+        self.ownership = Ownership(self)
         self._renewing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -60,7 +61,7 @@ class Fleet:
 
     def _lease_lost(self, lease: Lease) -> None:
         logger.warning("session {}: lease {} lost", lease.session_id, lease.token)
-        self.on_lease_lost(lease)
+        self.ownership.lease_lost(lease)
 
     async def start(self) -> None:
         await self.availability.start()

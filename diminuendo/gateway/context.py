@@ -18,19 +18,24 @@ from diminuendo.auth.expiry import ExpirySchedule
 from diminuendo.auth.identity import DEV_IDENTITY, Identity, Role
 from diminuendo.auth.jwks import JwksCache
 from diminuendo.auth.verifier import TokenVerifier
+from diminuendo.gateway.connection import Connection
 from diminuendo.gateway.health import HealthReport
 from diminuendo.gateway.hub import Hub
+from diminuendo.gateway.sse import SseSubscriber
 from diminuendo.members import MemberService
 from diminuendo.observability.metrics import Metrics
 from diminuendo.protocol.events import SessionLeft
 from diminuendo.ratelimit import KeyedWindows
 from diminuendo.sessions.service import SessionService
+from diminuendo.sessions.stream import Subscriber
 from diminuendo.settings import Settings
 from diminuendo.upstreams.ensemble import EnsembleClient
 from diminuendo.upstreams.http import CallObserver, UpstreamHttp
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.probes import HealthMonitor
 from diminuendo.upstreams.unison import UnisonClient
+
+CLOSE_GOING_AWAY = 1001
 
 if TYPE_CHECKING:  # imported only with REDIS_URL set: without it, redis-py is never loaded
     from diminuendo.fleet.runtime import Fleet
@@ -79,6 +84,8 @@ class Gateway:
             replay_budget_bytes=settings.replay_budget_bytes,
             reply_max_bytes=settings.reply_max_bytes,
             broadcast=self.hub.broadcast,
+            ownership=self.fleet.ownership if self.fleet is not None else None,
+            on_moved=_end_subscriptions,
         )
         self.health = HealthMonitor(
             {
@@ -185,6 +192,17 @@ class Gateway:
         self.draining = True
         self.sessions.draining = True
         self.health_report.invalidate()
+
+
+def _end_subscriptions(subscribers: set[Subscriber]) -> None:
+    """Fleet mode: a session this instance owned is another's now (its lease was lost). Its
+    subscribers' clients reconnect (WebSocket 1001, as on a restart; an SSE stream ends) and
+    rejoin with `{afterSeq, epoch}` wherever they land, so they lose nothing."""
+    for subscriber in subscribers:
+        if isinstance(subscriber, Connection):
+            subscriber.close(CLOSE_GOING_AWAY, "session moved")
+        elif isinstance(subscriber, SseSubscriber):
+            subscriber.overflow()
 
 
 def _fleet(settings: Settings, instance_id: str) -> Fleet | None:

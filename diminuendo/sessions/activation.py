@@ -3,12 +3,21 @@ then the Podium instance and its runtime socket), deactivation, the idle sweep a
 
 Deactivation closes the runtime socket but keeps the Podium instance, so the durable transcript
 survives idle periods and restarts; only deleting the session deletes the instance.
+
+In fleet mode (`ownership`, docs/FLEET.md) a held session's stream is claimed from Valkey: this
+instance takes the session's lease and continues its log (epoch, seqs, window), or falls back to
+memory when Valkey is not in use. Leaving memory gives the lease back; losing it (expired, taken,
+the log refused an append) stops the session here at once, without a frame or a record write —
+another instance owns it now — and `on_moved` ends its subscriptions so their clients rejoin.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -21,8 +30,11 @@ from diminuendo.sessions.driver import RuntimeDriver
 from diminuendo.sessions.live import BUSY, LiveSession, PublishCount
 from diminuendo.sessions.records import Persister
 from diminuendo.sessions.state import SessionStatus
-from diminuendo.sessions.stream import SessionStream
+from diminuendo.sessions.stream import SessionStream, Subscriber
 from diminuendo.upstreams.podium import PodiumClient
+
+if TYPE_CHECKING:  # fleet mode only: without REDIS_URL nothing of it is imported
+    from diminuendo.fleet.ownership import Ownership
 
 __all__ = ["Activator"]
 
@@ -38,6 +50,8 @@ class Activator:
         replay_max_events: int,
         replay_max_bytes: int,
         replay_budget: ReplayBudget,
+        ownership: Ownership | None = None,
+        on_moved: Callable[[set[Subscriber]], None] = lambda subscribers: None,
     ) -> None:
         self.podium = podium
         self.persister = persister
@@ -50,6 +64,11 @@ class Activator:
         self.published = PublishCount()
         self.draining = False
         self._unknown_events: set[str] = set()
+        self._ownership = ownership
+        self._on_moved = on_moved
+        self._stopping: set[asyncio.Task[None]] = set()
+        if ownership is not None:
+            ownership.on_lost = self._ownership_lost
 
     def __repr__(self) -> str:
         return f"Activator(active={len(self.active)}, draining={self.draining})"
@@ -58,9 +77,24 @@ class Activator:
         if self.draining:
             raise GatewayError(ErrorCode.DRAINING)
 
-    def hold(self, record: SessionRecord, version: int) -> ActiveSession:
-        """The session's live half in a new epoch, held (not yet activated)."""
-        stream = SessionStream(
+    async def claim(self, record: SessionRecord) -> SessionStream | None:
+        """Fleet mode: the session's stream continued from its log, this instance owning it;
+        None without Valkey (then `hold` starts a new epoch in memory)."""
+        if self._ownership is None:
+            return None
+        return await self._ownership.own(
+            record.id,
+            max_events=self._replay_max_events,
+            max_bytes=self._replay_max_bytes,
+            budget=self.replay_budget,
+        )
+
+    def hold(
+        self, record: SessionRecord, version: int, stream: SessionStream | None = None
+    ) -> ActiveSession:
+        """The session's live half, held (not yet activated): on `stream` (from `claim`), or in
+        a new epoch in memory."""
+        stream = stream or SessionStream(
             record.id,
             uuid.uuid4().hex[:16],
             max_events=self._replay_max_events,
@@ -169,11 +203,32 @@ class Activator:
         self._release(active)
         if active.status == SessionStatus.INACTIVE:
             await active.driver.close()
+        else:
+            active.live.set_status(SessionStatus.DEACTIVATING, reason)
+            await active.driver.close()
+            active.live.set_status(SessionStatus.INACTIVE, reason)
+            self.persister.persist(active)
+        await self._give_back(active)
+
+    async def _give_back(self, active: ActiveSession) -> None:
+        """Fleet mode: the session's frames reach its log, then its lease is released."""
+        if self._ownership is not None:
+            await self._ownership.release(active.stream)
+
+    def _ownership_lost(self, session_id: str, stream: SessionStream) -> None:
+        """Another instance owns the session now: stop it here without a frame (the log is
+        another's) or a record write, and end its subscriptions (their clients rejoin)."""
+        active = self.active.get(session_id)
+        if active is None or active.stream is not stream:
             return
-        active.live.set_status(SessionStatus.DEACTIVATING, reason)
-        await active.driver.close()
-        active.live.set_status(SessionStatus.INACTIVE, reason)
-        self.persister.persist(active)
+        self._release(active)
+        task = asyncio.get_running_loop().create_task(active.driver.close())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        subscribers, active.subscribers = active.subscribers, set()
+        for subscriber in subscribers:
+            stream.detach(subscriber)
+        self._on_moved(subscribers)
 
     async def forget(self, session_id: str) -> None:
         """The session is being deleted: drop its live half, if this process holds one."""
@@ -183,6 +238,7 @@ class Activator:
         self._release(active)
         await active.driver.close()
         active.live.set_status(SessionStatus.DEACTIVATING, "deleted")
+        await self._give_back(active)
 
     async def sweep_idle(self) -> None:
         """Deactivate sessions idle longer than the idle timeout (called periodically)."""
@@ -197,3 +253,5 @@ class Activator:
         for active in list(self.active.values()):
             await active.driver.close()
         await self.persister.drain()
+        if self._ownership is not None:
+            await self._ownership.release_all()
