@@ -80,9 +80,8 @@ async def test_the_log_is_the_stream_and_survives_a_gateway_restart(
     try:
         async with client(second.ws_url) as c:
             resume = 5
-            reply = await c.request(
-                {"type": "join_session", "sessionId": session_id, "afterSeq": resume, "epoch": epoch}
-            )
+            join = {"type": "join_session", "sessionId": session_id, "epoch": epoch}
+            reply = await c.request({**join, "afterSeq": resume})
             assert (reply["type"], reply["epoch"], reply["gap"]) == ("state_snapshot", epoch, False)
             await c.recv_until(lambda f: f.get("type") == "session_state" and f["state"] == "ready")
             replayed = stream_frames(c, session_id)
