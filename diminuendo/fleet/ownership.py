@@ -39,7 +39,7 @@ from diminuendo.fleet.replay_log import Diverged, new_epoch
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.events import SessionEvent
 from diminuendo.sessions.budget import ReplayBudget
-from diminuendo.sessions.stream import Frame, SessionStream
+from diminuendo.sessions.stream import Frame, Replay, SessionStream
 
 if TYPE_CHECKING:  # the Fleet builds the Ownership
     from diminuendo.fleet.runtime import Fleet
@@ -141,6 +141,21 @@ class LoggedStream(SessionStream):
         frame = super().publish(event, ts_ms)
         self.appender.push(frame.seq, frame.data)
         return frame
+
+    def _replay(
+        self,
+        after_seq: int | None,
+        epoch: str | None,
+        limit: int | None,
+        max_bytes: int | None = None,
+    ) -> Replay:
+        """As `SessionStream`'s, but a client *ahead* of the stream has a gap: it saw frames
+        of an owner that lost the session before they reached the log, and the seqs it holds
+        are another's now (in memory this cannot happen within one epoch)."""
+        replay = super()._replay(after_seq, epoch, limit, max_bytes)
+        if after_seq is not None and after_seq > replay.last_seq and not replay.gap:
+            return replay._replace(gap=True)
+        return replay
 
 
 class Ownership:

@@ -93,3 +93,48 @@ async def test_the_log_is_the_stream_and_survives_a_gateway_restart(
         assert logged[: len(replayed) + resume] == seen[:resume] + replayed
     finally:
         second.stop()
+
+
+async def test_an_owner_that_lost_its_lease_stops_the_session_and_appends_nothing(
+    stack: Stack, valkey_server: LocalValkey, tmp_path: Path
+) -> None:
+    """Another instance takes the lease mid-turn (here: written into Valkey): the owner's next
+    append is refused (fencing), it stops the session at once and closes its subscribers (1001);
+    the log stays the prefix the client saw, and a client ahead of the log is told `gap`.
+
+    Before the fix: the gateway kept no log and no lease, so nothing of this existed."""
+    url = valkey_server.url
+    gw = gateway_process(stack, tmp_path, REDIS_URL=url, SESSION_LEASE_TTL="2s")
+    gw.start()
+    valkey = open_client(url)
+    try:
+        async with client(gw.ws_url) as c:
+            session_id = await new_session(c, "slow")
+            epoch = (await join_ready(c, session_id))["epoch"]
+            await c.request({"type": "run_turn", "sessionId": session_id, "text": slow(300, 10)})
+            await c.recv_until(lambda f: f.get("seq", 0) >= 15)
+            lease_key = KEYS.session(session_id).lease
+            await valkey.set(lease_key, "999999:intruder", px=60_000)
+            closed = None
+            try:
+                await c.recv_until(lambda f: False, timeout=5)
+            except Exception as exc:  # the connection closes
+                closed = exc
+            assert getattr(closed, "rcvd", None) is not None and closed.rcvd.code == 1001, closed
+            seen = stream_frames(c, session_id)
+        _, logged = await log_frames(url, session_id)
+        await asyncio.sleep(1.0)
+        assert (await log_frames(url, session_id))[1] == logged  # nothing appended since
+        assert logged == seen[: len(logged)]  # a prefix of what the client saw, no hole
+
+        await valkey.delete(lease_key)  # the intruder is gone: this instance may own it again
+        async with client(gw.ws_url) as c:
+            reply = await c.request(
+                {"type": "join_session", "sessionId": session_id, "epoch": epoch}
+                | {"afterSeq": seen[-1]["seq"]}
+            )
+            assert reply["epoch"] == epoch
+            assert reply["gap"] is (seen[-1]["seq"] > logged[-1]["seq"])
+    finally:
+        await valkey.aclose()
+        gw.stop()
