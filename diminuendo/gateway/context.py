@@ -84,9 +84,9 @@ class Gateway:
             replay_budget_bytes=settings.replay_budget_bytes,
             reply_max_bytes=settings.reply_max_bytes,
             broadcast=self.hub.broadcast,
-            ownership=self.fleet.ownership if self.fleet is not None else None,
-            on_moved=_end_subscriptions,
         )
+        if self.fleet is not None:
+            self.sessions.activation.join_fleet(self.fleet.ownership, _end_subscriptions)
         self.health = HealthMonitor(
             {
                 "podium": self.podium.health,

@@ -50,8 +50,6 @@ class Activator:
         replay_max_events: int,
         replay_max_bytes: int,
         replay_budget: ReplayBudget,
-        ownership: Ownership | None = None,
-        on_moved: Callable[[set[Subscriber]], None] = lambda subscribers: None,
     ) -> None:
         self.podium = podium
         self.persister = persister
@@ -64,14 +62,20 @@ class Activator:
         self.published = PublishCount()
         self.draining = False
         self._unknown_events: set[str] = set()
-        self._ownership = ownership
-        self._on_moved = on_moved
+        self._ownership: Ownership | None = None
+        self._on_moved: Callable[[set[Subscriber]], None] = lambda subscribers: None
         self._stopping: set[asyncio.Task[None]] = set()
-        if ownership is not None:
-            ownership.on_lost = self._ownership_lost
 
     def __repr__(self) -> str:
         return f"Activator(active={len(self.active)}, draining={self.draining})"
+
+    def join_fleet(self, ownership: Ownership, on_moved: Callable[[set[Subscriber]], None]) -> None:
+        """Fleet mode (the gateway, at start-up with `REDIS_URL`): streams are claimed from
+        Valkey; `on_moved(subscribers)` ends the subscriptions of a session lost to another
+        instance."""
+        self._ownership = ownership
+        self._on_moved = on_moved
+        ownership.on_lost = self._ownership_lost
 
     def refuse_when_draining(self) -> None:
         if self.draining:

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -50,9 +50,6 @@ from diminuendo.sessions.views import events_page, session_meta, session_view, s
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.unison import UnisonClient
 
-if TYPE_CHECKING:  # fleet mode only (REDIS_URL)
-    from diminuendo.fleet.ownership import Ownership
-
 __all__ = ["Broadcast", "SessionService"]
 
 Broadcast = Callable[[str, str, ServerFrame, Subscriber | None], None]
@@ -74,8 +71,6 @@ class SessionService:
         replay_budget_bytes: int = 512 * 1024 * 1024,
         reply_max_bytes: int = 1024 * 1024,
         broadcast: Broadcast | None = None,
-        ownership: Ownership | None = None,
-        on_moved: Callable[[set[Subscriber]], None] = lambda subscribers: None,
     ) -> None:
         self.podium = podium
         self.records = RecordStore(unison)
@@ -87,8 +82,6 @@ class SessionService:
             replay_max_events=replay_max_events,
             replay_max_bytes=replay_max_bytes,
             replay_budget=ReplayBudget(replay_budget_bytes),
-            ownership=ownership,
-            on_moved=on_moved,
         )
         self.access = SessionAccess(self.records, self.activation)
         self.transcript = Transcript(podium, reply_max_bytes)
