@@ -35,7 +35,7 @@ from loguru import logger
 
 from diminuendo.fleet.connection import Fenced, FleetError, FleetUnavailable
 from diminuendo.fleet.lease import Lease
-from diminuendo.fleet.replay_log import Diverged, new_epoch
+from diminuendo.fleet.replay_log import Diverged, ReplayLog, new_epoch
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.events import SessionEvent
 from diminuendo.sessions.budget import ReplayBudget
@@ -44,7 +44,7 @@ from diminuendo.sessions.stream import Frame, Replay, SessionStream
 if TYPE_CHECKING:  # the Fleet builds the Ownership
     from diminuendo.fleet.runtime import Fleet
 
-__all__ = ["LogAppender", "LoggedStream", "Ownership"]
+__all__ = ["FleetStream", "LogAppender", "LoggedStream", "Ownership", "read_window"]
 
 FLUSH_TIMEOUT_S = 2.0
 MAX_BATCH = 256  # frames per round trip: bounds one pipeline's size, not the throughput
@@ -128,8 +128,30 @@ class LogAppender:
             self._task = None
 
 
-class LoggedStream(SessionStream):
-    """A `SessionStream` whose every frame also goes to the session's log (fleet mode)."""
+class FleetStream(SessionStream):
+    """A session's stream in fleet mode, the owner's or a follower's copy of it."""
+
+    __slots__ = ()
+
+    def _replay(
+        self,
+        after_seq: int | None,
+        epoch: str | None,
+        limit: int | None,
+        max_bytes: int | None = None,
+    ) -> Replay:
+        """As `SessionStream`'s, but a client *ahead* of the stream has a gap: it saw frames
+        of an owner that lost the session before they reached the log, and the seqs it holds
+        are another's now (in memory this cannot happen within one epoch). Followers catch up
+        with the log before they answer, so a copy that merely lags never says so."""
+        replay = super()._replay(after_seq, epoch, limit, max_bytes)
+        if after_seq is not None and after_seq > replay.last_seq and not replay.gap:
+            return replay._replace(gap=True)
+        return replay
+
+
+class LoggedStream(FleetStream):
+    """The owner's stream: every frame also goes to the session's log."""
 
     __slots__ = ("appender",)
 
@@ -141,21 +163,6 @@ class LoggedStream(SessionStream):
         frame = super().publish(event, ts_ms)
         self.appender.push(frame.seq, frame.data)
         return frame
-
-    def _replay(
-        self,
-        after_seq: int | None,
-        epoch: str | None,
-        limit: int | None,
-        max_bytes: int | None = None,
-    ) -> Replay:
-        """As `SessionStream`'s, but a client *ahead* of the stream has a gap: it saw frames
-        of an owner that lost the session before they reached the log, and the seqs it holds
-        are another's now (in memory this cannot happen within one epoch)."""
-        replay = super()._replay(after_seq, epoch, limit, max_bytes)
-        if after_seq is not None and after_seq > replay.last_seq and not replay.gap:
-            return replay._replace(gap=True)
-        return replay
 
 
 class Ownership:
@@ -212,24 +219,14 @@ class Ownership:
 
     async def _continue_log(self, lease: Lease, limits: dict[str, Any]) -> LoggedStream:
         """The owner's stream: the log's epoch, last seq and retained frames."""
-        log, session_id = self._fleet.log, lease.session_id
-        meta = await log.meta(session_id)
-        epoch, last_seq = meta if meta is not None else (new_epoch(), 0)
-        frames: list[Frame] = []
-        after = max(last_seq - limits["max_events"], 0)
-        while after < last_seq:
-            page = await log.read_after(session_id, after, epoch, READ_PAGE)
-            if page.epoch != epoch or not page.events:
-                break  # the log changed under us: the append script will say Diverged
-            frames.extend(Frame(e.seq, _head(e.payload).type, e.payload) for e in page.events)
-            after = page.events[-1].seq
-        if frames and frames[-1].seq != last_seq:
-            frames = []
+        session_id = lease.session_id
+        window = await read_window(self._fleet.log, session_id, limits["max_events"])
+        epoch, last_seq, frames = window or (new_epoch(), 0, [])
         appender = LogAppender(
             self._fleet, lease, epoch, lambda exc: self._refused(session_id, exc)
         )
         stream = LoggedStream(session_id, epoch, appender, **limits)
-        stream.seed(last_seq, _contiguous_tail(frames))
+        stream.seed(last_seq, frames)
         return stream
 
     async def release(self, stream: SessionStream) -> None:
@@ -277,6 +274,34 @@ class Ownership:
         _, stream = self._owned.pop(session_id)
         stream.appender.stop()
         self.on_lost(session_id, stream)
+
+
+async def read_window(
+    log: ReplayLog, session_id: str, max_events: int
+) -> tuple[str, int, list[Frame]] | None:
+    """The session's log as a stream to continue: its epoch, last seq and the retained frames
+    (at most `max_events`, one run of consecutive seqs ending at the last), or None when Valkey
+    holds no log for the session."""
+    meta = await log.meta(session_id)
+    if meta is None:
+        return None
+    epoch, last_seq = meta
+    frames: list[Frame] = []
+    after = max(last_seq - max_events, 0)
+    while after < last_seq:
+        page = await log.read_after(session_id, after, epoch, READ_PAGE)
+        if page.epoch != epoch or not page.events:
+            break  # the log changed under us: its next append or read says so
+        frames.extend(as_frame(e.seq, e.payload) for e in page.events)
+        after = page.events[-1].seq
+    if frames and frames[-1].seq != last_seq:
+        frames = []
+    return epoch, last_seq, _contiguous_tail(frames)
+
+
+def as_frame(seq: int, payload: bytes) -> Frame:
+    """A frame of the log as the stream holds it (its type read from the payload)."""
+    return Frame(seq, _head(payload).type, payload)
 
 
 def _contiguous_tail(frames: list[Frame]) -> list[Frame]:
