@@ -11,11 +11,12 @@ Contract of `Ownership` (used by `sessions.activation.Activator`):
 
 - `own(session_id, …)` → a `LoggedStream` when this instance now owns the session: the lease is
   held (and renewed), the stream's epoch and last seq are the log's (a new epoch when Valkey has
-  no log for the session), its window the log's retained frames. `None` when Valkey is not in
-  use or fails on the way (reported to `availability`): the caller runs the session in memory,
-  in a fresh epoch. Raises `GatewayError` `UPSTREAM_UNAVAILABLE` when another instance owns
-  the session (a runtime socket per session: never two). Concurrent calls for one session share
-  one claim.
+  no log for the session), its window the log's retained frames. A `FollowedStream` when
+  another instance owns it (`following`: a copy of its stream; commands go to the owner).
+  `None` when Valkey is not in use or fails before the lease (reported to `availability`): the
+  caller runs the session in memory, in a fresh epoch. Valkey failing while following is
+  `GatewayError` `UPSTREAM_UNAVAILABLE` (a runtime socket per session: never two). Concurrent
+  calls for one session share one claim.
 - `release(stream)`: the session leaves this instance: its pending frames are appended (bounded
   by `FLUSH_TIMEOUT_S`), then the lease is given back, so the next owner continues at once.
 - `on_lost(session_id, stream)`: called once when this instance stops owning a session it did
@@ -30,34 +31,27 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from loguru import logger
 
 from diminuendo.fleet.connection import Fenced, FleetError, FleetUnavailable
+from diminuendo.fleet.following import FollowedStream, Following
 from diminuendo.fleet.lease import Lease
-from diminuendo.fleet.replay_log import Diverged, ReplayLog, new_epoch
+from diminuendo.fleet.replay_log import Diverged, new_epoch
+from diminuendo.fleet.streams import FleetStream, read_window
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.events import SessionEvent
 from diminuendo.sessions.budget import ReplayBudget
-from diminuendo.sessions.stream import Frame, Replay, SessionStream
+from diminuendo.sessions.stream import Frame, SessionStream
 
 if TYPE_CHECKING:  # the Fleet builds the Ownership
     from diminuendo.fleet.runtime import Fleet
 
-__all__ = ["FleetStream", "LogAppender", "LoggedStream", "Ownership", "read_window"]
+__all__ = ["LogAppender", "LoggedStream", "Ownership"]
 
 FLUSH_TIMEOUT_S = 2.0
 MAX_BATCH = 256  # frames per round trip: bounds one pipeline's size, not the throughput
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
-READ_PAGE = 500
-
-
-class _Head(msgspec.Struct):
-    type: str
-
-
-_head = msgspec.json.Decoder(_Head).decode
 
 
 class LogAppender:
@@ -128,28 +122,6 @@ class LogAppender:
             self._task = None
 
 
-class FleetStream(SessionStream):
-    """A session's stream in fleet mode, the owner's or a follower's copy of it."""
-
-    __slots__ = ()
-
-    def _replay(
-        self,
-        after_seq: int | None,
-        epoch: str | None,
-        limit: int | None,
-        max_bytes: int | None = None,
-    ) -> Replay:
-        """As `SessionStream`'s, but a client *ahead* of the stream has a gap: it saw frames
-        of an owner that lost the session before they reached the log, and the seqs it holds
-        are another's now (in memory this cannot happen within one epoch). Followers catch up
-        with the log before they answer, so a copy that merely lags never says so."""
-        replay = super()._replay(after_seq, epoch, limit, max_bytes)
-        if after_seq is not None and after_seq > replay.last_seq and not replay.gap:
-            return replay._replace(gap=True)
-        return replay
-
-
 class LoggedStream(FleetStream):
     """The owner's stream: every frame also goes to the session's log."""
 
@@ -169,16 +141,48 @@ class Ownership:
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self._owned: dict[str, tuple[Lease, LoggedStream]] = {}
-        self._claims: dict[str, asyncio.Future[LoggedStream | None]] = {}
+        self._claims: dict[str, asyncio.Future[FleetStream | None]] = {}
         self.on_lost: Callable[[str, SessionStream], None] = lambda session_id, stream: None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._following = Following(
+            fleet, lambda session_id, stream: self.on_lost(session_id, stream)
+        )
+
+    def _follow_lost(self, session_id: str, stream: SessionStream) -> None:
+        self.on_lost(session_id, stream)
 
     def __repr__(self) -> str:
-        return f"Ownership(owned={len(self._owned)})"
+        return f"Ownership(owned={len(self._owned)}, following={self._following!r})"
+
+    async def start(self) -> None:
+        await self._following.start()
+
+    async def close(self) -> None:
+        await self._following.close()
+
+    def follows(self, stream: SessionStream) -> bool:
+        """Whether `stream` is a copy of a session another instance owns."""
+        return self._following.follows(stream)
+
+    def observe(
+        self, stream: SessionStream, on_control: Callable[[str, dict[str, Any]], None]
+    ) -> None:
+        """A followed session's state frames go to `on_control`, from its window on."""
+        if isinstance(stream, FollowedStream):
+            stream.on_control = on_control
+            stream.mirror_window()
+
+    async def caught_up(self, stream: SessionStream) -> None:
+        """A followed session's copy holds everything its log holds now (before a join)."""
+        if self._following.follows(stream):
+            try:
+                await self._following.caught_up(stream)
+            except FleetUnavailable as exc:
+                raise _unreachable(stream.session_id) from exc
 
     async def own(
         self, session_id: str, *, max_events: int, max_bytes: int, budget: ReplayBudget | None
-    ) -> LoggedStream | None:
+    ) -> FleetStream | None:
         claim = self._claims.get(session_id)
         if claim is None:
             limits = {"max_events": max_events, "max_bytes": max_bytes, "budget": budget}
@@ -187,7 +191,7 @@ class Ownership:
             claim.add_done_callback(lambda _: self._claims.pop(session_id, None))
         return await asyncio.shield(claim)
 
-    async def _claim(self, session_id: str, limits: dict[str, Any]) -> LoggedStream | None:
+    async def _claim(self, session_id: str, limits: dict[str, Any]) -> FleetStream | None:
         owned = self._owned.get(session_id)
         if owned is not None:
             return owned[1]
@@ -199,13 +203,12 @@ class Ownership:
         except FleetUnavailable as exc:
             fleet.availability.failed(exc)
             return None
-        if lease is None:
-            raise GatewayError(
-                ErrorCode.UPSTREAM_UNAVAILABLE,
-                "The session is served by another gateway instance",
-                session_id=session_id,
-                retry_after_ms=1000,
-            )
+        if lease is None:  # another instance owns it: follow its stream
+            try:
+                return await self._following.follow(session_id, limits)
+            except FleetUnavailable as exc:
+                fleet.availability.failed(exc)
+                raise _unreachable(session_id) from exc
         try:
             stream = await self._continue_log(lease, limits)
         except FleetUnavailable as exc:
@@ -230,7 +233,9 @@ class Ownership:
         return stream
 
     async def release(self, stream: SessionStream) -> None:
-        """Append what is pending, then give the lease back (the session left this instance)."""
+        """Append what is pending, then give the lease back (the session left this instance);
+        a followed session is no longer followed."""
+        await self._following.unfollow(stream)
         owned = self._owned.get(stream.session_id)
         if owned is None or owned[1] is not stream:
             return
@@ -276,38 +281,12 @@ class Ownership:
         self.on_lost(session_id, stream)
 
 
-async def read_window(
-    log: ReplayLog, session_id: str, max_events: int
-) -> tuple[str, int, list[Frame]] | None:
-    """The session's log as a stream to continue: its epoch, last seq and the retained frames
-    (at most `max_events`, one run of consecutive seqs ending at the last), or None when Valkey
-    holds no log for the session."""
-    meta = await log.meta(session_id)
-    if meta is None:
-        return None
-    epoch, last_seq = meta
-    frames: list[Frame] = []
-    after = max(last_seq - max_events, 0)
-    while after < last_seq:
-        page = await log.read_after(session_id, after, epoch, READ_PAGE)
-        if page.epoch != epoch or not page.events:
-            break  # the log changed under us: its next append or read says so
-        frames.extend(as_frame(e.seq, e.payload) for e in page.events)
-        after = page.events[-1].seq
-    if frames and frames[-1].seq != last_seq:
-        frames = []
-    return epoch, last_seq, _contiguous_tail(frames)
-
-
-def as_frame(seq: int, payload: bytes) -> Frame:
-    """A frame of the log as the stream holds it (its type read from the payload)."""
-    return Frame(seq, _head(payload).type, payload)
-
-
-def _contiguous_tail(frames: list[Frame]) -> list[Frame]:
-    """The last run of consecutive seqs of `frames` (the log's retained frames normally are
-    one; a trim racing the paged read could leave a hole)."""
-    start = len(frames) - 1
-    while start > 0 and frames[start - 1].seq == frames[start].seq - 1:
-        start -= 1
-    return frames[max(start, 0) :]
+def _unreachable(session_id: str) -> GatewayError:
+    """Valkey failed while following a session another instance owns: running it here too
+    would be a second runtime socket, so the client retries instead."""
+    return GatewayError(
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        "The session's instance cannot be reached, try again shortly",
+        session_id=session_id,
+        retry_after_ms=1000,
+    )

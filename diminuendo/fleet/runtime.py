@@ -65,6 +65,7 @@ class Fleet:
 
     async def start(self) -> None:
         await self.availability.start()
+        await self.ownership.start()
         self._renewing = asyncio.create_task(self.renewer.run(), name="fleet-lease-renewer")
 
     async def stop(self) -> None:
@@ -73,6 +74,7 @@ class Fleet:
             with suppress(asyncio.CancelledError):
                 await self._renewing
             self._renewing = None
+        await self.ownership.close()
         for lease in self.renewer.held:
             self.renewer.drop(lease.session_id)
             with suppress(FleetUnavailable):

@@ -115,12 +115,24 @@ class Activator:
         driver = RuntimeDriver(live, self._unknown_events)
         active = ActiveSession(record=record, version=version, live=live, driver=driver)
         self.active[record.id] = active
+        if self._ownership is not None:
+            self._ownership.observe(stream, live.follow)
         return active
+
+    def followed(self, active: ActiveSession) -> bool:
+        """Fleet mode: another instance owns the session, this one holds a copy of its stream
+        (no runtime socket here: its commands go to the owner)."""
+        return self._ownership is not None and self._ownership.follows(active.stream)
+
+    async def caught_up(self, active: ActiveSession) -> None:
+        """A followed session's copy holds everything its log holds now (before a join)."""
+        if self._ownership is not None:
+            await self._ownership.caught_up(active.stream)
 
     async def activate(self, active: ActiveSession) -> None:
         """inactive/error → activating → ready: attach to (or create) the Podium instance."""
         async with active.lock:
-            if active.status in (SessionStatus.READY, *BUSY):
+            if active.status in (SessionStatus.READY, *BUSY) or self.followed(active):
                 return
             self.refuse_when_draining()
             victim = self._admit(active)
@@ -205,7 +217,7 @@ class Activator:
         """Close the runtime socket (the instance and its turns stay in Podium) and forget the
         live half; the next join starts a new epoch."""
         self._release(active)
-        if active.status == SessionStatus.INACTIVE:
+        if active.status == SessionStatus.INACTIVE or self.followed(active):
             await active.driver.close()
         else:
             active.live.set_status(SessionStatus.DEACTIVATING, reason)
@@ -241,7 +253,8 @@ class Activator:
             return
         self._release(active)
         await active.driver.close()
-        active.live.set_status(SessionStatus.DEACTIVATING, "deleted")
+        if not self.followed(active):
+            active.live.set_status(SessionStatus.DEACTIVATING, "deleted")
         await self._give_back(active)
 
     async def sweep_idle(self) -> None:
