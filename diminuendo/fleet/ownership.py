@@ -160,6 +160,11 @@ class Ownership:
     async def close(self) -> None:
         await self._following.close()
 
+    def holds(self, session_id: str, token: str) -> bool:
+        """Whether this instance owns the session with lease `token` (a forwarded command's)."""
+        owned = self._owned.get(session_id)
+        return owned is not None and owned[0].token == token
+
     def follows(self, stream: SessionStream) -> bool:
         """Whether `stream` is a copy of a session another instance owns."""
         return self._following.follows(stream)

@@ -28,7 +28,9 @@ from diminuendo.fleet.connection import FleetUnavailable, open_client
 from diminuendo.fleet.keys import Keyspace
 from diminuendo.fleet.lease import Lease, LeaseRenewer, Leases
 from diminuendo.fleet.ownership import Ownership
+from diminuendo.fleet.remote import RemoteCommands
 from diminuendo.fleet.replay_log import ReplayLog
+from diminuendo.sessions.turns import Turns
 from diminuendo.settings import Settings
 
 __all__ = ["Fleet"]
@@ -54,6 +56,7 @@ class Fleet:
             ttl_ms=max(int(settings.replay_ttl_s * 1000), 1),
         )
         self.ownership = Ownership(self)
+        self.remote: RemoteCommands | None = None
         self._renewing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -63,9 +66,17 @@ class Fleet:
         logger.warning("session {}: lease {} lost", lease.session_id, lease.token)
         self.ownership.lease_lost(lease)
 
+    def serve(self, turns: Turns) -> None:
+        """Run the commands other instances forward to the sessions this one owns, and forward
+        those of the sessions it follows (`remote`)."""
+        self.remote = RemoteCommands(self, turns)
+        turns.remote = self.remote
+
     async def start(self) -> None:
         await self.availability.start()
         await self.ownership.start()
+        if self.remote is not None:
+            await self.remote.start()
         self._renewing = asyncio.create_task(self.renewer.run(), name="fleet-lease-renewer")
 
     async def stop(self) -> None:
@@ -74,6 +85,8 @@ class Fleet:
             with suppress(asyncio.CancelledError):
                 await self._renewing
             self._renewing = None
+        if self.remote is not None:
+            await self.remote.close()
         await self.ownership.close()
         for lease in self.renewer.held:
             self.renewer.drop(lease.session_id)
