@@ -17,6 +17,8 @@ Contract of `Following`:
 - `caught_up(stream)`: reads what the log holds beyond the copy (a client that saw the owner's
   frames must not be "ahead" of a copy that only lags).
 - `unfollow(stream)`: stops following (the session left this instance).
+- `on_orphaned(stream)`: a followed session has no owner any more (checked every third of the
+  lease TTL): the caller may take it over.
 """
 
 from __future__ import annotations
@@ -95,29 +97,53 @@ class _Follower:
 
 
 class Following:
-    def __init__(self, fleet: Fleet, on_lost: Callable[[str, SessionStream], None]) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        on_lost: Callable[[str, SessionStream], None],
+        on_orphaned: Callable[[SessionStream], None],
+    ) -> None:
         self._fleet = fleet
         self._on_lost = on_lost
+        self._on_orphaned = on_orphaned
         self._followers: dict[str, _Follower] = {}  # by channel
         self._bus = Bus(fleet.url, on_message=self._on_message, on_gap=self._on_gap)
         self._bus_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Following({len(self._followers)})"
 
     async def start(self) -> None:
         self._bus_task = asyncio.create_task(self._bus.run(), name="fleet-following-bus")
+        self._watch_task = asyncio.create_task(self._watch(), name="fleet-following-watch")
 
     async def close(self) -> None:
         tasks = [f.task for f in self._followers.values() if f.task is not None]
-        if self._bus_task is not None:
-            tasks.append(self._bus_task)
+        tasks += [task for task in (self._bus_task, self._watch_task) if task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with suppress(asyncio.CancelledError, Exception):
                 await task
-        self._bus_task = None
+        self._bus_task = self._watch_task = None
+
+    async def _watch(self) -> None:
+        """Every third of the lease TTL, one round trip asks who owns the followed sessions;
+        one without an owner (its owner died or stalled, its lease ran out) is reported to
+        `on_orphaned`, which takes it over."""
+        interval = self._fleet.lease_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            streams = [f.stream for f in self._followers.values() if f.stream is not None]
+            try:
+                holders = await self._fleet.leases.holders([s.session_id for s in streams])
+            except FleetUnavailable as exc:
+                self._fleet.availability.failed(exc)
+                continue
+            for stream, holder in zip(streams, holders, strict=True):
+                if holder is None:
+                    self._on_orphaned(stream)
 
     def follows(self, stream: SessionStream) -> bool:
         return isinstance(stream, FollowedStream)

@@ -143,13 +143,13 @@ class Ownership:
         self._owned: dict[str, tuple[Lease, LoggedStream]] = {}
         self._claims: dict[str, asyncio.Future[FleetStream | None]] = {}
         self.on_lost: Callable[[str, SessionStream], None] = lambda session_id, stream: None
+        self.on_orphaned: Callable[[SessionStream], None] = lambda stream: None
         self._tasks: set[asyncio.Task[None]] = set()
         self._following = Following(
-            fleet, lambda session_id, stream: self.on_lost(session_id, stream)
+            fleet,
+            on_lost=lambda session_id, stream: self.on_lost(session_id, stream),
+            on_orphaned=lambda stream: self.on_orphaned(stream),
         )
-
-    def _follow_lost(self, session_id: str, stream: SessionStream) -> None:
-        self.on_lost(session_id, stream)
 
     def __repr__(self) -> str:
         return f"Ownership(owned={len(self._owned)}, following={self._following!r})"
@@ -214,6 +214,33 @@ class Ownership:
             except FleetUnavailable as exc:
                 fleet.availability.failed(exc)
                 raise _unreachable(session_id) from exc
+        return await self._take(lease, limits)
+
+    async def take_over(self, followed: SessionStream, **limits: Any) -> LoggedStream | None:
+        """A followed session lost its owner (`on_orphaned`): this instance takes its lease and
+        continues its log, which the dead owner can no longer extend (fencing). None when
+        another instance was faster (keep following it) or Valkey failed. `limits` as `own`'s."""
+        fleet = self._fleet
+        if followed.session_id in self._owned or not self._following.follows(followed):
+            return None  # taken over already (a second report of the same orphan)
+        if not fleet.availability.use_valkey:
+            return None
+        try:
+            lease = await fleet.leases.acquire(followed.session_id, fleet.lease_ttl_ms)
+        except FleetUnavailable as exc:
+            fleet.availability.failed(exc)
+            return None
+        if lease is None:
+            return None
+        stream = await self._take(lease, limits)
+        if stream is not None:
+            await self._following.unfollow(followed)
+            logger.info("session {}: taken over ({})", lease.session_id, lease.token)
+        return stream
+
+    async def _take(self, lease: Lease, limits: dict[str, Any]) -> LoggedStream | None:
+        """Own the session with `lease`: its stream continued from the log."""
+        fleet = self._fleet
         try:
             stream = await self._continue_log(lease, limits)
         except FleetUnavailable as exc:
@@ -222,7 +249,7 @@ class Ownership:
                 await fleet.leases.release(lease)
             return None
         fleet.renewer.hold(lease)
-        self._owned[session_id] = (lease, stream)
+        self._owned[lease.session_id] = (lease, stream)
         return stream
 
     async def _continue_log(self, lease: Lease, limits: dict[str, Any]) -> LoggedStream:

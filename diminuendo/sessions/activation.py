@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -64,7 +65,7 @@ class Activator:
         self._unknown_events: set[str] = set()
         self._ownership: Ownership | None = None
         self._on_moved: Callable[[set[Subscriber]], None] = lambda subscribers: None
-        self._stopping: set[asyncio.Task[None]] = set()
+        self._background_tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Activator(active={len(self.active)}, draining={self.draining})"
@@ -76,6 +77,7 @@ class Activator:
         self._ownership = ownership
         self._on_moved = on_moved
         ownership.on_lost = self._ownership_lost
+        ownership.on_orphaned = self._orphaned
 
     def refuse_when_draining(self) -> None:
         if self.draining:
@@ -231,6 +233,48 @@ class Activator:
         if self._ownership is not None:
             await self._ownership.release(active.stream)
 
+    def _orphaned(self, stream: SessionStream) -> None:
+        """A followed session's owner is gone: take it over (once at a time)."""
+        active = self.active.get(stream.session_id)
+        if active is not None and active.stream is stream and not active.lock.locked():
+            self._background(self._take_over(active))
+
+    async def _take_over(self, followed: ActiveSession) -> None:
+        """Own a followed session whose owner died: its stream continued from the log, its
+        subscribers moved to it without a duplicate or a hole, then its runtime re-attached
+        (`LiveSession.runtime_attached` adopts the turn the dead owner left running)."""
+        assert self._ownership is not None
+        async with followed.lock:
+            stream = await self._ownership.take_over(
+                followed.stream,
+                max_events=self._replay_max_events,
+                max_bytes=self._replay_max_bytes,
+                budget=self.replay_budget,
+            )
+        if stream is None or self.active.get(stream.session_id) is not followed:
+            return
+        self._release(followed)
+        active = self.hold(followed.record, followed.version, stream)
+        old, moved = followed.stream, set()
+        for subscriber in followed.subscribers:
+            old.detach(subscriber)
+            replay = stream.attach(subscriber, old.last_seq, old.epoch)
+            if replay.gap:  # the log is not the copy they saw: they rejoin
+                stream.detach(subscriber)
+                moved.add(subscriber)
+                continue
+            active.subscribers.add(subscriber)
+            for frame in replay.frames:
+                subscriber.deliver(frame)
+        self._on_moved(moved)
+        with suppress(GatewayError):  # `activate` recorded the error in the session's state
+            await self.activate(active)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
+
     def _ownership_lost(self, session_id: str, stream: SessionStream) -> None:
         """Another instance owns the session now: stop it here without a frame (the log is
         another's) or a record write, and end its subscriptions (their clients rejoin)."""
@@ -238,9 +282,7 @@ class Activator:
         if active is None or active.stream is not stream:
             return
         self._release(active)
-        task = asyncio.get_running_loop().create_task(active.driver.close())
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        self._background(active.driver.close())
         subscribers, active.subscribers = active.subscribers, set()
         for subscriber in subscribers:
             stream.detach(subscriber)

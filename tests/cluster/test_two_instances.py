@@ -6,6 +6,7 @@ streams to both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +65,61 @@ async def test_a_session_owned_by_a_streams_identically_on_b_and_takes_turns_thr
         assert [f["seq"] for f in seen_b] == list(range(1, seen_b[-1]["seq"] + 1))
         logged = await wait_logged(valkey_server.url, session_id, last)
         assert logged[:last] == [f for f in seen_b if f["seq"] <= last]
+
+
+@pytest.fixture
+def short_lease_pair(
+    stack: Stack, valkey_server: LocalValkey, tmp_path: Path
+) -> Iterator[list[Gateway]]:
+    gateways = [
+        gateway_process(stack, tmp_path / name, REDIS_URL=valkey_server.url, SESSION_LEASE_TTL="2s")
+        for name in "ab"
+    ]
+    try:
+        for gw in gateways:
+            gw.data_dir.mkdir()
+            gw.start()
+        yield gateways
+    finally:
+        for gw in gateways:
+            if gw.proc is not None and gw.proc.poll() is None:
+                gw.stop()
+
+
+async def test_kill_9_of_the_owner_mid_turn_the_client_resumes_on_b_without_a_gap(
+    short_lease_pair: list[Gateway],
+) -> None:
+    """A dies (SIGKILL) in the middle of a slow turn; its client reconnects to B with
+    `{afterSeq, epoch}`: every event A published, same epoch, no gap, no duplicate, then the
+    rest of the turn through B, which takes the lease once A's ran out, re-attaches to Podium
+    and adopts the running turn."""
+    a, b = short_lease_pair
+    async with client(a.ws_url) as on_a:
+        session_id = await new_session(on_a, "slow")
+        epoch = (await join_ready(on_a, session_id))["epoch"]
+        await on_a.request({"type": "run_turn", "sessionId": session_id, "text": slow(400, 20)})
+        await on_a.recv_until(lambda f: f.get("seq", 0) >= 20)
+        # The client reads no more; the frames it read are appended within a round trip to
+        # Valkey (a crash inside that round trip gives it `gap: true`: docs/FLEET.md).
+        await asyncio.sleep(0.05)
+        assert a.proc is not None
+        a.proc.kill()
+        a.proc.wait(10)
+        before = stream_frames(on_a, session_id)
+    last_seen = before[-1]["seq"]
+    async with client(b.ws_url) as on_b:
+        snapshot = await on_b.request(
+            {"type": "join_session", "sessionId": session_id, "afterSeq": last_seen}
+            | {"epoch": epoch}
+        )
+        assert (snapshot["epoch"], snapshot["gap"]) == (epoch, False), snapshot
+        await on_b.recv_until("turn_complete", timeout=30)
+        after = stream_frames(on_b, session_id)
+    frames = before + after
+    assert [f["seq"] for f in frames] == list(range(1, frames[-1]["seq"] + 1))
+    states = [f.get("state") for f in after if f["type"] == "session_state"]
+    assert "running" in states  # B adopted the turn A left running
+    # The deltas the runtime made while no instance was attached are not streamed (as after a
+    # restart without Valkey); the turn's end carries its whole text.
+    assert frames[-1]["type"] == "turn_complete"
+    assert frames[-1]["finalText"].split() == [f"d{n}" for n in range(1, 401)]
