@@ -7,6 +7,7 @@ streams to both.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,37 @@ async def test_kill_9_of_the_owner_mid_turn_the_client_resumes_on_b_without_a_ga
     # restart without Valkey); the turn's end carries its whole text.
     assert frames[-1]["type"] == "turn_complete"
     assert frames[-1]["finalText"].split() == [f"d{n}" for n in range(1, 401)]
+
+
+async def test_an_owner_paused_past_its_lease_appends_nothing_after_the_takeover(
+    short_lease_pair: list[Gateway], valkey_server: LocalValkey
+) -> None:
+    """SIGSTOP of the owner A past its lease while B follows the session: B takes it over and
+    the turn goes on through B; SIGCONT: A's appends are refused (fencing) and it stops the
+    session, so the log stays B's copy, contiguous — nothing of A's after the takeover."""
+    a, b = short_lease_pair
+    assert a.proc is not None
+    async with client(a.ws_url) as on_a, client(b.ws_url) as on_b:
+        session_id = await new_session(on_a, "slow")
+        epoch = (await join_ready(on_a, session_id))["epoch"]
+        await on_b.request(
+            {"type": "join_session", "sessionId": session_id, "afterSeq": 0, "epoch": epoch}
+        )
+        await on_a.request({"type": "run_turn", "sessionId": session_id, "text": slow(300, 20)})
+        await on_b.recv_until(lambda f: f.get("seq", 0) >= 15)
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            await on_b.recv_until(
+                lambda f: f.get("type") == "session_state" and f["state"] == "running", timeout=15
+            )  # B adopted the turn
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        await on_b.recv_until("turn_complete", timeout=30)
+        seen = stream_frames(on_b, session_id)
+    assert [f["seq"] for f in seen] == list(range(1, seen[-1]["seq"] + 1))
+    await asyncio.sleep(1.0)  # A has woken up and tried whatever it still had
+    logged = await wait_logged(valkey_server.url, session_id, seen[-1]["seq"])
+    assert logged[: len(seen)] == seen  # contiguous, and every entry is what B's client saw
+    assert {f["type"] for f in logged[len(seen) :]} <= {"session_state"}  # B settles: ready
+    output = a.output()
+    assert "lease not held by the caller" in output or "lost" in output, output[-3000:]
