@@ -30,7 +30,9 @@ from diminuendo.fleet.lease import Lease, LeaseRenewer, Leases
 from diminuendo.fleet.ownership import Ownership
 from diminuendo.fleet.remote import RemoteCommands
 from diminuendo.fleet.replay_log import ReplayLog
-from diminuendo.sessions.turns import Turns
+from diminuendo.fleet.tenants import TenantLinks
+from diminuendo.gateway.hub import Hub
+from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
 
 __all__ = ["Fleet"]
@@ -57,6 +59,7 @@ class Fleet:
         )
         self.ownership = Ownership(self)
         self.remote: RemoteCommands | None = None
+        self.tenants: TenantLinks | None = None
         self._renewing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -66,17 +69,23 @@ class Fleet:
         logger.warning("session {}: lease {} lost", lease.session_id, lease.token)
         self.ownership.lease_lost(lease)
 
-    def serve(self, turns: Turns) -> None:
-        """Run the commands other instances forward to the sessions this one owns, and forward
-        those of the sessions it follows (`remote`)."""
-        self.remote = RemoteCommands(self, turns)
-        turns.remote = self.remote
+    def serve(self, sessions: SessionService, hub: Hub) -> None:
+        """Join this process's sessions and connections to the fleet: run the commands other
+        instances forward to the sessions this one owns and forward those of the sessions it
+        follows (`remote`); share the tenants' lifecycle broadcasts and record caches
+        (`tenants`)."""
+        self.remote = RemoteCommands(self, sessions.turns)
+        sessions.turns.remote = self.remote
+        self.tenants = TenantLinks(self, hub, sessions.records)
+        sessions.broadcast = self.tenants.announce
 
     async def start(self) -> None:
         await self.availability.start()
         await self.ownership.start()
         if self.remote is not None:
             await self.remote.start()
+        if self.tenants is not None:
+            await self.tenants.start()
         self._renewing = asyncio.create_task(self.renewer.run(), name="fleet-lease-renewer")
 
     async def stop(self) -> None:
@@ -87,6 +96,8 @@ class Fleet:
             self._renewing = None
         if self.remote is not None:
             await self.remote.close()
+        if self.tenants is not None:
+            await self.tenants.close()
         await self.ownership.close()
         for lease in self.renewer.held:
             self.renewer.drop(lease.session_id)

@@ -88,7 +88,8 @@ class SessionService:
         self.turns = Turns(self.access, self.activation)
         self.transcript = Transcript(podium, reply_max_bytes)
         self.reply_max_bytes = reply_max_bytes
-        self._broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
+        # Replaced in fleet mode by one that also tells the other instances (`fleet.tenants`).
+        self.broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
         # The live sessions, by id (read by health and metrics).
         self.active: dict[str, ActiveSession] = self.activation.active
 
@@ -134,7 +135,7 @@ class SessionService:
         self, record: SessionRecord, event: ServerFrame, requester: Subscriber | None
     ) -> None:
         """A lifecycle event for the tenant's other connections that may read the session."""
-        self._broadcast(record.tenant_id, record.owner_id, event, requester)
+        self.broadcast(record.tenant_id, record.owner_id, event, requester)
 
     # ----- listing and lifecycle --------------------------------------------------------------
 

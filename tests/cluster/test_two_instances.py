@@ -158,3 +158,19 @@ async def test_an_owner_paused_past_its_lease_appends_nothing_after_the_takeover
     assert {f["type"] for f in logged[len(seen) :]} <= {"session_state"}  # B settles: ready
     output = a.output()
     assert "lease not held by the caller" in output or "lost" in output, output[-3000:]
+
+
+async def test_a_tenant_broadcast_on_a_reaches_a_connection_of_the_tenant_on_b(
+    pair: list[Gateway],
+) -> None:
+    a, b = pair
+    async with client(a.ws_url) as on_a, client(b.ws_url) as on_b:
+        await asyncio.sleep(0.3)  # B follows the tenant's channel from its first connection
+        session_id = await new_session(on_a)
+        created = await on_b.recv_until("session_created", timeout=5)
+        assert created[-1]["session"]["id"] == session_id
+        listed = await on_b.request({"type": "list_sessions"})
+        assert session_id in [s["id"] for s in listed["sessions"]]
+        await on_a.request({"type": "rename_session", "sessionId": session_id, "name": "moved"})
+        updated = await on_b.recv_until("session_updated", timeout=5)
+        assert updated[-1]["session"]["name"] == "moved"
