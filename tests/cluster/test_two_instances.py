@@ -19,10 +19,11 @@ from tests.conftest import Gateway, Stack, client, gateway_process
 from tests.integration.test_sessions import join_ready, new_session, slow
 
 
-@pytest.fixture
-def pair(stack: Stack, valkey_server: LocalValkey, tmp_path: Path) -> Iterator[list[Gateway]]:
+def two_gateways(
+    stack: Stack, valkey_server: LocalValkey, tmp_path: Path, **env: str
+) -> Iterator[list[Gateway]]:
     gateways = [
-        gateway_process(stack, tmp_path / name, REDIS_URL=valkey_server.url) for name in "ab"
+        gateway_process(stack, tmp_path / name, REDIS_URL=valkey_server.url, **env) for name in "ab"
     ]
     try:
         for gw in gateways:
@@ -31,8 +32,13 @@ def pair(stack: Stack, valkey_server: LocalValkey, tmp_path: Path) -> Iterator[l
         yield gateways
     finally:
         for gw in gateways:
-            if gw.proc is not None:
+            if gw.proc is not None and gw.proc.poll() is None:
                 gw.stop()
+
+
+@pytest.fixture
+def pair(stack: Stack, valkey_server: LocalValkey, tmp_path: Path) -> Iterator[list[Gateway]]:
+    yield from two_gateways(stack, valkey_server, tmp_path)
 
 
 async def test_a_session_owned_by_a_streams_identically_on_b_and_takes_turns_through_b(
@@ -72,19 +78,7 @@ async def test_a_session_owned_by_a_streams_identically_on_b_and_takes_turns_thr
 def short_lease_pair(
     stack: Stack, valkey_server: LocalValkey, tmp_path: Path
 ) -> Iterator[list[Gateway]]:
-    gateways = [
-        gateway_process(stack, tmp_path / name, REDIS_URL=valkey_server.url, SESSION_LEASE_TTL="2s")
-        for name in "ab"
-    ]
-    try:
-        for gw in gateways:
-            gw.data_dir.mkdir()
-            gw.start()
-        yield gateways
-    finally:
-        for gw in gateways:
-            if gw.proc is not None and gw.proc.poll() is None:
-                gw.stop()
+    yield from two_gateways(stack, valkey_server, tmp_path, SESSION_LEASE_TTL="2s")
 
 
 async def test_kill_9_of_the_owner_mid_turn_the_client_resumes_on_b_without_a_gap(
