@@ -234,10 +234,15 @@ class Activator:
             await self._ownership.release(active.stream)
 
     def _orphaned(self, stream: SessionStream) -> None:
-        """A followed session's owner is gone: take it over (once at a time)."""
+        """A followed session's owner is gone (died, or deactivated it): take it over if a
+        client here follows it, else drop the copy (once at a time)."""
         active = self.active.get(stream.session_id)
-        if active is not None and active.stream is stream and not active.lock.locked():
+        if active is None or active.stream is not stream or active.lock.locked():
+            return
+        if active.subscribers:
             self._background(self._take_over(active))
+        else:
+            self._background(self.deactivate(active, "owner gone"))
 
     async def _take_over(self, followed: ActiveSession) -> None:
         """Own a followed session whose owner died: its stream continued from the log, its
