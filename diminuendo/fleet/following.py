@@ -14,8 +14,9 @@ Contract of `Following`:
 - `follow(session_id, …)` → a `FollowedStream` caught up with the log (raises `FleetUnavailable`
   when Valkey fails, `GatewayError` `UPSTREAM_UNAVAILABLE` when the owner has not written the
   log yet within `FIRST_APPEND_WAIT_S`).
-- `caught_up(stream)`: reads what the log holds beyond the copy (a client that saw the owner's
-  frames must not be "ahead" of a copy that only lags).
+- `caught_up(stream, after_seq)`: reads what the log holds beyond the copy, and waits (at most
+  `AHEAD_WAIT_S`) for the frames up to `after_seq` a client saw from the owner: a client must
+  not be "ahead" (a gap) of a copy that only lags.
 - `unfollow(stream)`: stops following (the session left this instance).
 - `on_orphaned(stream)`: a followed session has no owner any more (checked every third of the
   lease TTL): the caller may take it over.
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["FollowedStream", "Following"]
 
 FIRST_APPEND_WAIT_S = 2.0
+AHEAD_WAIT_S = 0.25  # many owner-to-Valkey round trips; beyond it, the client is ahead: a gap
 # The frames that change a session's state: a follower's copy mirrors them (`on_control`).
 CONTROL_FRAMES = frozenset(
     {
@@ -182,10 +184,19 @@ class Following:
                 )
             await asyncio.sleep(0.05)
 
-    async def caught_up(self, stream: SessionStream) -> None:
+    async def caught_up(self, stream: SessionStream, after_seq: int | None = None) -> None:
         follower = self._follower_of(stream)
-        if follower is not None:
-            await asyncio.shield(self._resync(follower))
+        if follower is None:
+            return
+        await asyncio.shield(self._resync(follower))
+        # A client that read frames from the owner a moment ago may be ahead of the log by the
+        # owner's last append round trip: give the copy that long before calling it a gap.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + AHEAD_WAIT_S
+        while after_seq is not None and after_seq > stream.last_seq and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            if after_seq > stream.last_seq:
+                await asyncio.shield(self._resync(follower))
 
     async def unfollow(self, stream: SessionStream) -> None:
         follower = self._follower_of(stream)

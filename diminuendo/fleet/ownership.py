@@ -177,11 +177,12 @@ class Ownership:
             stream.on_control = on_control
             stream.mirror_window()
 
-    async def caught_up(self, stream: SessionStream) -> None:
-        """A followed session's copy holds everything its log holds now (before a join)."""
+    async def caught_up(self, stream: SessionStream, after_seq: int | None) -> None:
+        """A followed session's copy holds what its log holds now, and `after_seq` (before a
+        join: `Following.caught_up`)."""
         if self._following.follows(stream):
             try:
-                await self._following.caught_up(stream)
+                await self._following.caught_up(stream, after_seq)
             except FleetUnavailable as exc:
                 raise _unreachable(stream.session_id) from exc
 

@@ -57,7 +57,6 @@ class SessionAccess:
                 active = self.activation.hold(record, version, stream)
         else:
             await self.record(identity, session_id)
-        await self.activation.caught_up(active)
         active.last_used = time.monotonic()
         return active
 

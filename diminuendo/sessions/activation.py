@@ -126,10 +126,11 @@ class Activator:
         (no runtime socket here: its commands go to the owner)."""
         return self._ownership is not None and self._ownership.follows(active.stream)
 
-    async def caught_up(self, active: ActiveSession) -> None:
-        """A followed session's copy holds everything its log holds now (before a join)."""
+    async def caught_up(self, active: ActiveSession, after_seq: int | None) -> None:
+        """Before a join: a followed session's copy holds everything its log holds, and the
+        frames up to `after_seq` the joining client saw from the owner (bounded wait)."""
         if self._ownership is not None:
-            await self._ownership.caught_up(active.stream)
+            await self._ownership.caught_up(active.stream, after_seq)
 
     async def activate(self, active: ActiveSession) -> None:
         """inactive/error → activating → ready: attach to (or create) the Podium instance."""

@@ -257,6 +257,7 @@ class SessionService:
         whether or not it succeeded (a failed activation still leaves the subscriber joined, as
         an unpaged join does). Without them the whole replay comes at once."""
         active = await self.access.held(identity, session_id)
+        await self.activation.caught_up(active, after_seq)  # fleet: a copy waits for the log
         # Joining again restarts the subscription: live frames must not interleave with pages.
         active.stream.detach(subscriber)
         pager = ReplayPager(
