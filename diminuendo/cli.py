@@ -220,10 +220,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return _serve(settings, stack, reload=not args.no_reload)
 
 
-# Flipped to True by the sessions wiring of issue 16, together with removing the REDIS_URL refusal
-# of the configuration check (settings.py): until then `dev --valkey` starts Valkey beside the
-# gateways but does not give them its URL, which they would refuse.
-DEV_VALKEY_PASSES_REDIS_URL = False
+# `dev --valkey` gives the gateways Valkey's URL, so its instances share it (issue 16).
+DEV_VALKEY_PASSES_REDIS_URL = True
 
 
 def _dev_fleet(

@@ -70,12 +70,9 @@ def _fleet_problems(settings: Settings) -> list[str]:
     """Configurations that would look like a fleet and not be one. Several workers without a
     shared Valkey each keep their own sessions and replay windows (a client resuming on another
     worker loses its window), so production refuses them; dev mode keeps allowing it (one
-    developer, and the build smoke checks the worker supervisor). `REDIS_URL` is refused until
-    the Valkey layer (`diminuendo.fleet`) is wired into sessions: accepted and ignored, it would
-    mislead an operator into thinking the instances share their state."""
-    if settings.redis_url:
-        return ["REDIS_URL: the Valkey-backed fleet mode is not wired into sessions yet (issue 16)"]
-    if settings.workers > 1 and not settings.dev_mode:
+    developer, and the build smoke checks the worker supervisor). With `REDIS_URL` the workers
+    share one Valkey (docs/FLEET.md)."""
+    if settings.workers > 1 and not settings.dev_mode and not settings.redis_url:
         return [
             "WORKERS: more than 1 worker needs REDIS_URL (a shared Valkey); without it each "
             "worker keeps its own sessions and replay — run one worker per process instead"

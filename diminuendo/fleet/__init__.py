@@ -1,7 +1,7 @@
 """The Valkey layer of fleet mode (issue 16, docs/FLEET.md): the foundation that lets many
 gateway instances serve one session as if they were one.
 
-Self-contained and not wired into sessions yet (settings refuse `REDIS_URL` until it is):
+Built by `runtime.Fleet` when `REDIS_URL` is set (never imported without it):
 
 - `keys`        key and channel names, hash-tagged per session;
 - `connection`  the client (RESP3, timeouts, fail fast) and the layer's exceptions;
@@ -11,5 +11,8 @@ Self-contained and not wired into sessions yet (settings refuse `REDIS_URL` unti
 - `bus`         a pub/sub subscriber that reconnects itself and reports every possible gap;
 - `forwarding`  runtime commands sent to the session's owner and answered as if local;
 - `broadcasts`  tenant lifecycle broadcasts and cache invalidations, one channel per tenant;
-- `availability` degraded mode: whether Valkey is used now, and why not (for health).
+- `availability` degraded mode: whether Valkey is used now, and why not (for health);
+- `runtime`     the fleet objects of one process, started and stopped with the gateway;
+- `streams`, `ownership`, `following`  a session's stream continued (owner) or copied (follower);
+- `remote`      runtime commands to and from owners; `tenants` broadcasts through the Hub.
 """

@@ -14,7 +14,7 @@ Contract of `Leases` (all methods raise `FleetUnavailable` when Valkey cannot be
 - `renew(lease)` → `True` if the lease was still ours and now lasts `ttl_ms` again, `False` if it
   was lost (expired, or taken by another instance); compare-and-pexpire in one script.
 - `release(lease)` → `True` if it was ours and is deleted; never deletes another owner's lease.
-- `holder(session_id)` → the current `<fence>:<instance>` or `None`.
+- `holder(session_id)` → the current `<fence>:<instance>` or `None`; `holders` for many.
 """
 
 from __future__ import annotations
@@ -118,6 +118,18 @@ class Leases:
         with unavailable_as(self._url, "lease lookup"):
             value = await self._client.get(self._keys.session(session_id).lease)
         return value.decode() if value is not None else None
+
+    async def holders(self, session_ids: list[str]) -> list[str | None]:
+        """`holder` for many sessions in one round trip (a GET each: their keys are in as many
+        Cluster slots, which one MGET may not span)."""
+        if not session_ids:
+            return []
+        with unavailable_as(self._url, "lease lookup"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for session_id in session_ids:
+                    pipe.get(self._keys.session(session_id).lease)
+                values = await pipe.execute()
+        return [value.decode() if value is not None else None for value in values]
 
 
 class LeaseRenewer:

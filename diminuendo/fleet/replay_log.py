@@ -20,6 +20,11 @@ in time; nothing is retried after a timeout, so an append runs at most once):
   `Fenced` unless `owner_token` is the session's current lease token; creates the epoch if the
   meta is missing; assigns `seq = last + 1`; adds the entry; trims; renews both TTLs; publishes
   `seq:epoch:payload` on the session's channel. Concurrent appends get distinct, consecutive seqs.
+- `append_batch(session_id, entries, owner_token=, epoch=)`: the owner's pipeline — every
+  `(seq, payload)` of `entries` appended in order in one round trip, each checked by the script
+  to continue the log exactly (`epoch` is the log's, `seq` its last + 1: else `Diverged`, and
+  nothing of that entry is written; an entry already appended, by a retry after a timeout, is
+  not appended twice). Raises the first `Fenced` or `Diverged` met.
 - `read_after(session_id, after_seq, epoch, limit)` → `Replay`: up to `limit` events with
   `seq > after_seq`, oldest first, read in one transaction with the meta. `gap` is true when the
   caller's `epoch` is not the current one (no events then), when the meta is missing, or when
@@ -36,21 +41,40 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from diminuendo.fleet.connection import Fenced, unavailable_as
-from diminuendo.fleet.keys import Keyspace
+from diminuendo.fleet.connection import Fenced, FleetError, unavailable_as
+from diminuendo.fleet.keys import Keyspace, SessionKeys
 
 # The meta outlives the stream by this factor, so an expired log still has its epoch.
 META_TTL_FACTOR = 7
 
 # KEYS: meta, log, lease · ARGV: payload, owner token, max events, max bytes, log ttl ms,
-# meta ttl ms, channel, epoch to create if the meta is missing → {seq, epoch} or FENCED error.
+# meta ttl ms, channel, epoch, expected seq ('' when the script assigns it) → {seq, epoch}, or a
+# FENCED / DIVERGED error. With an expected seq, the epoch is the caller's and must be the log's:
+# the log mirrors the owner's stream exactly, or refuses (a retry of an append that ran answers
+# its seq again and adds nothing); without, the epoch is only the one to create.
 _APPEND = """
 local holder = redis.call('GET', KEYS[3])
 if holder ~= ARGV[2] then
   return redis.error_reply('FENCED ' .. (holder or ''))
 end
-local meta = redis.call('HMGET', KEYS[1], 'e', 'b')
-local epoch, avg = meta[1], tonumber(meta[2])
+local meta = redis.call('HMGET', KEYS[1], 'e', 's', 'b')
+local epoch, last, avg = meta[1], tonumber(meta[2]), tonumber(meta[3])
+if ARGV[9] ~= '' then
+  local want = tonumber(ARGV[9])
+  if epoch then
+    if epoch ~= ARGV[8] then
+      return redis.error_reply('DIVERGED epoch ' .. epoch)
+    end
+    if last >= want then
+      return {want, epoch}
+    end
+    if last + 1 ~= want then
+      return redis.error_reply('DIVERGED seq ' .. last)
+    end
+  elseif want ~= 1 then
+    return redis.error_reply('DIVERGED lost')
+  end
+end
 local size = string.len(ARGV[1])
 if not epoch then
   epoch = ARGV[8]
@@ -68,6 +92,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[7], seq .. ':' .. epoch .. ':' .. ARGV[1])
 return {seq, epoch}
 """
+
+
+class Diverged(FleetError):
+    """The log no longer continues the owner's stream: Valkey lost it (flush, eviction, restart
+    without persistence) or another epoch replaced it. The owner must stop appending: its
+    session restarts from the log (a new epoch, `gap: true` for its clients)."""
+
+    def __init__(self, session_id: str, detail: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id}: replay log diverged ({detail})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,28 +145,39 @@ class ReplayLog:
 
     async def append(self, session_id: str, payload: bytes, *, owner_token: str) -> tuple[int, str]:
         keys = self._keys.session(session_id)
-        max_events, max_bytes, ttl_ms, meta_ttl_ms = self._limits
         try:
             with unavailable_as(self._url, "append"):
                 seq, epoch = await self._append(
                     keys=[keys.meta, keys.log, keys.lease],
-                    args=[
-                        payload,
-                        owner_token,
-                        max_events,
-                        max_bytes,
-                        ttl_ms,
-                        meta_ttl_ms,
-                        keys.channel,
-                        new_epoch(),
-                    ],
+                    args=self._args(keys, payload, owner_token, new_epoch(), ""),
                 )
         except ResponseError as exc:
-            message = str(exc)
-            if message.startswith("FENCED"):
-                raise Fenced(session_id, message.removeprefix("FENCED").strip()) from None
-            raise
+            raise _refusal(session_id, exc) from None
         return int(seq), epoch.decode()
+
+    async def append_batch(
+        self, session_id: str, entries: list[tuple[int, bytes]], *, owner_token: str, epoch: str
+    ) -> None:
+        keys = self._keys.session(session_id)
+        with unavailable_as(self._url, "append"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for seq, payload in entries:
+                    await self._append(
+                        keys=[keys.meta, keys.log, keys.lease],
+                        args=self._args(keys, payload, owner_token, epoch, seq),
+                        client=pipe,
+                    )
+                results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, ResponseError):
+                raise _refusal(session_id, result)
+
+    def _args(
+        self, keys: SessionKeys, payload: bytes, token: str, epoch: str, seq: int | str
+    ) -> list[bytes | str | int]:
+        max_events, max_bytes, ttl_ms, meta_ttl_ms = self._limits
+        limits = [max_events, max_bytes, ttl_ms, meta_ttl_ms]
+        return [payload, token, *limits, keys.channel, epoch, seq]
 
     async def read_after(
         self, session_id: str, after_seq: int, epoch: str | None = None, limit: int = 500
@@ -162,3 +207,13 @@ class ReplayLog:
         with unavailable_as(self._url, "meta"):
             current, last = await self._client.hmget(keys.meta, "e", "s")
         return (current.decode(), int(last)) if current is not None else None
+
+
+def _refusal(session_id: str, exc: ResponseError) -> Exception:
+    """The script's refusals as the layer's exceptions; any other error as it is."""
+    message = str(exc)
+    if message.startswith("FENCED"):
+        return Fenced(session_id, message.removeprefix("FENCED").strip())
+    if message.startswith("DIVERGED"):
+        return Diverged(session_id, message.removeprefix("DIVERGED").strip())
+    return exc

@@ -6,6 +6,9 @@ in the main process) and torn down in `after_server_stop`.
 
 from __future__ import annotations
 
+import secrets
+from typing import TYPE_CHECKING
+
 import httpx
 
 from diminuendo.auth.admission import Admission
@@ -15,13 +18,16 @@ from diminuendo.auth.expiry import ExpirySchedule
 from diminuendo.auth.identity import DEV_IDENTITY, Identity, Role
 from diminuendo.auth.jwks import JwksCache
 from diminuendo.auth.verifier import TokenVerifier
+from diminuendo.gateway.connection import Connection
 from diminuendo.gateway.health import HealthReport
 from diminuendo.gateway.hub import Hub
+from diminuendo.gateway.sse import SseSubscriber
 from diminuendo.members import MemberService
 from diminuendo.observability.metrics import Metrics
 from diminuendo.protocol.events import SessionLeft
 from diminuendo.ratelimit import KeyedWindows
 from diminuendo.sessions.service import SessionService
+from diminuendo.sessions.stream import Subscriber
 from diminuendo.settings import Settings
 from diminuendo.upstreams.ensemble import EnsembleClient
 from diminuendo.upstreams.http import CallObserver, UpstreamHttp
@@ -29,12 +35,20 @@ from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.probes import HealthMonitor
 from diminuendo.upstreams.unison import UnisonClient
 
+CLOSE_GOING_AWAY = 1001
+
+if TYPE_CHECKING:  # imported only with REDIS_URL set: without it, redis-py is never loaded
+    from diminuendo.fleet.runtime import Fleet
+
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.draining = False
         self.dev_identity: Identity = DEV_IDENTITY
+        # Random, new per process: `/health`'s `instanceId` and, in fleet mode, the leases'.
+        self.instance_id = secrets.token_hex(6)
+        self.fleet: Fleet | None = _fleet(settings, self.instance_id)
         self.metrics = Metrics()
         self._http = _upstream_clients(settings, observe=self.metrics.upstream_call)
         self.podium = PodiumClient(
@@ -71,6 +85,9 @@ class Gateway:
             reply_max_bytes=settings.reply_max_bytes,
             broadcast=self.hub.broadcast,
         )
+        if self.fleet is not None:
+            self.sessions.activation.join_fleet(self.fleet.ownership, _end_subscriptions)
+            self.fleet.serve(self.sessions, self.hub)
         self.health = HealthMonitor(
             {
                 "podium": self.podium.health,
@@ -136,6 +153,8 @@ class Gateway:
                 connection.send(SessionLeft(session_id=session_id))
 
     async def start(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.start()  # ≤ 1 s and never raises: Valkey down means degraded
         self.hub.start()
         self.health.start()
         if self._authenticator is not None:
@@ -149,6 +168,8 @@ class Gateway:
             await client.aclose()
         if self._jwks_client is not None:
             await self._jwks_client.aclose()
+        if self.fleet is not None:
+            await self.fleet.stop()
 
     async def authenticate(self, token: str, client_address: str) -> Identity:
         if self._authenticator is None:
@@ -172,6 +193,27 @@ class Gateway:
         self.draining = True
         self.sessions.draining = True
         self.health_report.invalidate()
+
+
+def _end_subscriptions(subscribers: set[Subscriber]) -> None:
+    """Fleet mode: a session this instance owned is another's now (its lease was lost). Its
+    subscribers' clients reconnect (WebSocket 1001, as on a restart; an SSE stream ends) and
+    rejoin with `{afterSeq, epoch}` wherever they land, so they lose nothing."""
+    for subscriber in subscribers:
+        if isinstance(subscriber, Connection):
+            subscriber.close(CLOSE_GOING_AWAY, "session moved")
+        elif isinstance(subscriber, SseSubscriber):
+            subscriber.overflow()
+
+
+def _fleet(settings: Settings, instance_id: str) -> Fleet | None:
+    """The Valkey side of this process when `REDIS_URL` is set (docs/FLEET.md), else None and
+    nothing of it imported."""
+    if not settings.redis_url:
+        return None
+    from diminuendo.fleet.runtime import Fleet
+
+    return Fleet(settings, instance_id)
 
 
 def _upstream_clients(settings: Settings, *, observe: CallObserver) -> dict[str, UpstreamHttp]:

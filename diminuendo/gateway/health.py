@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -45,8 +44,9 @@ class HealthReport:
         self._gateway = gateway
         self._started_at = time.monotonic()
         # Which process answered, behind a load balancer or among supervised workers: random,
-        # new per process (no hostname or PID on an unauthenticated route).
-        self.instance_id = secrets.token_hex(6)
+        # new per process (no hostname or PID on an unauthenticated route); in fleet mode also
+        # the id its leases carry, so the owner of a session can be told apart.
+        self.instance_id = gateway.instance_id
         self._cache: _HealthSnapshot | None = None
         self._probe_headers = "".join(
             f"{name}: {value}\r\n"
@@ -61,6 +61,8 @@ class HealthReport:
         """The §9 body, built fresh: O(active sessions), so probes read `response`."""
         gateway = self._gateway
         dependencies = gateway.health.results()
+        if gateway.fleet is not None:
+            dependencies["valkey"] = gateway.fleet.availability.report()
         status = "ok" if all(d["ok"] for d in dependencies.values()) else "degraded"
         if gateway.draining:
             status = "draining"
@@ -101,7 +103,7 @@ class HealthReport:
     def _cached(self) -> _HealthSnapshot:
         now = time.monotonic()
         cached = self._cache
-        probes = self._gateway.health.version
+        probes = self._probes_version()
         if cached is None or now - cached.built_at >= HEALTH_CACHE_S or cached.probes != probes:
             body, status = self.body()
             encoded = msgspec.json.encode(body)
@@ -109,10 +111,17 @@ class HealthReport:
             cached = self._cache = _HealthSnapshot(now, probes, encoded, status, http_response)
         return cached
 
+    def _probes_version(self) -> tuple[int, int]:
+        """Changes with any dependency's state: the upstream probes and, in fleet mode, Valkey's
+        availability, so a cached body never hides a change of either."""
+        gateway = self._gateway
+        fleet = gateway.fleet.availability.version if gateway.fleet is not None else 0
+        return gateway.health.version, fleet
+
 
 class _HealthSnapshot(NamedTuple):
     built_at: float  # time.monotonic()
-    probes: int  # HealthMonitor.version it was built from
+    probes: tuple[int, int]  # `_probes_version()` it was built from
     body: bytes
     status: int
     http_response: bytes  # the whole response, for the protocol's fast path

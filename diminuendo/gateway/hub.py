@@ -64,6 +64,9 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         # Kept in step rather than counted, so /health and /metrics cost O(1) per scrape.
         self.authenticated_count = 0
+        # Fleet mode: told when this process gets its first connection of a tenant (True) and
+        # loses its last (False), to follow the tenant's broadcasts from other instances.
+        self.on_tenant: Callable[[str, bool], None] = lambda tenant_id, present: None
 
     def check_connection(self, address: str, identity: Identity | None) -> None:
         """Raise the §13 refusal for a new connection from `address` (`identity`: the token on
@@ -94,7 +97,10 @@ class Hub:
             self._track_expiry(connection, identity)
 
     def _authenticated(self, connection: Connection, identity: Identity) -> None:
-        self._by_tenant[identity.tenant_id].add(connection)
+        tenant = self._by_tenant[identity.tenant_id]
+        if not tenant:
+            self.on_tenant(identity.tenant_id, True)
+        tenant.add(connection)
         self.authenticated_count += 1
         self._track_read_scope(connection)
         self._track_expiry(connection, identity)
@@ -117,6 +123,7 @@ class Hub:
                 tenant.discard(connection)
                 if not tenant:
                     del self._by_tenant[identity.tenant_id]
+                    self.on_tenant(identity.tenant_id, False)
             self._track_read_scope(connection, gone=True)
 
     def open_stream(self, identity: Identity) -> None:

@@ -51,9 +51,10 @@ class SessionAccess:
         active = self.active.get(session_id)
         if active is None:
             record, version = await self.record(identity, session_id)
+            stream = None if session_id in self.active else await self.activation.claim(record)
             active = self.active.get(session_id)  # another task may have won the race
             if active is None:
-                active = self.activation.hold(record, version)
+                active = self.activation.hold(record, version, stream)
         else:
             await self.record(identity, session_id)
         active.last_used = time.monotonic()

@@ -3,12 +3,22 @@ then the Podium instance and its runtime socket), deactivation, the idle sweep a
 
 Deactivation closes the runtime socket but keeps the Podium instance, so the durable transcript
 survives idle periods and restarts; only deleting the session deletes the instance.
+
+In fleet mode (`ownership`, docs/FLEET.md) a held session's stream is claimed from Valkey: this
+instance takes the session's lease and continues its log (epoch, seqs, window), or falls back to
+memory when Valkey is not in use. Leaving memory gives the lease back; losing it (expired, taken,
+the log refused an append) stops the session here at once, without a frame or a record write —
+another instance owns it now — and `on_moved` ends its subscriptions so their clients rejoin.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable, Coroutine
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -21,8 +31,11 @@ from diminuendo.sessions.driver import RuntimeDriver
 from diminuendo.sessions.live import BUSY, LiveSession, PublishCount
 from diminuendo.sessions.records import Persister
 from diminuendo.sessions.state import SessionStatus
-from diminuendo.sessions.stream import SessionStream
+from diminuendo.sessions.stream import SessionStream, Subscriber
 from diminuendo.upstreams.podium import PodiumClient
+
+if TYPE_CHECKING:  # fleet mode only: without REDIS_URL nothing of it is imported
+    from diminuendo.fleet.ownership import Ownership
 
 __all__ = ["Activator"]
 
@@ -50,17 +63,44 @@ class Activator:
         self.published = PublishCount()
         self.draining = False
         self._unknown_events: set[str] = set()
+        self._ownership: Ownership | None = None
+        self._on_moved: Callable[[set[Subscriber]], None] = lambda subscribers: None
+        self._background_tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Activator(active={len(self.active)}, draining={self.draining})"
+
+    def join_fleet(self, ownership: Ownership, on_moved: Callable[[set[Subscriber]], None]) -> None:
+        """Fleet mode (the gateway, at start-up with `REDIS_URL`): streams are claimed from
+        Valkey; `on_moved(subscribers)` ends the subscriptions of a session lost to another
+        instance."""
+        self._ownership = ownership
+        self._on_moved = on_moved
+        ownership.on_lost = self._ownership_lost
+        ownership.on_orphaned = self._orphaned
 
     def refuse_when_draining(self) -> None:
         if self.draining:
             raise GatewayError(ErrorCode.DRAINING)
 
-    def hold(self, record: SessionRecord, version: int) -> ActiveSession:
-        """The session's live half in a new epoch, held (not yet activated)."""
-        stream = SessionStream(
+    async def claim(self, record: SessionRecord) -> SessionStream | None:
+        """Fleet mode: the session's stream continued from its log, this instance owning it;
+        None without Valkey (then `hold` starts a new epoch in memory)."""
+        if self._ownership is None:
+            return None
+        return await self._ownership.own(
+            record.id,
+            max_events=self._replay_max_events,
+            max_bytes=self._replay_max_bytes,
+            budget=self.replay_budget,
+        )
+
+    def hold(
+        self, record: SessionRecord, version: int, stream: SessionStream | None = None
+    ) -> ActiveSession:
+        """The session's live half, held (not yet activated): on `stream` (from `claim`), or in
+        a new epoch in memory."""
+        stream = stream or SessionStream(
             record.id,
             uuid.uuid4().hex[:16],
             max_events=self._replay_max_events,
@@ -77,12 +117,25 @@ class Activator:
         driver = RuntimeDriver(live, self._unknown_events)
         active = ActiveSession(record=record, version=version, live=live, driver=driver)
         self.active[record.id] = active
+        if self._ownership is not None:
+            self._ownership.observe(stream, live.follow)
         return active
+
+    def followed(self, active: ActiveSession) -> bool:
+        """Fleet mode: another instance owns the session, this one holds a copy of its stream
+        (no runtime socket here: its commands go to the owner)."""
+        return self._ownership is not None and self._ownership.follows(active.stream)
+
+    async def caught_up(self, active: ActiveSession, after_seq: int | None) -> None:
+        """Before a join: a followed session's copy holds everything its log holds, and the
+        frames up to `after_seq` the joining client saw from the owner (bounded wait)."""
+        if self._ownership is not None:
+            await self._ownership.caught_up(active.stream, after_seq)
 
     async def activate(self, active: ActiveSession) -> None:
         """inactive/error → activating → ready: attach to (or create) the Podium instance."""
         async with active.lock:
-            if active.status in (SessionStatus.READY, *BUSY):
+            if active.status in (SessionStatus.READY, *BUSY) or self.followed(active):
                 return
             self.refuse_when_draining()
             victim = self._admit(active)
@@ -167,13 +220,79 @@ class Activator:
         """Close the runtime socket (the instance and its turns stay in Podium) and forget the
         live half; the next join starts a new epoch."""
         self._release(active)
-        if active.status == SessionStatus.INACTIVE:
+        if active.status == SessionStatus.INACTIVE or self.followed(active):
             await active.driver.close()
+        else:
+            active.live.set_status(SessionStatus.DEACTIVATING, reason)
+            await active.driver.close()
+            active.live.set_status(SessionStatus.INACTIVE, reason)
+            self.persister.persist(active)
+        await self._give_back(active)
+
+    async def _give_back(self, active: ActiveSession) -> None:
+        """Fleet mode: the session's frames reach its log, then its lease is released."""
+        if self._ownership is not None:
+            await self._ownership.release(active.stream)
+
+    def _orphaned(self, stream: SessionStream) -> None:
+        """A followed session's owner is gone (died, or deactivated it): take it over if a
+        client here follows it, else drop the copy (once at a time)."""
+        active = self.active.get(stream.session_id)
+        if active is None or active.stream is not stream or active.lock.locked():
             return
-        active.live.set_status(SessionStatus.DEACTIVATING, reason)
-        await active.driver.close()
-        active.live.set_status(SessionStatus.INACTIVE, reason)
-        self.persister.persist(active)
+        if active.subscribers:
+            self._background(self._take_over(active))
+        else:
+            self._background(self.deactivate(active, "owner gone"))
+
+    async def _take_over(self, followed: ActiveSession) -> None:
+        """Own a followed session whose owner died: its stream continued from the log, its
+        subscribers moved to it without a duplicate or a hole, then its runtime re-attached
+        (`LiveSession.runtime_attached` adopts the turn the dead owner left running)."""
+        assert self._ownership is not None
+        async with followed.lock:
+            stream = await self._ownership.take_over(
+                followed.stream,
+                max_events=self._replay_max_events,
+                max_bytes=self._replay_max_bytes,
+                budget=self.replay_budget,
+            )
+        if stream is None or self.active.get(stream.session_id) is not followed:
+            return
+        self._release(followed)
+        active = self.hold(followed.record, followed.version, stream)
+        old, moved = followed.stream, set()
+        for subscriber in followed.subscribers:
+            old.detach(subscriber)
+            replay = stream.attach(subscriber, old.last_seq, old.epoch)
+            if replay.gap:  # the log is not the copy they saw: they rejoin
+                stream.detach(subscriber)
+                moved.add(subscriber)
+                continue
+            active.subscribers.add(subscriber)
+            for frame in replay.frames:
+                subscriber.deliver(frame)
+        self._on_moved(moved)
+        with suppress(GatewayError):  # `activate` recorded the error in the session's state
+            await self.activate(active)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
+
+    def _ownership_lost(self, session_id: str, stream: SessionStream) -> None:
+        """Another instance owns the session now: stop it here without a frame (the log is
+        another's) or a record write, and end its subscriptions (their clients rejoin)."""
+        active = self.active.get(session_id)
+        if active is None or active.stream is not stream:
+            return
+        self._release(active)
+        self._background(active.driver.close())
+        subscribers, active.subscribers = active.subscribers, set()
+        for subscriber in subscribers:
+            stream.detach(subscriber)
+        self._on_moved(subscribers)
 
     async def forget(self, session_id: str) -> None:
         """The session is being deleted: drop its live half, if this process holds one."""
@@ -182,7 +301,9 @@ class Activator:
             return
         self._release(active)
         await active.driver.close()
-        active.live.set_status(SessionStatus.DEACTIVATING, "deleted")
+        if not self.followed(active):
+            active.live.set_status(SessionStatus.DEACTIVATING, "deleted")
+        await self._give_back(active)
 
     async def sweep_idle(self) -> None:
         """Deactivate sessions idle longer than the idle timeout (called periodically)."""
@@ -197,3 +318,5 @@ class Activator:
         for active in list(self.active.values()):
             await active.driver.close()
         await self.persister.drain()
+        if self._ownership is not None:
+            await self._ownership.release_all()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,6 +254,31 @@ class LiveSession:
         self.last_activity_at = self._wall_ms()
         self.set_status(status)
         self._on_turn_end()
+
+    # ----- a copy of another instance's session (fleet mode) ---------------------------------
+
+    def follow(self, kind: str, event: dict[str, Any]) -> None:
+        """The owner published `event` (a state frame): this copy's state changes as the
+        owner's did, and nothing is published (the frame already is in the stream)."""
+        if kind == "session_state":
+            with suppress(ValueError):
+                self.status = SessionStatus(event.get("state"))
+        elif kind == "turn_started":
+            self.turn = Turn(
+                event.get("turnId", ""), "", event.get("ts", 0), event.get("clientTurnId")
+            )
+            self._ended = None
+        elif kind in _TURN_ENDS:
+            if self.turn is not None and event.get("turnId") in (None, self.turn.turn_id):
+                self._ended, self.turn = self.turn.turn_id, None
+                self.pending.clear()
+            if kind == "turn_complete" and event.get("usage"):
+                usage = event["usage"]
+                self._add_usage(usage.get("inputTokens"), usage.get("outputTokens"))
+        elif kind in _QUESTIONS:
+            self.pending[event.get("requestId", "")] = event
+        elif kind == "approval_resolved":
+            self.pending.pop(event.get("requestId", ""), None)
 
     # ----- the one way out --------------------------------------------------------------------
 

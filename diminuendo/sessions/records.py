@@ -118,6 +118,17 @@ class RecordStore:
         await self.unison.delete(sessions_namespace(record.tenant_id), record.id, actor=actor)
         self._records.pop(record.id, None)
 
+    def forget(self, session_id: str) -> None:
+        """Drop a cached record another instance changed (fleet mode)."""
+        self._records.pop(session_id, None)
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop every cached record and listing of a tenant whose changes on other instances
+        may have been missed (fleet mode: its broadcasts were not followed, or were lost)."""
+        for session_id in [k for k, (_, _, r) in self._records.items() if r.tenant_id == tenant_id]:
+            del self._records[session_id]
+        self._listings.pop(tenant_id, None)
+
     def _remember(self, record: SessionRecord, version: int) -> None:
         """Bounded record cache: fresh for RECORD_CACHE_S, kept longer as a stale fallback."""
         self._records[record.id] = (time.monotonic(), version, record)

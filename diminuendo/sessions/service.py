@@ -5,6 +5,7 @@ façade over the parts that do the work, one concept each:
 - `records.py`: the Unison records (cache, compare-and-set writer, background persistence);
 - `activation.py`: which sessions this process holds live, activation, capacity, deactivation;
 - `live.py` + `driver.py`: a held session's turn state machine and the runtime socket feeding it;
+- `turns.py`: the commands that need the runtime (run, stop, steer, answer), or its owner;
 - `stream.py`: its sequenced, replayable stream of frames;
 - `transcript.py`: history and files, read from the Podium instance.
 
@@ -41,11 +42,11 @@ from diminuendo.sessions.activation import Activator
 from diminuendo.sessions.active import ActiveSession
 from diminuendo.sessions.budget import ReplayBudget
 from diminuendo.sessions.capacity import Limits
-from diminuendo.sessions.live import BUSY, Turn, now_ms
+from diminuendo.sessions.live import Turn, now_ms
 from diminuendo.sessions.records import Persister, RecordStore
-from diminuendo.sessions.state import SessionStatus
 from diminuendo.sessions.stream import Replay, ReplayPager, Subscriber
 from diminuendo.sessions.transcript import Transcript
+from diminuendo.sessions.turns import Turns
 from diminuendo.sessions.views import events_page, session_meta, session_view, snapshot
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.unison import UnisonClient
@@ -84,9 +85,11 @@ class SessionService:
             replay_budget=ReplayBudget(replay_budget_bytes),
         )
         self.access = SessionAccess(self.records, self.activation)
+        self.turns = Turns(self.access, self.activation)
         self.transcript = Transcript(podium, reply_max_bytes)
         self.reply_max_bytes = reply_max_bytes
-        self._broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
+        # Replaced in fleet mode by one that also tells the other instances (`fleet.tenants`).
+        self.broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
         # The live sessions, by id (read by health and metrics).
         self.active: dict[str, ActiveSession] = self.activation.active
 
@@ -132,7 +135,7 @@ class SessionService:
         self, record: SessionRecord, event: ServerFrame, requester: Subscriber | None
     ) -> None:
         """A lifecycle event for the tenant's other connections that may read the session."""
-        self._broadcast(record.tenant_id, record.owner_id, event, requester)
+        self.broadcast(record.tenant_id, record.owner_id, event, requester)
 
     # ----- listing and lifecycle --------------------------------------------------------------
 
@@ -254,6 +257,7 @@ class SessionService:
         whether or not it succeeded (a failed activation still leaves the subscriber joined, as
         an unpaged join does). Without them the whole replay comes at once."""
         active = await self.access.held(identity, session_id)
+        await self.activation.caught_up(active, after_seq)  # fleet: a copy waits for the log
         # Joining again restarts the subscription: live frames must not interleave with pages.
         active.stream.detach(subscriber)
         pager = ReplayPager(
@@ -300,7 +304,7 @@ class SessionService:
         active = self.active.get(session_id)
         return events_page(record, active, after_seq, epoch, limit, self.reply_max_bytes)
 
-    # ----- turns ------------------------------------------------------------------------------
+    # ----- turns (turns.py) ------------------------------------------------------------------
 
     async def run_turn(
         self,
@@ -311,44 +315,17 @@ class SessionService:
         *,
         on_accept: Callable[[str], None] | None = None,
     ) -> Turn:
-        """Accept a turn (activating first if needed). `on_accept(turn_id)` runs before the
-        `turn_started` event is published, so an edge can mark its copy as the reply."""
-        self.activation.refuse_when_draining()
-        active = await self.access.held(identity, session_id)
-        if active.status in BUSY or active.turn is not None:
-            raise GatewayError(ErrorCode.SESSION_BUSY, session_id=session_id)
-        await self.activation.activate(active)
-        if active.status in BUSY or active.turn is not None:
-            raise GatewayError(ErrorCode.SESSION_BUSY, session_id=session_id)
-        turn = Turn(f"trn_{uuid.uuid4().hex}", text, now_ms(), client_turn_id)
-        if on_accept is not None:
-            on_accept(turn.turn_id)
-        active.live.start_turn(turn)
-        try:
-            await active.driver.run(turn)
-        except GatewayError as exc:
-            active.live.end_turn_with_error(exc.code, exc.message, SessionStatus.ERROR)
-            raise
-        # Not written to Unison now: `running` is a live state only the instance holding the
-        # session knows (instances are tenant-sticky), and the turn's end writes status,
-        # lastActivityAt, usage and lastSeq. One write per turn instead of two.
-        return turn
+        return await self.turns.run_turn(
+            identity, session_id, text, client_turn_id, on_accept=on_accept
+        )
 
     async def stop_turn(
         self, identity: Identity, session_id: str, *, turn_id: str | None = None
     ) -> None:
-        """Interrupt the running turn (only if it is `turn_id`, when given); idempotent."""
-        await self.access.record(identity, session_id)  # tenancy
-        active = self.active.get(session_id)
-        turn = active.turn if active is not None else None
-        if active is None or turn is None or active.driver.runtime is None:
-            return
-        if turn_id is None or turn.turn_id == turn_id:
-            await active.driver.interrupt(turn.turn_id)
+        await self.turns.stop_turn(identity, session_id, turn_id=turn_id)
 
     async def steer(self, identity: Identity, session_id: str, content: str) -> None:
-        active = await self.access.running(identity, session_id)
-        await active.driver.steer(content)
+        await self.turns.steer(identity, session_id, content)
 
     async def answer(
         self,
@@ -360,14 +337,14 @@ class SessionService:
         approved: bool,
         dismissed: bool,
     ) -> None:
-        active = await self.access.running(identity, session_id)
-        if request_id not in active.live.pending:
-            raise GatewayError(
-                ErrorCode.INVALID_STATE,
-                "No pending question with that requestId",
-                session_id=session_id,
-            )
-        await active.driver.answer(request_id, answers, approved, dismissed)
+        await self.turns.answer(
+            identity,
+            session_id,
+            request_id,
+            answers=answers,
+            approved=approved,
+            dismissed=dismissed,
+        )
 
     # ----- history and files ------------------------------------------------------------------
 

@@ -173,6 +173,20 @@ class SessionStream:
                 self.detach(subscriber)
         return frame
 
+    def seed(self, last_seq: int, frames: list[Frame]) -> None:
+        """Continue a stream kept elsewhere (fleet mode: the session's log in Valkey), before
+        any publish or subscriber: `last_seq` is the stream's last seq, `frames` the retained
+        run of consecutive seqs ending at it (possibly fewer, or none), oldest first. The
+        window's bounds and the budget apply as to published frames."""
+        assert self._last_seq == 0 and not self._window, "seed a new stream only"
+        assert not frames or frames[-1].seq == last_seq, "the retained frames end at last_seq"
+        self._last_seq = last_seq
+        self._window.extend(frames)
+        self._bytes = sum(len(frame.data) for frame in frames)
+        if self._budget is not None:
+            self._budget.charge(self._bytes)  # before evicting, which releases what it frees
+        self._evict(self._max_events, self._max_bytes)
+
     def trim_to(self, max_bytes: int) -> None:
         """Evict oldest frames until at most `max_bytes` are retained (the process-wide
         `ReplayBudget` asks this of the largest windows)."""

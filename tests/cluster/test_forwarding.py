@@ -115,7 +115,7 @@ async def test_an_owner_that_does_not_answer_in_time_is_a_clear_error(fleet: Fle
         assert 0.55 < time.monotonic() - started < 1.5
         assert slow.value.reason == "timeout"
         assert slow.value.code == ErrorCode.UPSTREAM_UNAVAILABLE
-        assert slow.value.to_frame("r1")["retryAfterMs"] == 1000
+        assert slow.value.to_frame("r1").retry_after_ms == 1000
         assert len(owner.ran) == 1
     finally:
         owner.release.set()

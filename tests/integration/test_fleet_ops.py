@@ -177,6 +177,8 @@ def test_dev_valkey_two_instances_come_up_and_stop_with_nothing_left(tmp_path: P
         wait_for(healthy, 60, "both instances answer /health")
         ids = {httpx.get(f"{url}/health", timeout=5).json()["instanceId"] for url in urls}
         assert len(ids) == 2
+        valkeys = [httpx.get(f"{u}/health", timeout=5).json()["dependencies"] for u in urls]
+        assert [(v["valkey"]["ok"], v["valkey"]["mode"]) for v in valkeys] == [(True, "valkey")] * 2
         assert valkey_answers(valkey_port)
         pids = [valkey_pid, *(int(pid) for _, pid in ANY_STARTED.findall(log.read_text()))]
         assert len(pids) == 4  # Valkey, the stand-ins, two gateways

@@ -214,13 +214,11 @@ def test_redis_url_schemes_become_redis_py_ones(raw: str, parsed: str) -> None:
     assert parse_redis_url(raw) == parsed
 
 
-def test_redis_url_is_refused_until_fleet_mode_is_wired_and_hides_its_password() -> None:
-    with pytest.raises(ConfigError) as err:
-        load({**PROD, "REDIS_URL": "redis://:hunter2@valkey:6379"})
-    assert err.value.problems == [
-        "REDIS_URL: the Valkey-backed fleet mode is not wired into sessions yet (issue 16)"
-    ]
-    assert "hunter2" not in str(err.value)
+def test_redis_url_is_accepted_and_hides_its_password() -> None:
+    s = load({**PROD, "REDIS_URL": "redis://:hunter2@valkey:6379"})
+    assert s.redis_url == "redis://:hunter2@valkey:6379"
+    assert s.describe()["REDIS_URL"] == "redis://***@valkey:6379"
+    assert "hunter2" not in repr(s)
     from diminuendo.settings import Settings
 
     s = Settings(redis_url="redis://user:hunter2@valkey:6379/0")
@@ -236,3 +234,4 @@ def test_several_workers_need_redis_in_production() -> None:
         "worker keeps its own sessions and replay — run one worker per process instead"
     ]
     assert load({"DEV_MODE": "true", "WORKERS": "2"}).workers == 2
+    assert load({**PROD, "WORKERS": "2", "REDIS_URL": "redis://valkey:6379"}).workers == 2
