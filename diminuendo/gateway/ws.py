@@ -55,11 +55,14 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
     offered.
 
-    Lingering close: when Sanic closes an HTTP connection with request bytes still unread (a body
-    over `REQUEST_MAX_SIZE` gets its 413 as soon as the limit is crossed), closing at once makes
-    the kernel answer the client's remaining bytes with a reset, and the client usually reports
-    a broken connection instead of the 413. So, as nginx does, send FIN after the response, read
-    and discard what the client still sends, and close when it stops or after `LINGER_S`.
+    Lingering close: when Sanic closes an HTTP connection, request bytes may still be on their
+    way (a body over `REQUEST_MAX_SIZE` gets its 413 as soon as the headers announce it, often
+    before any of the body has arrived), and closing at once makes the kernel answer them with a
+    reset: the client usually reports a broken connection instead of the 413. So, as nginx does,
+    send FIN after the response, read and discard what the client still sends, and close when it
+    stops or after `LINGER_S`. Always, not only when unread bytes are already buffered: whether
+    the first body bytes had arrived when the 413 went out is a race (1 in 8 runs lost the 413
+    on a loaded machine with that condition).
 
     Health probes: a plain `GET /health` is answered from the cached bytes (see
     `_answer_health_probe`).
@@ -89,7 +92,6 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         transport = self.transport
         if (
             self.websocket is None
-            and self.recv_buffer
             and transport is not None
             and not transport.is_closing()
             and transport.can_write_eof()
