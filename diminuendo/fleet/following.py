@@ -50,8 +50,7 @@ FIRST_APPEND_WAIT_S = 2.0
 # gap). Paid in full only when the owner died within an append of the client's last frame (rare;
 # the join is then 2 s slower); too short, and a live owner merely slowed down (a loaded host, a
 # far Valkey, a pause) gives its clients a false `gap: true` and a rebuild from history — 250 ms
-# did, once in 6 runs of the 50-drops test on a loaded 2-core machine (tests/cluster/
-# test_lagging_owner.py: appends 0.4 s late).
+# did with the owner's appends 0.4 s late (tests/cluster/test_lagging_owner.py).
 AHEAD_WAIT_S = 2.0
 AHEAD_POLL_S = (0.02, 0.2)  # the log is read again after 20 ms, doubling up to 200 ms
 # The frames that change a session's state: a follower's copy mirrors them (`on_control`).
