@@ -191,10 +191,11 @@ async def test_fifty_drops_across_instances_during_a_long_turn_lose_nothing(
     `{afterSeq, epoch}`, on A (the owner) or B (a follower) at random: no event lost,
     duplicated or reordered, never a gap, and the sequence is the log's.
 
-    Flaked 1 in 4 `tests/cluster` runs before its reading was fixed (`stream_read`): when the
-    first frame read after a rejoin was the `turn_complete`, the loop went on reading up to 7
-    more, got the `session_state` ready that follows it, then waited 10 s for a frame that never
-    comes (TimeoutError in `c.recv`, seen in run 3 of a loop of the whole directory)."""
+    It flaked (~1 in 4 `tests/cluster` runs) for two causes, both caught in loops: its reading
+    (`stream_read`: when the first frame read after a rejoin was the `turn_complete`, the loop
+    read on into the `session_state` after it, then waited 10 s for a frame that never comes —
+    TimeoutError in `c.recv`), and `gap: true` on a rejoin on B (`streams.read_window` dropped
+    a follower's first window when the owner appended during the read: test_read_window.py)."""
     rng = random.Random(16)
     frames: list[dict] = []
     async with client(pair[0].ws_url) as first:
