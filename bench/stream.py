@@ -4,6 +4,12 @@ CPU and RSS; and `fanout`: one session with F subscribers.
 
     .venv/bin/python bench/stream.py --sessions 5000 --rate 4 --duration 20     # 20,000 ev/s
     .venv/bin/python bench/stream.py --variant fanout --subscribers 1000 --fanout-rate 20
+    .venv/bin/python bench/stream.py --variant stream --valkey   # then again with REDIS_URL
+
+`--valkey` runs the stream phase a second time with a local Valkey (`REDIS_URL`: every frame also
+appended to the session's log there) and reports beside the figures above the gateway's CPU per
+delivered delta, the Valkey server's CPU (from /proc/<pid>) and its bytes per retained event
+(`INFO memory` `used_memory` after the window minus before the sessions, over the logs' entries).
 
 The agent stamps each delta `d{i}@{emit_unix_ms} `; the client takes `time.time()` on receipt, so
 latency spans the local Podium's socket, the gateway and the client socket. The stamp has 1 ms
@@ -31,7 +37,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from benchlib import close_all
@@ -45,6 +51,10 @@ from lib.results import summary, write_result
 from lib.stats import percentiles
 from lib.stream_clients import Recorder, Subscriber, create_sessions, join, start_turns, turn_text
 from lib.upstream_calls import calls_between, upstream_calls
+from lib.valkey import local_valkey, retained_events, used_memory
+
+if TYPE_CHECKING:
+    from diminuendo.local.valkey import LocalValkey
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +68,7 @@ class StreamOptions(BenchOptions):
     warmup: float = option(5.0)
     duration: float = option(20.0)
     setup_concurrency: int = option(50)
+    valkey: bool = option(False, "run the stream phase again with a local Valkey (REDIS_URL)")
 
 
 class PauseMeter:
@@ -111,18 +122,22 @@ async def health_probe(url: str, duration: float, every: float = 1.0) -> dict[st
 
 
 async def measure_window(
-    gateway: Gateway, stack: Stack, rec: Recorder, options: StreamOptions
+    gateway: Gateway,
+    stack: Stack,
+    rec: Recorder,
+    options: StreamOptions,
+    valkey_pid: int | None = None,
 ) -> dict[str, Any]:
-    """The measurement window: CPU of every process, the gateway's RSS and upstream calls,
-    /health once a second, the client's own collector pauses."""
-    meter = CpuMeter(
-        {
-            "gateway": gateway.pid,
-            "local_stack": stack.server.pid,
-            "client": os.getpid(),
-            "machine": MACHINE,
-        }
-    )
+    """The measurement window: CPU of every process (and of Valkey's, when given), the
+    gateway's RSS and upstream calls, /health once a second, the client's own collector
+    pauses."""
+    pids = {
+        "gateway": gateway.pid,
+        "local_stack": stack.server.pid,
+        "client": os.getpid(),
+        "machine": MACHINE,
+    }
+    meter = CpuMeter(pids if valkey_pid is None else {**pids, "valkey": valkey_pid})
     rss_start = rss_bytes(gateway.pid)
     calls_start = await asyncio.to_thread(upstream_calls, gateway.url)
     rec.measuring = True
@@ -159,6 +174,7 @@ async def stream_phase(
     rate: float,
     label: str,
     copies: int = 1,
+    valkey_pid: int | None = None,
 ) -> dict[str, Any]:
     """Start one turn per `starters` entry, staggered over one interval; measure the window."""
     interval_ms = max(1, round(1000 / rate))
@@ -168,7 +184,7 @@ async def stream_phase(
     rec.expected_completions = len(starters)
     start_turns(starters, turn_text(deltas, interval_ms), stagger_s)
     await asyncio.sleep(0.2 + stagger_s + options.warmup)
-    window = await measure_window(gateway, stack, rec, options)
+    window = await measure_window(gateway, stack, rec, options, valkey_pid)
     window_s = window["cpu"]["wall_s"]
     try:
         async with asyncio.timeout(turn_s + 60):
@@ -205,16 +221,22 @@ async def stream_phase(
     }
 
 
-async def run_stream(bench: Bench, options: StreamOptions) -> dict[str, Any]:
+async def run_stream(
+    bench: Bench, options: StreamOptions, valkey: LocalValkey | None = None
+) -> dict[str, Any]:
+    """The stream phase; with `valkey`, the gateway appends every frame to its logs there."""
     sessions = options.sessions
     stack = bench.start_stack()
+    fleet = {} if valkey is None else {"REDIS_URL": valkey.url}
     gateway = bench.start_gateway(
         stack,
         # Room for the capacity reserve (the last tenth kept for tenants under their share).
         MAX_ACTIVE_SESSIONS=str(max(5000, sessions * 12 // 10)),
         MAX_CONNECTIONS=str(max(10_000, sessions + 100)),
+        **fleet,
     )
     bench.wait_health_ok(gateway)
+    valkey_bytes_idle = None if valkey is None else await used_memory(valkey.url)
     rss_idle = rss_bytes(gateway.pid)
     started = time.perf_counter()
     ids = await create_sessions(gateway.port, sessions)
@@ -233,9 +255,30 @@ async def run_stream(bench: Bench, options: StreamOptions) -> dict[str, Any]:
     for sub in subs:
         assert sub.ws is not None
         sub.ws.on_text = sub.on_text
+    valkey_pid = None if valkey is None or valkey.process is None else valkey.process.pid
+    label = f"{sessions} sessions{'' if valkey is None else ' with Valkey'}"
     result = await stream_phase(
-        bench, gateway, stack, rec, subs, options, rate=options.rate, label=f"{sessions} sessions"
+        bench,
+        gateway,
+        stack,
+        rec,
+        subs,
+        options,
+        rate=options.rate,
+        label=label,
+        valkey_pid=valkey_pid,
     )
+    result["gateway_cpu_us_per_delta"] = round(
+        result["cpu"]["gateway"]["cpu_s"] * 1e6 / max(rec.window_pieces, 1), 1
+    )
+    if valkey is not None and valkey_bytes_idle is not None:
+        retained = await retained_events(valkey.url, ids)
+        grown = await used_memory(valkey.url) - valkey_bytes_idle
+        result["valkey"] = {
+            "retained_events": retained,
+            "used_memory_growth_mb": round(grown / 2**20, 1),
+            "bytes_per_retained_event": round(grown / retained) if retained else None,
+        }
     result["setup"] = {
         "create_s": round(create_s, 2),
         "connect_join_activate_s": round(join_s, 2),
@@ -296,6 +339,9 @@ async def main_async(bench: Bench, options: StreamOptions) -> dict[str, Any]:
     result: dict[str, Any] = {"params": params(options)}
     if options.variant in ("stream", "both"):
         result["stream"] = await run_stream(bench, options)
+        if options.valkey:
+            with local_valkey() as valkey:
+                result["stream_valkey"] = await run_stream(bench, options, valkey)
     if options.variant in ("fanout", "both"):
         result["fanout"] = await run_fanout(bench, options)
     return result
@@ -305,11 +351,21 @@ def describe(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     cpu = r["cpu"]
     health = r["health_during_window"]["latency_ms"]
+    valkey = ""
+    if "valkey" in r:
+        valkey = (
+            f", Valkey CPU {cpu['valkey']['cpu_pct']}%, "
+            f"{r['valkey']['bytes_per_retained_event']} B per retained event"
+        )
+    per_delta = (
+        f" ({r['gateway_cpu_us_per_delta']} µs/delta)" if "gateway_cpu_us_per_delta" in r else ""
+    )
     return (
         f"{r['label']}: {r['delivered_pieces_per_s']:,} deltas/s in "
         f"{r['delivered_frames_per_s']:,} frames/s (offered {r['offered_pieces_per_s']:,}), "
         f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} ms, gateway CPU "
-        f"{cpu['gateway']['cpu_pct']}% (stack {cpu['local_stack']['cpu_pct']}%, client "
+        f"{cpu['gateway']['cpu_pct']}%{per_delta}{valkey} "
+        f"(stack {cpu['local_stack']['cpu_pct']}%, client "
         f"{cpu['client']['cpu_pct']}%, machine {cpu['machine']['cpu_pct']}% of "
         f"{100 * (os.cpu_count() or 1)}%), RSS {r['gateway_rss_mb_end']} MB, /health max "
         f"{health.get('max')} ms{'' if r['pinned'] else ' [shared cores]'}"
@@ -322,7 +378,7 @@ def main() -> int:
     with Bench("stream", options) as bench:
         result = run(main_async(bench, options))
     path = write_result("stream", result, options.results_dir)
-    parts = [describe(result[k]) for k in ("stream", "fanout") if k in result]
+    parts = [describe(result[k]) for k in ("stream", "stream_valkey", "fanout") if k in result]
     summary("stream", f"{'; '.join(parts)} [{path.name}]")
     return 0
 

@@ -46,7 +46,13 @@ if TYPE_CHECKING:
 __all__ = ["FollowedStream", "Following"]
 
 FIRST_APPEND_WAIT_S = 2.0
-AHEAD_WAIT_S = 0.25  # many owner-to-Valkey round trips; beyond it, the client is ahead: a gap
+# How long a join waits for the frames a client saw from the owner before calling it ahead (a
+# gap). Paid in full only when the owner died within an append of the client's last frame (rare;
+# the join is then 2 s slower); too short, and a live owner merely slowed down (a loaded host, a
+# far Valkey, a pause) gives its clients a false `gap: true` and a rebuild from history — 250 ms
+# did with the owner's appends 0.4 s late (tests/cluster/test_lagging_owner.py).
+AHEAD_WAIT_S = 2.0
+AHEAD_POLL_S = (0.02, 0.2)  # the log is read again after 20 ms, doubling up to 200 ms
 # The frames that change a session's state: a follower's copy mirrors them (`on_control`).
 CONTROL_FRAMES = frozenset(
     {
@@ -193,8 +199,10 @@ class Following:
         # owner's last append round trip: give the copy that long before calling it a gap.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + AHEAD_WAIT_S
+        delay, longest = AHEAD_POLL_S
         while after_seq is not None and after_seq > stream.last_seq and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
             if after_seq > stream.last_seq:
                 await asyncio.shield(self._resync(follower))
 

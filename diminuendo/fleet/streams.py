@@ -78,6 +78,10 @@ async def read_window(
             break  # the log changed under us: its next append or read says so
         frames.extend(as_frame(e.seq, e.payload) for e in page.events)
         after = page.events[-1].seq
+    # The owner may append while we read: frames past the meta's last seq are not a hole, they
+    # are left to the caller's catch-up (which reads after `last_seq`).
+    while frames and frames[-1].seq > last_seq:
+        frames.pop()
     if frames and frames[-1].seq != last_seq:
         frames = []
     return epoch, last_seq, _contiguous_tail(frames)

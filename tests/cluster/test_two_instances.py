@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,12 +171,31 @@ async def test_a_tenant_broadcast_on_a_reaches_a_connection_of_the_tenant_on_b(
         assert updated[-1]["session"]["name"] == "moved"
 
 
+def stream_read(count: int) -> Callable[[dict], bool]:
+    """A `recv_until` predicate: `count` stream frames read, or the turn's end — never past it,
+    for after `turn_complete` the session only settles (one `session_state`) and goes quiet."""
+    seen = 0
+
+    def enough(frame: dict) -> bool:
+        nonlocal seen
+        seen += "seq" in frame
+        return seen == count or frame.get("type") == "turn_complete"
+
+    return enough
+
+
 async def test_fifty_drops_across_instances_during_a_long_turn_lose_nothing(
     pair: list[Gateway], valkey_server: LocalValkey
 ) -> None:
     """The client's connection drops 50 times during a long turn and each time resumes, with
     `{afterSeq, epoch}`, on A (the owner) or B (a follower) at random: no event lost,
-    duplicated or reordered, never a gap, and the sequence is the log's."""
+    duplicated or reordered, never a gap, and the sequence is the log's.
+
+    It flaked (~1 in 4 `tests/cluster` runs) for two causes, both caught in loops: its reading
+    (`stream_read`: when the first frame read after a rejoin was the `turn_complete`, the loop
+    read on into the `session_state` after it, then waited 10 s for a frame that never comes —
+    TimeoutError in `c.recv`), and `gap: true` on a rejoin on B (`streams.read_window` dropped
+    a follower's first window when the owner appended during the read: test_read_window.py)."""
     rng = random.Random(16)
     frames: list[dict] = []
     async with client(pair[0].ws_url) as first:
@@ -192,11 +211,7 @@ async def test_fifty_drops_across_instances_during_a_long_turn_lose_nothing(
             reply = await c.request({**join, "afterSeq": frames[-1]["seq"]})
             assert (reply["epoch"], reply["gap"]) == (epoch, False), (gw.url, reply)
             if frames[-1]["type"] != "turn_complete":
-                await c.recv_until(lambda f: f.get("seq", 0) > 0, timeout=10)
-                for _ in range(rng.randrange(0, 8)):
-                    await c.recv(timeout=10)
-                    if c.received[-1].get("type") == "turn_complete":
-                        break
+                await c.recv_until(stream_read(1 + rng.randrange(0, 8)), timeout=10)
             frames += stream_frames(c, session_id)
         drops += 1
     assert [f["seq"] for f in frames] == list(range(1, frames[-1]["seq"] + 1))
