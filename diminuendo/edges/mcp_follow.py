@@ -87,12 +87,18 @@ async def _follow_turn(
                     await asyncio.wait_for(subscriber.ready.wait(), min(1.0, left))
                 except TimeoutError:
                     continue
-                progress = watch.take_progress()
-                if progress is not None:
-                    await ctx.report_progress(progress.progress, message=progress.message)
+                await _report_progress(ctx, watch)
+            # The turn's last text can arrive with its end while a report was being sent.
+            await _report_progress(ctx, watch)
             assert watch.result is not None
             return tool_result(watch.result)
         except asyncio.CancelledError:
             if not watch.done and watch.turn_id is not None:
                 stop_abandoned_turn(gateway, identity, session_id, watch.turn_id)
             raise
+
+
+async def _report_progress(ctx: Context, watch: TurnWatch) -> None:
+    progress = watch.take_progress()
+    if progress is not None:
+        await ctx.report_progress(progress.progress, message=progress.message)
