@@ -171,7 +171,8 @@ async def measure_window(
 ) -> dict[str, Any]:
     """The measurement window: CPU of every process (each gateway's, and Valkey's when given),
     the gateways' RSS and upstream calls, /health of the first gateway once a second, the
-    client's own collector pauses. `--py-spy` records the first gateway."""
+    client's own collector pauses. `--py-spy FILE` records the first gateway (in the Valkey run
+    to FILE-valkey.EXT)."""
     keys = gateway_keys(gateways)
     pids = {
         **{key: gateway.pid for key, gateway in zip(keys, gateways, strict=True)},
@@ -187,7 +188,10 @@ async def measure_window(
     window_unix = [round(time.time(), 3)]
     meter.begin()
     probe = asyncio.create_task(health_probe(gateways[0].url, options.duration))
-    with py_spy(gateways[0].pid, options.py_spy, options.duration), PauseMeter() as client_gc:
+    profile = options.py_spy
+    if profile is not None and valkey_pid is not None:  # the Valkey run's beside memory's
+        profile = profile.with_name(f"{profile.stem}-valkey{profile.suffix}")
+    with py_spy(gateways[0].pid, profile, options.duration), PauseMeter() as client_gc:
         await asyncio.sleep(options.duration)
     rec.measuring = False
     window_unix.append(round(time.time(), 3))

@@ -166,7 +166,8 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.allowed_cpus = sorted(os.sched_getaffinity(0))
         self.gateway_cpus: list[int] = []  # set by --pin (`pin`)
-        self.pinning = describe_plan([], self.allowed_cpus)
+        # What `pin` did, as printed; unpinned until `--pin` is applied in __enter__.
+        self.pinning = "" if options.pin else describe_plan([], self.allowed_cpus)
 
     def __enter__(self) -> Bench:
         timeout = self.options.timeout
@@ -199,11 +200,11 @@ class Bench:
             return self.pinning
         self.gateway_cpus, rest = cpu_plan(self.allowed_cpus, gateways)
         os.sched_setaffinity(0, rest)
-        if len(self.allowed_cpus) < 2:
-            print("one CPU: --pin ignored, the gateway shares it", file=sys.stderr)
-        self.pinning = describe_plan(self.gateway_cpus, rest)
-        print(f"[{self.name}] {self.pinning}", file=sys.stderr)
-        return self.pinning
+        plan = describe_plan(self.gateway_cpus, rest)
+        if plan != self.pinning:  # printed once per change
+            print(f"[{self.name}] {plan}", file=sys.stderr)
+        self.pinning = plan
+        return plan
 
     def __exit__(self, *exc: Any) -> None:
         signal.alarm(0)
