@@ -487,16 +487,19 @@ async def main_async(bench: Bench, options: StreamOptions) -> dict[str, Any]:
 
 def compare(memory: dict[str, Any], fleet: dict[str, Any]) -> dict[str, Any]:
     """The issue's fleet target: per-delta gateway CPU (summed over the instances) at most
-    TARGET_CPU_RATIO times memory's, and p99 under TARGET_P99_MS."""
-    cpu_ratio = fleet["gateway_cpu_us_per_delta"] / max(memory["gateway_cpu_us_per_delta"], 0.1)
+    TARGET_CPU_RATIO times memory's, and p99 under TARGET_P99_MS. A ratio whose base is
+    unmeasured (no CPU tick in a tiny window, no delta received) is None and never met."""
+    base = memory["gateway_cpu_us_per_delta"]
+    cpu_ratio = fleet["gateway_cpu_us_per_delta"] / base if base > 0 else None
     p99_memory = memory["latency_ms"].get("p99")
     p99_fleet = fleet["latency_ms"].get("p99")
-    p99_ratio = p99_fleet / max(p99_memory, 0.001) if p99_fleet and p99_memory else None
+    p99_ratio = p99_fleet / p99_memory if p99_fleet is not None and p99_memory else None
     return {
-        "cpu_ratio": round(cpu_ratio, 2),
+        "cpu_ratio": None if cpu_ratio is None else round(cpu_ratio, 2),
         "p99_ratio": None if p99_ratio is None else round(p99_ratio, 2),
         "p99_ms": p99_fleet,
-        "target_met": cpu_ratio <= TARGET_CPU_RATIO
+        "target_met": cpu_ratio is not None
+        and cpu_ratio <= TARGET_CPU_RATIO
         and p99_fleet is not None
         and p99_fleet < TARGET_P99_MS,
     }
@@ -530,8 +533,9 @@ def describe(r: dict[str, Any]) -> str:
 
 def describe_comparison(c: dict[str, Any]) -> str:
     verdict = "met" if c["target_met"] else "MISSED"
+    cpu, p99 = (("n/a" if v is None else f"{v}x") for v in (c["cpu_ratio"], c["p99_ratio"]))
     return (
-        f"Valkey/memory: {c['cpu_ratio']}x CPU per delta, {c['p99_ratio']}x p99 "
+        f"Valkey/memory: {cpu} CPU per delta, {p99} p99 "
         f"(target <= {TARGET_CPU_RATIO:g}x, p99 < {TARGET_P99_MS:g} ms: {verdict})"
     )
 

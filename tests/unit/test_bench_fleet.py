@@ -59,3 +59,9 @@ def test_the_fleet_is_judged_by_its_cpu_ratio_and_its_p99(fleet: dict[str, Any],
     verdict = compare(run(40.0, 12.5), fleet)
     assert verdict["target_met"] is met
     assert verdict["cpu_ratio"] == round(fleet["gateway_cpu_us_per_delta"] / 40.0, 2)
+
+
+def test_an_unmeasured_base_gives_no_ratio_and_no_verdict() -> None:
+    """A tiny window can hold no CPU tick of the in-memory gateway (10 ms resolution)."""
+    verdict = compare(run(0.0, 5.0), run(133.3, 7.4))
+    assert (verdict["cpu_ratio"], verdict["target_met"]) == (None, False)
