@@ -519,6 +519,8 @@ def describe(r: dict[str, Any]) -> str:
     if "latency_ms_followers" in r:
         followers = r["latency_ms_followers"]
         fleet += f", followers p50 {followers.get('p50')} p99 {followers.get('p99')} ms"
+    if r.get("pieces_lost"):
+        fleet += f", {r['pieces_lost']:,} deltas LOST"
     return (
         f"{r['label']}: {r['delivered_pieces_per_s']:,} deltas/s in "
         f"{r['delivered_frames_per_s']:,} frames/s (offered {r['offered_pieces_per_s']:,}), "
