@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import resource
-import sys
 
 from diminuendo.local.ports import ephemeral_range
 
@@ -42,13 +40,26 @@ def source_addresses(connections: int) -> list[str | None]:
     return [f"127.0.0.{i}" for i in range(2, 2 + count)]
 
 
-def pin_load_generator() -> int | None:
-    """Leave one CPU to the gateway: this process (and so everything it starts: the local stack,
-    wrk, py-spy) moves to the other CPUs it may use. Returns the gateway's CPU (the lowest this
-    process may use), or None, unpinned, where it may use only one."""
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        print("one CPU: --pin ignored, the gateway shares it", file=sys.stderr)
-        return None
-    os.sched_setaffinity(0, allowed[1:])
-    return allowed[0]
+def cpu_plan(allowed: list[int], gateways: int) -> tuple[list[int], list[int]]:
+    """(one CPU per gateway, the CPUs of everything else: the load generator, the local stack,
+    Valkey). Each gateway gets a CPU of its own, the lowest ones, as a gateway process has its own
+    core in production; the rest share what is left, or every CPU when no CPU is left (two
+    gateways on a 2-core host: one core each, client, stack and Valkey on both). One CPU, or
+    fewer CPUs than gateways: no pinning, ([], allowed)."""
+    if len(allowed) < 2 or len(allowed) < gateways:
+        return [], allowed
+    rest = allowed[gateways:] or allowed
+    return allowed[:gateways], rest
+
+
+def describe_plan(gateway_cpus: list[int], rest: list[int]) -> str:
+    """The plan as the benchmark prints it."""
+    if not gateway_cpus:
+        return f"not pinned: everything shares CPUs {_cpus(rest)}"
+    own = ", ".join(f"gateway {i + 1} on CPU {cpu}" for i, cpu in enumerate(gateway_cpus))
+    shared = " (shared with the gateways)" if set(rest) & set(gateway_cpus) else ""
+    return f"pinned: {own}; client, local stack and Valkey on CPUs {_cpus(rest)}{shared}"
+
+
+def _cpus(cpus: list[int]) -> str:
+    return ",".join(str(cpu) for cpu in cpus)

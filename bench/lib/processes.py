@@ -25,7 +25,7 @@ import httpx
 
 from diminuendo.local.ports import free_port
 
-from .host import pin_load_generator
+from .host import cpu_plan, describe_plan
 from .options import BenchOptions
 from .paths import BENCH_DIR, ROOT
 
@@ -164,7 +164,10 @@ class Bench:
         self.options = options
         self.servers: list[Server] = []
         self.work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        self.gateway_cpu: int | None = None  # set by --pin
+        self.allowed_cpus = sorted(os.sched_getaffinity(0))
+        self.gateway_cpus: list[int] = []  # set by --pin (`pin`)
+        # What `pin` did, as printed; unpinned until `--pin` is applied in __enter__.
+        self.pinning = "" if options.pin else describe_plan([], self.allowed_cpus)
 
     def __enter__(self) -> Bench:
         timeout = self.options.timeout
@@ -181,8 +184,27 @@ class Bench:
 
         signal.signal(signal.SIGTERM, terminated)
         if self.options.pin:
-            self.gateway_cpu = pin_load_generator()
+            self.pin(1)
         return self
+
+    @property
+    def gateway_cpu(self) -> int | None:
+        """The first gateway's CPU, None when not pinned."""
+        return self.gateway_cpus[0] if self.gateway_cpus else None
+
+    def pin(self, gateways: int) -> str:
+        """With `--pin`, a CPU for each of `gateways` gateways started from now on and this
+        process (and what it starts from now on: the local stack, Valkey, wrk, py-spy) on the
+        others (`host.cpu_plan`); prints the plan and returns it. Without `--pin`, nothing."""
+        if not self.options.pin:
+            return self.pinning
+        self.gateway_cpus, rest = cpu_plan(self.allowed_cpus, gateways)
+        os.sched_setaffinity(0, rest)
+        plan = describe_plan(self.gateway_cpus, rest)
+        if plan != self.pinning:  # printed once per change
+            print(f"[{self.name}] {plan}", file=sys.stderr)
+        self.pinning = plan
+        return plan
 
     def __exit__(self, *exc: Any) -> None:
         signal.alarm(0)
@@ -202,14 +224,20 @@ class Bench:
         server.stop()
 
     def spawn(
-        self, name: str, argv: list[str], env: dict[str, str], *, under_test: bool = False
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        under_test: bool = False,
+        instance: int = 0,
     ) -> Server:
-        """Start a server; with `--pin`, the one `under_test` gets the gateway's core and any
-        other (the local stack) inherits the load generator's."""
+        """Start a server; with `--pin`, the one `under_test` gets the core of gateway
+        `instance` and any other (the local stack) inherits the load generator's."""
         server = spawn(name, argv, env, self.work / f"{name}.log")
         self.servers.append(server)
-        if under_test and self.gateway_cpu is not None:
-            os.sched_setaffinity(server.pid, {self.gateway_cpu})
+        if under_test and self.gateway_cpus:
+            os.sched_setaffinity(server.pid, {self.gateway_cpus[instance % len(self.gateway_cpus)]})
         return server
 
     def start_stack(self) -> Stack:
@@ -234,10 +262,12 @@ class Bench:
         name: str = "gateway",
         dev: bool = True,
         trace_memory: bool = False,
+        instance: int = 0,
         **overrides: str,
     ) -> Gateway:
-        """A gateway on the stack; `trace_memory` runs it under tools/serve_traced.py, else
-        `--watchdog` under tools/serve_watchdog.py. `overrides` are settings (environment)."""
+        """A gateway on the stack (`instance`: which of `pin`'s gateway CPUs it gets);
+        `trace_memory` runs it under tools/serve_traced.py, else `--watchdog` under
+        tools/serve_watchdog.py. `overrides` are settings (environment)."""
         port = free_port()
         data = self.work / name
         data.mkdir(exist_ok=True)
@@ -260,7 +290,7 @@ class Bench:
         elif self.options.watchdog:
             argv = [sys.executable, str(BENCH_DIR / "tools" / "serve_watchdog.py"), *command]
             env["BENCH_WATCHDOG_OUT"] = str(self.options.watchdog)
-        server = self.spawn(name, argv, env, under_test=True)
+        server = self.spawn(name, argv, env, under_test=True, instance=instance)
         gateway = Gateway(server, port)
         wait_http(f"{gateway.url}/health", server)
         return gateway

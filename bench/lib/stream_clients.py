@@ -35,10 +35,16 @@ class Recorder:
 
 
 class Subscriber:
-    __slots__ = ("completed", "frames", "pieces", "rec", "session_id", "ws")
+    """One client of a session; its latencies go to `latencies` (by default the recorder's: a
+    separate list reports a group apart, e.g. the followers of a fleet run)."""
 
-    def __init__(self, rec: Recorder, session_id: str) -> None:
+    __slots__ = ("completed", "frames", "latencies", "pieces", "rec", "session_id", "ws")
+
+    def __init__(
+        self, rec: Recorder, session_id: str, latencies: list[float] | None = None
+    ) -> None:
         self.rec = rec
+        self.latencies = rec.latencies if latencies is None else latencies
         self.session_id = session_id
         self.ws: WS | None = None
         self.frames = 0
@@ -57,7 +63,7 @@ class Subscriber:
                 now = time.time() * 1000
                 rec.window_frames += 1
                 rec.window_pieces += len(stamps)
-                rec.latencies.extend([now - int(s) for s in stamps])
+                self.latencies.extend([now - int(s) for s in stamps])
         elif payload.startswith(COMPLETE_PREFIX):
             self.completed = True
             rec = self.rec

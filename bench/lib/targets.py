@@ -119,6 +119,27 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "stream",
+        "fleet: 2 instances, CPU/delta ≤ 2x memory, p99 < 100 ms",
+        "stream_valkey_vs_memory.cpu_ratio",
+        "<=",
+        2,
+        "x",
+        judged_from=(
+            ("stream_valkey.instances", 2),
+            ("stream_valkey.turns", 5000),
+            ("stream_valkey.offered_pieces_per_s", 20_000),
+        ),
+        also=(
+            Check("stream_valkey.delivered_pieces_per_s", ">=", 19_000),
+            Check("stream_valkey.latency_ms.p99", "<", 100),
+        ),
+        info_unless=("stream_valkey.pinned", " (shared cores)"),
+        shown="{stream_valkey.instances} instances, {stream_valkey.turns} sessions, "
+        "{stream_valkey.delivered_pieces_per_s:,} ev/s, {stream_valkey_vs_memory.cpu_ratio}x "
+        "CPU/delta, p99 {stream_valkey.latency_ms.p99} ms",
+    ),
+    Target(
+        "stream",
         "fan-out (no target; p99 < 50 ms for reference)",
         "fanout.latency_ms.p99",
         "<",

@@ -29,6 +29,17 @@ def upstream_calls(url: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def upstream_calls_of(urls: list[str]) -> dict[str, dict[str, float]]:
+    """`upstream_calls` summed over several gateways."""
+    total: dict[str, dict[str, float]] = {}
+    for url in urls:
+        for service, values in upstream_calls(url).items():
+            summed = total.setdefault(service, {})
+            for key, value in values.items():
+                summed[key] = summed.get(key, 0.0) + value
+    return total
+
+
 def calls_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     diff: dict[str, Any] = {}
     for service, values in after.items():

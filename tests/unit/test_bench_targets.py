@@ -19,6 +19,7 @@ PER_CONN = "idle ≤ 60 KB per connection"
 STREAM = "5,000 sessions, 20,000 ev/s, p99 < 50 ms"
 STREAM_RSS = "5,000 sessions within 2 GB RSS (OPERATIONS §7)"
 FANOUT = "fan-out (no target; p99 < 50 ms for reference)"
+FLEET = "fleet: 2 instances, CPU/delta ≤ 2x memory, p99 < 100 ms"
 DEV = "connect+auth p50 < 2 ms (dev)"
 JWT = "connect+auth p50 < 3 ms (JWT warm)"
 CREATE = "create_session p50 < 5 ms"
@@ -194,3 +195,42 @@ def test_bench_readme_shows_every_target_of_the_table() -> None:
     rows = [line for line in readme.splitlines() if line.startswith("| ") and "`" in line]
     shown = [row for row in rows if row.split(" | ")[0] in {f"| {t.benchmark}" for t in TARGETS}]
     assert [row.split(" | ")[1:3] for row in shown] == [[t.title, f"`{t.figure}`"] for t in TARGETS]
+
+
+def fleet_run(**change: Any) -> dict[str, list[dict[str, Any]]]:
+    """A full-size `stream.py --valkey --instances 2` result (the figures the fleet row reads)."""
+    fleet = {
+        "instances": 2,
+        "turns": 5000,
+        "offered_pieces_per_s": 22_000,
+        "delivered_pieces_per_s": 21_900,
+        "latency_ms": {"p99": 62.5},
+        "pinned": True,
+    }
+    ratio = change.pop("cpu_ratio", 1.7)
+    fleet.update(change)
+    run = results()
+    run["stream"][0].update(
+        stream_valkey=fleet, stream_valkey_vs_memory={"cpu_ratio": ratio, "target_met": True}
+    )
+    return run
+
+
+@pytest.mark.parametrize(
+    ("change", "verdict"),
+    [
+        ({}, "HOLDS"),
+        ({"cpu_ratio": 2.01}, "MISSES"),
+        ({"latency_ms": {"p99": 100.0}}, "MISSES"),
+        ({"delivered_pieces_per_s": 18_000}, "MISSES"),
+        ({"instances": 1}, "n/a (smaller size)"),
+        ({"turns": 300}, "n/a (smaller size)"),
+        ({"pinned": False}, "info"),
+    ],
+)
+def test_the_fleet_target_is_cpu_ratio_rate_and_p99_of_two_instances_at_full_size(
+    change: dict[str, Any], verdict: str
+) -> None:
+    (row,) = [r for r in check_targets(fleet_run(**change)) if r[0] == FLEET]
+    assert row[2] == verdict
+    assert row[1].endswith(" (shared cores)") == (change.get("pinned") is False)
