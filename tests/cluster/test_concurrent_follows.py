@@ -1,0 +1,124 @@
+"""Concurrent joins of a session another instance owns share one copy of its stream (issue 16:
+in the fleet fan-out benchmark, 50 joins in flight on instance B of a session owned by A, every
+client on B got 0 live deltas in 2 of 10 runs — no error, just silence).
+
+The cause: `Ownership.own` deduplicates claims only while one is in flight. A join whose claim
+started after the first claim had finished, but before `SessionAccess.held` stored the first
+claim's stream (a handful of event-loop steps, wide enough with 50 record reads returning at
+once), claimed again; `Following.follow` replaced the session's follower with a second copy.
+The session kept the first copy, which the bus no longer fed: its clients heard nothing more,
+and its `caught_up` read nothing either (it no longer knew the copy).
+
+Real parts: a real `valkey-server`, two `fleet.runtime.Fleet`s as two instances would build
+them (own instance ids, leases, logs, pub/sub buses); the interleaving is made deterministic by
+running the second claim right after the first returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+from diminuendo.fleet.runtime import Fleet
+from diminuendo.local.valkey import LocalValkey
+from diminuendo.sessions.stream import Frame
+from diminuendo.settings import Settings
+
+LIMITS = {"max_events": 1000, "max_bytes": 1 << 20, "budget": None}
+DELTAS = 50
+
+
+class Collector:
+    """A subscriber that keeps every frame it is given."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def deliver(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+
+@pytest.fixture
+async def instances(valkey_server: LocalValkey) -> AsyncIterator[tuple[Fleet, Fleet]]:
+    settings = dataclasses.replace(
+        Settings(), redis_url=valkey_server.url, redis_key_prefix=f"follow{uuid.uuid4().hex[:8]}"
+    )
+    a, b = Fleet(settings, "instance-a"), Fleet(settings, "instance-b")
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def wait_for(frames: list[Frame], count: int, timeout_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(frames) < count and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def test_a_claim_after_the_first_finished_shares_its_copy_and_every_delta_arrives(
+    instances: tuple[Fleet, Fleet],
+) -> None:
+    """Before the fix: `second is first` failed (two `FollowedStream`s); without that assertion
+    the subscriber of the first copy — the one the session keeps — got none of the deltas
+    published on A after the second claim, nor the `turn_complete` (seqs `[1]`, its replay,
+    instead of `[1, …, 52]`)."""
+    a, b = instances
+    session_id = uuid.uuid4().hex
+    owned = await a.ownership.own(session_id, **LIMITS)
+    assert owned is not None and not a.ownership.follows(owned)
+    owned.publish({"type": "session_state", "state": "ready"}, 0)  # the owner's first append
+
+    first = await b.ownership.own(session_id, **LIMITS)
+    # A join that read the session's record while the first claim ran: its claim starts now,
+    # before the first claim's stream is held (`SessionAccess.held`).
+    second = await b.ownership.own(session_id, **LIMITS)
+    assert first is not None and b.ownership.follows(first)
+    assert second is first  # one copy per session per instance
+
+    joined = Collector()
+    await b.ownership.caught_up(first, 0)
+    replay = first.attach(joined, 0, first.epoch)
+    joined.frames += replay.frames
+    for n in range(DELTAS):
+        owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
+    owned.publish({"type": "turn_complete", "finalText": "done"}, 0)
+    await wait_for(joined.frames, DELTAS + 2)
+    assert [f.seq for f in joined.frames] == list(range(1, DELTAS + 3))
+    texts = [msgspec.json.decode(f.data).get("text") for f in joined.frames[1:-1]]
+    assert texts == [f"d{n}" for n in range(DELTAS)]
+    assert joined.frames[-1].type == "turn_complete"
+
+
+async def test_many_claims_at_once_share_one_copy(instances: tuple[Fleet, Fleet]) -> None:
+    """100 claims of a followed session in flight at once, in waves (each wave starts as the
+    previous one returns, as joins do whose record reads return at different times): every
+    one gets the same copy, and it receives what the owner publishes.
+
+    Before the fix: 4 copies, one per wave (`assert 4 == 1`)."""
+    a, b = instances
+    session_id = uuid.uuid4().hex
+    owned = await a.ownership.own(session_id, **LIMITS)
+    assert owned is not None
+    owned.publish({"type": "session_state", "state": "ready"}, 0)
+    streams = []
+    for _ in range(4):
+        streams += await asyncio.gather(
+            *(b.ownership.own(session_id, **LIMITS) for _ in range(25))
+        )
+    assert len({id(s) for s in streams}) == 1
+    joined = Collector()
+    streams[0].attach(joined, None)
+    for n in range(DELTAS):
+        owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
+    await wait_for(joined.frames, DELTAS)
+    assert [f.seq for f in joined.frames] == list(range(2, DELTAS + 2))
