@@ -13,7 +13,11 @@ Contract of `Following`:
 
 - `follow(session_id, …)` → a `FollowedStream` caught up with the log (raises `FleetUnavailable`
   when Valkey fails, `GatewayError` `UPSTREAM_UNAVAILABLE` when the owner has not written the
-  log yet within `FIRST_APPEND_WAIT_S`).
+  log yet within `FIRST_APPEND_WAIT_S`). A session followed already returns its copy: one copy
+  per session per instance, the one the bus feeds (a second copy would leave the first, which
+  the session keeps, silent: issue 16). The caller runs one `follow` of a session at a time
+  (`Ownership`'s claims); a copy closed by its session (leaving memory, its `unfollow` to come)
+  is replaced, not shared.
 - `caught_up(stream, after_seq)`: reads what the log holds beyond the copy, and waits (at most
   `AHEAD_WAIT_S`) for the frames up to `after_seq` a client saw from the owner: a client must
   not be "ahead" (a gap) of a copy that only lags.
@@ -71,11 +75,17 @@ _decode = msgspec.json.Decoder().decode
 class FollowedStream(FleetStream):
     """A copy of the owner's stream: frames come only through `relay`, in seq order."""
 
-    __slots__ = ("on_control",)
+    __slots__ = ("closed", "on_control")
 
     def __init__(self, session_id: str, epoch: str, **limits: Any) -> None:
         super().__init__(session_id, epoch, **limits)
         self.on_control: Callable[[str, dict[str, Any]], None] = lambda kind, event: None
+        self.closed = False
+
+    def close(self) -> None:
+        """The session left memory (its `unfollow` follows): a later join must not get it."""
+        self.closed = True
+        super().close()
 
     def publish(self, event: dict[str, Any] | SessionEvent, ts_ms: int) -> Frame:
         """Never called on a copy: its seqs are the owner's (the activator never publishes on
@@ -158,6 +168,9 @@ class Following:
 
     async def follow(self, session_id: str, limits: dict[str, Any]) -> FollowedStream:
         channel = self._fleet.keys.session(session_id).channel
+        follower = self._followers.get(channel)
+        if follower is not None and follower.stream is not None and not follower.stream.closed:
+            return follower.stream
         follower = self._followers[channel] = _Follower()
         try:
             await self._bus.subscribe(channel)

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 import msgspec
 import pytest
@@ -38,9 +39,21 @@ class Collector:
 
     def __init__(self) -> None:
         self.frames: list[Frame] = []
+        self._wanted = 0
+        self._enough = asyncio.Event()
 
     def deliver(self, frame: Frame) -> None:
         self.frames.append(frame)
+        if len(self.frames) >= self._wanted:
+            self._enough.set()
+
+    async def wait_for(self, count: int, timeout_s: float = 5.0) -> None:
+        """Until `count` frames arrived, or `timeout_s` (the caller's assertion says what)."""
+        self._wanted = count
+        if len(self.frames) < count:
+            self._enough.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._enough.wait(), timeout_s)
 
 
 @pytest.fixture
@@ -56,13 +69,6 @@ async def instances(valkey_server: LocalValkey) -> AsyncIterator[tuple[Fleet, Fl
     finally:
         await b.stop()
         await a.stop()
-
-
-async def wait_for(frames: list[Frame], count: int, timeout_s: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while len(frames) < count and loop.time() < deadline:
-        await asyncio.sleep(0.02)
 
 
 async def test_a_claim_after_the_first_finished_shares_its_copy_and_every_delta_arrives(
@@ -92,7 +98,7 @@ async def test_a_claim_after_the_first_finished_shares_its_copy_and_every_delta_
     for n in range(DELTAS):
         owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
     owned.publish({"type": "turn_complete", "finalText": "done"}, 0)
-    await wait_for(joined.frames, DELTAS + 2)
+    await joined.wait_for(DELTAS + 2)
     assert [f.seq for f in joined.frames] == list(range(1, DELTAS + 3))
     texts = [msgspec.json.decode(f.data).get("text") for f in joined.frames[1:-1]]
     assert texts == [f"d{n}" for n in range(DELTAS)]
@@ -112,13 +118,38 @@ async def test_many_claims_at_once_share_one_copy(instances: tuple[Fleet, Fleet]
     owned.publish({"type": "session_state", "state": "ready"}, 0)
     streams = []
     for _ in range(4):
-        streams += await asyncio.gather(
-            *(b.ownership.own(session_id, **LIMITS) for _ in range(25))
-        )
+        streams += await asyncio.gather(*(b.ownership.own(session_id, **LIMITS) for _ in range(25)))
     assert len({id(s) for s in streams}) == 1
     joined = Collector()
     streams[0].attach(joined, None)
     for n in range(DELTAS):
         owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
-    await wait_for(joined.frames, DELTAS)
+    await joined.wait_for(DELTAS)
+    assert [f.seq for f in joined.frames] == list(range(2, DELTAS + 2))
+
+
+async def test_a_join_during_the_release_of_a_copy_gets_a_new_one_that_stays_fed(
+    instances: tuple[Fleet, Fleet],
+) -> None:
+    """A followed session leaves memory (`Activator._release` closes its copy, then `release`
+    unfollows it) while a join claims it: sharing the closing copy would leave the join's
+    session on a copy the release then stops feeding. The join gets a new copy, and the old
+    one's release leaves the new one fed. (A guard of the fix: sharing without the closed check
+    failed with `new is old`.)"""
+    a, b = instances
+    session_id = uuid.uuid4().hex
+    owned = await a.ownership.own(session_id, **LIMITS)
+    assert owned is not None
+    owned.publish({"type": "session_state", "state": "ready"}, 0)
+    old = await b.ownership.own(session_id, **LIMITS)
+    assert old is not None
+    old.close()
+    new = await b.ownership.own(session_id, **LIMITS)
+    assert new is not None and new is not old
+    await b.ownership.release(old)
+    joined = Collector()
+    new.attach(joined, None)
+    for n in range(DELTAS):
+        owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
+    await joined.wait_for(DELTAS)
     assert [f.seq for f in joined.frames] == list(range(2, DELTAS + 2))
