@@ -1,7 +1,7 @@
 """Many clients joining at once, on instance B, a session instance A owns (issue 16, the fleet
 fan-out benchmark: with 50 joins in flight, in 2 of 10 runs every client on B got 0 live
 deltas, no error frame). Real gateway processes sharing one Valkey and one local stack; the
-interleaving itself is reproduced deterministically in test_concurrent_follows.py.
+interleaving itself is reproduced deterministically in test_concurrent_claims.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def test_two_hundred_joins_on_b_fifty_at_a_time_all_get_every_frame_in_ord
     and the seq assertion says it), for the race needs a join's
     claim to start in the event-loop step the first claim ends; with 100 joins in one burst,
     or spread 2 ms apart, 0 of 17 runs failed. It guards the whole path (200 joins, a turn,
-    every frame on B, in order); the deterministic reproduction is test_concurrent_follows.py."""
+    every frame on B, in order); the deterministic reproduction is test_concurrent_claims.py."""
     a, b = roomy_pair
     async with AsyncExitStack() as stack:
         on_a = await stack.enter_async_context(client(a.ws_url))

@@ -1,17 +1,22 @@
-"""Concurrent joins of a session another instance owns share one copy of its stream (issue 16:
-in the fleet fan-out benchmark, 50 joins in flight on instance B of a session owned by A, every
-client on B got 0 live deltas in 2 of 10 runs — no error, just silence).
+"""Concurrent claims of one session on one instance (issue 16, the follow race, and its owner
+side).
 
-The cause: `Ownership.own` deduplicates claims only while one is in flight. A join whose claim
-started after the first claim had finished, but before `SessionAccess.held` stored the first
-claim's stream (a handful of event-loop steps, wide enough with 50 record reads returning at
-once), claimed again; `Following.follow` replaced the session's follower with a second copy.
+Followers: concurrent joins of a session another instance owns share one copy of its stream.
+In the fleet fan-out benchmark (50 joins in flight on instance B of a session owned by A), in 2
+of 10 runs every client on B got 0 live deltas — no error, just silence. The cause:
+`Ownership.own` deduplicates claims only while one is in flight. A join whose claim started in
+the event-loop step the first claim ended, before `SessionAccess.held` stored the first claim's
+stream, claimed again; `Following.follow` replaced the session's follower with a second copy.
 The session kept the first copy, which the bus no longer fed: its clients heard nothing more,
 and its `caught_up` read nothing either (it no longer knew the copy).
 
+Owners: a join claiming a session this instance owns while the session leaves memory (closed by
+`Activator._release`, its `Ownership.release` still to come) was handed the leaving stream; the
+release then stopped its appends and gave the lease away under the new session.
+
 Real parts: a real `valkey-server`, two `fleet.runtime.Fleet`s as two instances would build
-them (own instance ids, leases, logs, pub/sub buses); the interleaving is made deterministic by
-running the second claim right after the first returned.
+them (own instance ids, leases, logs, pub/sub buses); the interleavings are made deterministic
+by running the second claim right after the first returned (or the stream was closed).
 """
 
 from __future__ import annotations
@@ -153,3 +158,32 @@ async def test_a_join_during_the_release_of_a_copy_gets_a_new_one_that_stays_fed
         owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
     await joined.wait_for(DELTAS)
     assert [f.seq for f in joined.frames] == list(range(2, DELTAS + 2))
+
+
+async def test_a_claim_while_an_owned_session_leaves_memory_keeps_the_lease_and_the_log(
+    instances: tuple[Fleet, Fleet],
+) -> None:
+    """A owns the session; it leaves memory on A (closed, then released after the runtime
+    socket closed) while a join on A claims it: the join's stream must be logged and A must
+    still hold the lease once the release is done.
+
+    Before the fix: the claim returned the leaving stream itself (`again is not leaving`
+    failed); without that assertion, the release stopped its appends and released the lease —
+    A's new session published frames no other instance could ever read, and any instance could
+    take the session (the lease holder was None)."""
+    a, _ = instances
+    session_id = uuid.uuid4().hex
+    leaving = await a.ownership.own(session_id, **LIMITS)
+    assert leaving is not None
+    leaving.publish({"type": "session_state", "state": "ready"}, 0)
+    leaving.close()  # `Activator._release`: the session leaves memory; `release` comes later
+    again = await a.ownership.own(session_id, **LIMITS)
+    assert again is not None and again is not leaving
+    await a.ownership.release(leaving)
+    assert await a.leases.holder(session_id) is not None
+    assert a.ownership.holds(session_id, (await a.leases.holder(session_id)) or "")
+    for n in range(DELTAS):
+        again.publish({"type": "text_delta", "text": f"d{n}"}, 0)
+    assert await again.appender.flush(5.0)  # type: ignore[attr-defined]
+    meta = await a.log.meta(session_id)
+    assert meta == (again.epoch, again.last_seq) == (leaving.epoch, DELTAS + 1)
