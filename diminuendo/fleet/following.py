@@ -75,17 +75,11 @@ _decode = msgspec.json.Decoder().decode
 class FollowedStream(FleetStream):
     """A copy of the owner's stream: frames come only through `relay`, in seq order."""
 
-    __slots__ = ("closed", "on_control")
+    __slots__ = ("on_control",)
 
     def __init__(self, session_id: str, epoch: str, **limits: Any) -> None:
         super().__init__(session_id, epoch, **limits)
         self.on_control: Callable[[str, dict[str, Any]], None] = lambda kind, event: None
-        self.closed = False
-
-    def close(self) -> None:
-        """The session left memory (its `unfollow` follows): a later join must not get it."""
-        self.closed = True
-        super().close()
 
     def publish(self, event: dict[str, Any] | SessionEvent, ts_ms: int) -> Frame:
         """Never called on a copy: its seqs are the owner's (the activator never publishes on

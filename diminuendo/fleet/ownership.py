@@ -16,7 +16,9 @@ Contract of `Ownership` (used by `sessions.activation.Activator`):
   `None` when Valkey is not in use or fails before the lease (reported to `availability`): the
   caller runs the session in memory, in a fresh epoch. Valkey failing while following is
   `GatewayError` `UPSTREAM_UNAVAILABLE` (a runtime socket per session: never two). Concurrent
-  calls for one session share one claim.
+  calls for one session share one claim; a session owned or followed here already is handed
+  its stream, unless that stream was closed (its session left memory, its `release` to come):
+  then the log goes on in a new stream.
 - `release(stream)`: the session leaves this instance: its pending frames are appended (bounded
   by `FLUSH_TIMEOUT_S`), then the lease is given back, so the next owner continues at once.
 - `on_lost(session_id, stream)`: called once when this instance stops owning a session it did
@@ -200,7 +202,15 @@ class Ownership:
     async def _claim(self, session_id: str, limits: dict[str, Any]) -> FleetStream | None:
         owned = self._owned.get(session_id)
         if owned is not None:
-            return owned[1]
+            lease, leaving = owned
+            if not leaving.closed:
+                return leaving
+            # Its session left memory and its `release` is to come: handed to this claim, it
+            # would stop the new session's appends and give its lease away. The log goes on in
+            # a new stream under the same lease; the release then finds nothing of its own.
+            del self._owned[session_id]
+            await self._retire(leaving)
+            return await self._take(lease, limits)
         fleet = self._fleet
         if not fleet.availability.use_valkey:
             return None
@@ -273,12 +283,16 @@ class Ownership:
         if owned is None or owned[1] is not stream:
             return
         lease, logged = self._owned.pop(stream.session_id)
-        if not await logged.appender.flush(FLUSH_TIMEOUT_S):
-            logger.warning("session {}: log appends pending at release", lease.session_id)
-        logged.appender.stop()
+        await self._retire(logged)
         self._fleet.renewer.drop(lease.session_id)
         with suppress(FleetUnavailable):
             await self._fleet.leases.release(lease)
+
+    async def _retire(self, logged: LoggedStream) -> None:
+        """Append what `logged` has pending (bounded by `FLUSH_TIMEOUT_S`), then no more."""
+        if not await logged.appender.flush(FLUSH_TIMEOUT_S):
+            logger.warning("session {}: log appends pending at release", logged.session_id)
+        logged.appender.stop()
 
     async def release_all(self) -> None:
         for _, stream in list(self._owned.values()):

@@ -3,6 +3,8 @@ owner (`ownership`), which continues the log, and followers (`following`), which
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from diminuendo.fleet.replay_log import ReplayLog
@@ -21,9 +23,19 @@ _head = msgspec.json.Decoder(_Head).decode
 
 
 class FleetStream(SessionStream):
-    """A session's stream in fleet mode, the owner's or a follower's copy of it."""
+    """A session's stream in fleet mode, the owner's or a follower's copy of it. `closed` once
+    its session left memory (`close`): its `Ownership.release` comes after, so a join claiming
+    the session in between must not be handed it (`Ownership._claim`, `Following.follow`)."""
 
-    __slots__ = ()
+    __slots__ = ("closed",)
+
+    def __init__(self, session_id: str, epoch: str, **limits: Any) -> None:
+        super().__init__(session_id, epoch, **limits)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
 
     def _replay(
         self,
