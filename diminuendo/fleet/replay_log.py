@@ -29,16 +29,16 @@ in time; nothing is retried after a timeout, so an append runs at most once):
   sessions in one round trip (the owner's appender, `ownership.LogWriter`). A session's refusal
   (`Fenced`, `Diverged`, or another error of its script, as it is) is its own: the other
   sessions' entries are appended all the same. Only `FleetUnavailable` concerns them all.
-
-The script runs by `EVALSHA` (`connection.Script`): after a Valkey restart or `SCRIPT FLUSH`
-the `NOSCRIPT` answer loads it and the pipeline is resent once, which the script's continuity
-check makes harmless (an entry that ran answers its seq again and adds nothing).
 - `read_after(session_id, after_seq, epoch, limit)` → `Replay`: up to `limit` events with
   `seq > after_seq`, oldest first, read in one transaction with the meta. `gap` is true when the
   caller's `epoch` is not the current one (no events then), when the meta is missing, or when
   events after `after_seq` have been trimmed or expired (the events returned start later). An
   `epoch` of `None` means "the current one". `last_seq` tells whether there is more to read.
 - `meta(session_id)` → `(epoch, last_seq)` or `None` when Valkey has no log for the session.
+
+The script runs by `EVALSHA` (`connection.Script`): after a Valkey restart or `SCRIPT FLUSH`
+the `NOSCRIPT` answer loads it and the pipeline is resent once, which the script's continuity
+check makes harmless (an entry that ran answers its seq again and adds nothing).
 """
 
 from __future__ import annotations

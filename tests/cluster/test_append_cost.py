@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-import pytest
-
 from diminuendo.fleet.availability import FleetAvailability
 from diminuendo.fleet.connection import Fenced, FleetError
 from diminuendo.fleet.lease import Lease
@@ -141,9 +139,9 @@ async def test_the_writer_sends_all_sessions_frames_in_few_round_trips_in_order(
             assert await logged(fleet, s) == [(n, b"%d" % n) for n in range(1, 6)]
 
 
-@pytest.mark.parametrize("frames", [3000])
-async def test_a_burst_larger_than_one_pipeline_lands_in_order(fleet: Fleet, frames: int) -> None:
+async def test_a_burst_larger_than_one_pipeline_lands_in_order(fleet: Fleet) -> None:
     """One session's burst spans several pipelines (≤ 1,024 frames each), still in order."""
+    frames = 3000
     log = CountingLog(fleet.client, fleet.url, fleet.keys)
     writer = LogWriter(SimpleNamespace(log=log, availability=None))  # type: ignore[arg-type]
     session = "ses_burst00000000000"
