@@ -16,6 +16,8 @@ Contract of `TenantBroadcasts`:
   (the callback stays registered, the bus subscribes when Valkey is back and reports the gap).
 - `unwatch(tenant_id)` stops delivery at once; the caller drops the tenant's cached records,
   which no invalidation reaches any more.
+- `live(tenant_id)`: the tenant's channel is subscribed and nothing on it can have been missed
+  since (an `on_gap` of it would come first): only then may a cache trust its copies.
 - `publish(tenant_id, owner_id, event)` sends a lifecycle event (the frame as a dict) to the
   other instances; each calls the tenant's `deliver(owner_id, event)`, which passes it to
   `Hub.broadcast` (who may read it is decided there, as for a local event). Never echoed to the
@@ -112,6 +114,9 @@ class TenantBroadcasts:
         self._tenants[channel] = tenant_id
         self._deliver[tenant_id] = deliver
         await self._bus.subscribe(channel)
+
+    def live(self, tenant_id: str) -> bool:
+        return self._bus.live(self._keys.tenant_channel(tenant_id))
 
     async def unwatch(self, tenant_id: str) -> None:
         channel = self._keys.tenant_channel(tenant_id)

@@ -16,6 +16,8 @@ Contract:
 - `unsubscribe(channel)` stops delivery for it (at once locally, then on the server).
 - `on_message(channel, data)` is called in order for each message; it must not block.
 - `run()` loops until cancelled; `connected` tells whether the subscription is live.
+- `live(channel)`: the server confirmed the channel on this connection and no gap of it is
+  waiting to be reported — nothing published on it since then can have been missed.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class Bus:
             waiters = self._waiters.get(channel, [])
             if waiter in waiters:
                 waiters.remove(waiter)
+
+    def live(self, channel: str) -> bool:
+        return channel in self._confirmed and channel not in self._pending_gap
 
     async def unsubscribe(self, channel: str) -> None:
         self._wanted.discard(channel)
