@@ -41,7 +41,7 @@ import msgspec
 from loguru import logger
 from redis.asyncio import Redis
 
-from diminuendo.fleet.bus import Bus
+from diminuendo.fleet.bus import Bus, Lane
 from diminuendo.fleet.connection import DEFAULT_TIMEOUT_S, unavailable_as
 from diminuendo.fleet.keys import Keyspace
 
@@ -81,6 +81,7 @@ class TenantBroadcasts:
         on_invalidate: Invalidate,
         on_gap: Callable[[frozenset[str]], None],
         bus_timeout_s: float = DEFAULT_TIMEOUT_S,
+        bus: Bus | None = None,
     ) -> None:
         self._client = client
         self._url = url
@@ -90,8 +91,11 @@ class TenantBroadcasts:
         self._on_tenant_gap = on_gap
         self._tenants: dict[str, str] = {}  # channel → tenant id: the wall, never parsed
         self._deliver: dict[str, Deliver] = {}  # tenant id → its callback
-        self._bus = Bus(
-            url, on_message=self._on_message, on_gap=self._on_gap, timeout_s=bus_timeout_s
+        # The process's shared subscriber when given (`Fleet.bus`), else a connection of its own.
+        self._bus: Bus | Lane = (
+            bus.lane(self._on_message, self._on_gap)
+            if bus is not None
+            else Bus(url, on_message=self._on_message, on_gap=self._on_gap, timeout_s=bus_timeout_s)
         )
         self._bus_task: asyncio.Task[None] | None = None
 

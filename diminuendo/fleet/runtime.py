@@ -1,10 +1,11 @@
 """`Fleet`: the Valkey side of one gateway process, built in one place when `REDIS_URL` is set.
 
 The `Gateway` imports this module only then, so a gateway without `REDIS_URL` never imports
-redis-py and pays nothing for fleet mode. One client serves every command and script (the
-pub/sub subscribers open their own connections: `bus`); the instance id is new per process
-(`Leases` requires it: a restarted process must not mistake its predecessor's leases for its
-own) and is the `instanceId` of `/health`, so an operator can tell which instance owns what.
+redis-py and pays nothing for fleet mode. One client serves every command and script, and one
+subscriber connection (`bus`, run here) every pub/sub channel of the process — its tenant
+broadcasts, its inbox of forwarded commands and the sessions it follows. The instance id is new
+per process (`Leases` requires it: a restarted process must not mistake its predecessor's leases
+for its own) and is the `instanceId` of `/health`, so an operator can tell which instance owns what.
 
 Contract:
 
@@ -24,6 +25,7 @@ from contextlib import suppress
 from loguru import logger
 
 from diminuendo.fleet.availability import FleetAvailability
+from diminuendo.fleet.bus import Bus
 from diminuendo.fleet.connection import FleetUnavailable, open_client
 from diminuendo.fleet.keys import Keyspace
 from diminuendo.fleet.lease import Lease, LeaseRenewer, Leases
@@ -45,6 +47,7 @@ class Fleet:
         self.url = url
         self.instance_id = instance_id
         self.client = open_client(url)
+        self.bus = Bus(url)  # before the parts that take a lane of it
         self.keys = Keyspace(settings.redis_key_prefix)
         self.lease_ttl_ms = max(int(settings.session_lease_ttl_s * 1000), 1)
         self.availability = FleetAvailability(self.client, url)
@@ -62,6 +65,7 @@ class Fleet:
         self.remote: RemoteCommands | None = None
         self.tenants: TenantLinks | None = None
         self._renewing: asyncio.Task[None] | None = None
+        self._subscribing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Fleet({self.instance_id}, mode={self.availability.report()['mode']})"
@@ -81,6 +85,7 @@ class Fleet:
         sessions.broadcast = self.tenants.announce
 
     async def start(self) -> None:
+        self._subscribing = asyncio.create_task(self.bus.run(), name="fleet-pubsub")
         await self.availability.start()
         await self.ownership.start()
         if self.remote is not None:
@@ -100,6 +105,11 @@ class Fleet:
         if self.tenants is not None:
             await self.tenants.close()
         await self.ownership.close()
+        if self._subscribing is not None:
+            self._subscribing.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._subscribing
+            self._subscribing = None
         for lease in self.renewer.held:
             self.renewer.drop(lease.session_id)
             with suppress(FleetUnavailable):

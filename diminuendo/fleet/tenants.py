@@ -61,6 +61,7 @@ class TenantLinks:
             fleet.instance_id,
             on_invalidate=self._invalidated,
             on_gap=self._gap,
+            bus=fleet.bus,
         )
         self._connected: set[str] = set()  # tenants with a WebSocket here
         self._read: dict[str, float] = {}  # tenants followed for their caches → last read
