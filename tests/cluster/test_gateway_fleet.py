@@ -80,7 +80,8 @@ def test_one_gateway_holds_one_pubsub_connection(
     stack: Stack, valkey_server: LocalValkey, tmp_path: Path
 ) -> None:
     """Tenant broadcasts, the inbox of forwarded commands and followed sessions share one
-    subscriber connection per process (`Fleet.bus`). Before: three (one per part)."""
+    subscriber connection per process (`Fleet.bus`). Before the fix: 2 seen here (each part
+    opened its own)."""
     from redis import Redis
 
     gw = gateway_process(stack, tmp_path, REDIS_URL=valkey_server.url)
