@@ -83,6 +83,26 @@ class Fleet:
         sessions.turns.remote = self.remote
         self.tenants = TenantLinks(self, hub, sessions.records, members)
         sessions.broadcast = self.tenants.announce
+        sessions.held_elsewhere = self.held_elsewhere
+
+    async def held_elsewhere(self, session_ids: list[str]) -> set[str]:
+        """Which of these sessions another instance holds (a live lease), in one round trip;
+        none while Valkey is away (they read `inactive`, as on one instance)."""
+        if not self.availability.use_valkey:
+            return set()
+        try:
+            holders = await self.leases.holders(session_ids)
+        except FleetUnavailable as exc:
+            self.availability.failed(exc)
+            return set()
+        except ValueError:  # an id no lease can have (`Keyspace.session`)
+            return set()
+        mine = f":{self.instance_id}"
+        return {
+            session_id
+            for session_id, holder in zip(session_ids, holders, strict=True)
+            if holder is not None and not holder.endswith(mine)
+        }
 
     async def start(self) -> None:
         self._subscribing = asyncio.create_task(self.bus.run(), name="fleet-pubsub")

@@ -71,15 +71,14 @@ async def test_a_rename_or_archive_on_a_shows_at_once_in_a_rest_read_on_b(
         assert (await on_b.get(f"/api/threads/{session_id}")).json()["archived"] is True
 
 
-async def test_the_owners_counters_after_a_turn_are_what_b_reads(pair: list[Gateway]) -> None:
-    """A turn runs on A (the owner); A persists the session's last seq, last activity and token
-    usage in the background (debounced 0.2 s). B's REST read shows them within that, not after
-    its cache's 5 s. Before the fix: B answered the copy it had cached before the turn
-    (`lastSeq` 2, no usage) for the whole 2 s.
-
-    (`status` is not compared: a session this process does not hold is reported `inactive`
-    by `sessions.views.session_meta`, whatever the owner stored — see the report of issue 16.)
-    """
+async def test_the_owners_status_and_counters_after_a_turn_are_what_b_reads(
+    pair: list[Gateway],
+) -> None:
+    """A turn runs on A (the owner); A persists the session's status, last seq, last activity
+    and token usage in the background (debounced 0.2 s). B's REST read shows them within that,
+    not after its cache's 5 s. Before the fix: B answered the copy it had cached before the turn
+    (`lastSeq` 2, no usage) for the whole 2 s, and `status` `inactive` for good (a session this
+    instance does not hold was always reported so, though its owner on A was alive)."""
     a, b = pair
     async with (
         client(a.ws_url) as on_a,
@@ -96,7 +95,8 @@ async def test_the_owners_counters_after_a_turn_are_what_b_reads(pair: list[Gate
         async def b_shows_the_turn() -> bool:
             seen = (await on_b.get(f"/api/threads/{session_id}")).json()
             return (
-                seen["lastSeq"] >= done["seq"]
+                seen["status"] == "ready"
+                and seen["lastSeq"] >= done["seq"]
                 and seen["lastActivityAt"] >= done["ts"]
                 and seen["tokenUsage"] == usage
             )
