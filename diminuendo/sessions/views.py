@@ -18,19 +18,24 @@ from diminuendo.sessions.stream import Replay
 __all__ = ["events_page", "session_meta", "session_view", "snapshot"]
 
 
-def session_meta(record: SessionRecord, active: ActiveSession | None) -> SessionMeta:
+def session_meta(
+    record: SessionRecord, active: ActiveSession | None, *, held_elsewhere: bool = False
+) -> SessionMeta:
     """SessionMeta as clients see it: status, epoch and lastSeq from the live stream when
     active; a session this process does not hold is reported `inactive` (start-up recovery of
-    records a previous process left in another state)."""
+    records a previous process left in another state) — unless another instance holds it
+    (fleet mode, a live lease): then as its owner stored it."""
     if active is None:
-        return record.meta(status=SessionStatus.INACTIVE.value)
+        return record.meta() if held_elsewhere else record.meta(status=SessionStatus.INACTIVE.value)
     stream = active.stream
     return record.meta(status=active.status.value, epoch=stream.epoch, last_seq=stream.last_seq)
 
 
-def session_view(record: SessionRecord, active: ActiveSession | None) -> dict[str, Any]:
+def session_view(
+    record: SessionRecord, active: ActiveSession | None, *, held_elsewhere: bool = False
+) -> dict[str, Any]:
     """`session_meta` as the plain dict the edges return and patch."""
-    return msgspec.to_builtins(session_meta(record, active))
+    return msgspec.to_builtins(session_meta(record, active, held_elsewhere=held_elsewhere))
 
 
 def snapshot(active: ActiveSession, replay: Replay) -> dict[str, Any]:
