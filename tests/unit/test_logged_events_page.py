@@ -9,23 +9,8 @@ import json
 import msgspec
 
 from diminuendo.fleet.replay_log import Event, Replay
-from diminuendo.protocol import shapes
-from diminuendo.protocol.models import SessionRecord
 from diminuendo.sessions.views import logged_events_page
-
-RECORD = SessionRecord(
-    id="ses_1",
-    tenant_id="acme",
-    owner_id="auth0|abc",
-    agent_type="echo",
-    name=None,
-    created_at=1,
-    updated_at=2,
-    last_activity_at=3,
-    epoch="stale-record-epoch",
-    last_seq=1,
-    token_usage=shapes.TokenUsage(input=0, output=0),
-)
+from tests.unit.test_protocol_events import RECORD  # epoch "e1": the log's epoch must win
 
 
 def event(seq: int, size: int = 10) -> Event:
