@@ -286,16 +286,21 @@ def fleet_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalValk
     server.stop()
 
 
+_fleets = itertools.count(1)
+
+
 @contextlib.contextmanager
 def serving(
     stack: Stack, data_dir: Path, valkey: LocalValkey | None, **overrides: str
 ) -> Iterator[Gateway | GatewayFleet]:
     """A started gateway with `overrides`: one process, or with `valkey` (the fleet switch) two
-    sharing it as a `GatewayFleet`. Every process started is stopped on the way out."""
+    sharing it as a `GatewayFleet`, under a key prefix of their own (fleets on one Valkey stay
+    apart, as deployments do). Every process started is stopped on the way out."""
     if valkey is None:
         names, env = [""], overrides
     else:
-        names, env = ["a", "b"], {**overrides, "REDIS_URL": valkey.url}
+        prefix = f"fleet{next(_fleets)}"
+        names, env = ["a", "b"], {"REDIS_KEY_PREFIX": prefix, **overrides, "REDIS_URL": valkey.url}
     started: list[Gateway] = []
     try:
         for name in names:
