@@ -54,11 +54,6 @@ class BoundedCache(Generic[K, V]):
     def pop(self, key: K) -> None:
         self._entries.pop(key, None)
 
-    def pop_where(self, doomed: Callable[[K], bool]) -> None:
-        """Drop every entry whose key is `doomed` (O(entries): for rare, bulk invalidations)."""
-        for key in [k for k in self._entries if doomed(k)]:
-            del self._entries[key]
-
     def _fresh(self, key: K) -> tuple[float, V] | None:
         entry = self._entries.get(key)
         if entry is None:

@@ -15,10 +15,7 @@ only, and DELETE without it. So a change is:
    re-checks after the other has undone keeps its change. Either way an owner is left.
 
 A successful change is reported through `on_role_change` so open connections of that user take
-the new role at once (`Hub.update_role`). In fleet mode it is also `announce`d to the other
-instances, which drop their cached role, read the record again and report it the same way
-(`changed_elsewhere`); an instance that stops hearing a tenant's announcements drops the tenant's
-cached roles (`forget_tenant`), so no instance acts on a role older than its last announcement.
+the new role at once (`Hub.update_role`).
 """
 
 from __future__ import annotations
@@ -72,8 +69,6 @@ class MemberService:
             ROLE_CACHE_ENTRIES, ROLE_CACHE_S
         )
         self._locks: dict[str, _TenantLock] = {}
-        # Fleet mode (`fleet.tenants`): tells the other instances that a record changed here.
-        self.announce: Callable[[str, str], None] = lambda tenant_id, user_id: None
 
     @property
     def cached_roles(self) -> int:
@@ -118,19 +113,7 @@ class MemberService:
                 )
         self._roles.pop((tenant, user_id))
         self._on_role_change(tenant, user_id, new_role)
-        self.announce(tenant, user_id)
         return await self.list(tenant)
-
-    async def changed_elsewhere(self, tenant_id: str, user_id: str) -> None:
-        """Another instance changed this member record (fleet mode): read it again and report it
-        as a change made here, so this instance's open connections of that user take it too."""
-        self._roles.pop((tenant_id, user_id))
-        self._on_role_change(tenant_id, user_id, await self.role_of(tenant_id, user_id))
-
-    def forget_tenant(self, tenant_id: str) -> None:
-        """Drop the tenant's cached roles: changes made on other instances may have been missed
-        (fleet mode: its announcements are no longer followed, or some were lost)."""
-        self._roles.pop_where(lambda key: key[0] == tenant_id)
 
     async def _change(
         self, identity: Identity, action: str, user_id: str, new_role: Role | None

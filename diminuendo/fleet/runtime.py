@@ -32,7 +32,6 @@ from diminuendo.fleet.remote import RemoteCommands
 from diminuendo.fleet.replay_log import ReplayLog
 from diminuendo.fleet.tenants import TenantLinks
 from diminuendo.gateway.hub import Hub
-from diminuendo.members import MemberService
 from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
 
@@ -70,14 +69,14 @@ class Fleet:
         logger.warning("session {}: lease {} lost", lease.session_id, lease.token)
         self.ownership.lease_lost(lease)
 
-    def serve(self, sessions: SessionService, hub: Hub, members: MemberService) -> None:
+    def serve(self, sessions: SessionService, hub: Hub) -> None:
         """Join this process's sessions and connections to the fleet: run the commands other
         instances forward to the sessions this one owns and forward those of the sessions it
-        follows (`remote`); share the tenants' lifecycle broadcasts, record caches and member
-        roles (`tenants`)."""
+        follows (`remote`); share the tenants' lifecycle broadcasts and record caches
+        (`tenants`)."""
         self.remote = RemoteCommands(self, sessions.turns)
         sessions.turns.remote = self.remote
-        self.tenants = TenantLinks(self, hub, sessions.records, members)
+        self.tenants = TenantLinks(self, hub, sessions.records)
         sessions.broadcast = self.tenants.announce
 
     async def start(self) -> None:

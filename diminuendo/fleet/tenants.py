@@ -10,9 +10,6 @@ between `broadcasts.TenantBroadcasts` and this process's `Hub` and `RecordStore`
   may read it as for a local one, and drops the cached record of the session it names: the
   broadcast is the invalidation.
 - A reconnect of the subscriber (`on_gap`) drops the cached records of the tenants concerned.
-- A member record changed here is announced as an invalidation (`"member"`, user id); one from
-  another instance makes `MemberService` read the record again and apply it to this process's
-  connections of that user. Member roles are dropped with the tenant's records (unwatch, gap).
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from loguru import logger
 from diminuendo.fleet.broadcasts import TenantBroadcasts
 from diminuendo.fleet.connection import FleetUnavailable
 from diminuendo.gateway.hub import Hub
-from diminuendo.members import MemberService
 from diminuendo.protocol.events import ServerFrame
 from diminuendo.sessions.records import RecordStore
 from diminuendo.sessions.stream import Subscriber
@@ -36,29 +32,22 @@ if TYPE_CHECKING:
 
 __all__ = ["TenantLinks"]
 
-MEMBER = "member"
-"""The invalidation's record kind for a member record (key: the user id)."""
-
 
 class TenantLinks:
-    def __init__(
-        self, fleet: Fleet, hub: Hub, records: RecordStore, members: MemberService
-    ) -> None:
+    def __init__(self, fleet: Fleet, hub: Hub, records: RecordStore) -> None:
         self._fleet = fleet
         self._hub = hub
         self._records = records
-        self._members = members
         self._broadcasts = TenantBroadcasts(
             fleet.client,
             fleet.url,
             fleet.keys,
             fleet.instance_id,
-            on_invalidate=self._invalidated,
+            on_invalidate=lambda tenant_id, record, key: records.forget(key),
             on_gap=self._gap,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         hub.on_tenant = self._tenant
-        members.announce = self._member_changed
 
     def __repr__(self) -> str:
         return f"TenantLinks(watched={len(self._broadcasts.watched)})"
@@ -78,32 +67,12 @@ class TenantLinks:
         body = msgspec.to_builtins(event)
         self._background(self._broadcasts.publish(tenant_id, owner_id, body), "broadcast")
 
-    def _member_changed(self, tenant_id: str, user_id: str) -> None:
-        self._background(self._broadcasts.invalidate(tenant_id, MEMBER, user_id), "member change")
-
-    def _invalidated(self, tenant_id: str, record: str, key: str) -> None:
-        if record != MEMBER:
-            self._records.forget(key)
-            return
-
-        async def reread() -> None:
-            try:
-                await self._members.changed_elsewhere(tenant_id, key)
-            except Exception as exc:  # Unison down: the cached role is gone, the next auth reads
-                logger.warning("member {} of {} not re-read: {!r}", key, tenant_id, exc)
-
-        self._background(reread(), "member re-read")
-
     def _tenant(self, tenant_id: str, present: bool) -> None:
         if present:
             self._background(self._broadcasts.watch(tenant_id, self._deliverer(tenant_id)), "watch")
         else:
-            self._forget_tenant(tenant_id)
+            self._records.forget_tenant(tenant_id)
             self._background(self._broadcasts.unwatch(tenant_id), "unwatch")
-
-    def _forget_tenant(self, tenant_id: str) -> None:
-        self._records.forget_tenant(tenant_id)
-        self._members.forget_tenant(tenant_id)
 
     def _deliverer(self, tenant_id: str) -> Any:
         def deliver(owner_id: str, event: dict[str, Any]) -> None:
@@ -116,7 +85,7 @@ class TenantLinks:
 
     def _gap(self, tenant_ids: frozenset[str]) -> None:
         for tenant_id in tenant_ids:
-            self._forget_tenant(tenant_id)
+            self._records.forget_tenant(tenant_id)
 
     def _background(self, work: Any, what: str) -> None:
         async def run() -> None:
