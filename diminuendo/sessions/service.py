@@ -47,7 +47,13 @@ from diminuendo.sessions.records import Persister, RecordStore
 from diminuendo.sessions.stream import Replay, ReplayPager, Subscriber
 from diminuendo.sessions.transcript import Transcript
 from diminuendo.sessions.turns import Turns
-from diminuendo.sessions.views import events_page, session_meta, session_view, snapshot
+from diminuendo.sessions.views import (
+    events_page,
+    logged_events_page,
+    session_meta,
+    session_view,
+    snapshot,
+)
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.unison import UnisonClient
 
@@ -319,6 +325,10 @@ class SessionService:
     ) -> dict[str, Any]:
         record, _ = await self.access.record(identity, session_id)
         active = self.active.get(session_id)
+        if active is None:
+            logged = await self.activation.read_log(session_id, after_seq, epoch, limit)
+            if logged is not None:
+                return logged_events_page(record, logged, limit, self.reply_max_bytes)
         return events_page(record, active, after_seq, epoch, limit, self.reply_max_bytes)
 
     # ----- turns (turns.py) ------------------------------------------------------------------

@@ -4,7 +4,7 @@ its live half: `SessionMeta`, the `state_snapshot` of a join and the `events` pa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -15,7 +15,10 @@ from diminuendo.sessions.replies import room_for
 from diminuendo.sessions.state import SessionStatus
 from diminuendo.sessions.stream import Replay
 
-__all__ = ["events_page", "session_meta", "session_view", "snapshot"]
+if TYPE_CHECKING:  # fleet mode only: without REDIS_URL nothing of it is imported
+    from diminuendo.fleet.replay_log import Replay as LoggedReplay
+
+__all__ = ["events_page", "logged_events_page", "session_meta", "session_view", "snapshot"]
 
 
 def session_meta(
@@ -99,4 +102,35 @@ def events_page(
         "lastSeq": replay.last_seq,
         "gap": replay.gap,
         "hasMore": replay.more,
+    }
+
+
+def logged_events_page(
+    record: SessionRecord, logged: LoggedReplay, limit: int, reply_max_bytes: int
+) -> dict[str, Any]:
+    """`events_page` for a session this process does not hold, from a page of its log in Valkey
+    (fleet mode), by the same rules: within one reply, at least one event when there is one,
+    `hasMore` while the log holds events after the page."""
+    envelope = Events(
+        session_id=record.id,
+        epoch=logged.epoch or record.epoch,
+        events=[],
+        last_seq=logged.last_seq,
+        gap=logged.gap,
+        has_more=False,
+    )
+    room = room_for(envelope, reply_max_bytes) - limit
+    kept = []
+    for event in logged.events[: max(limit, 0)]:
+        room -= len(event.payload)
+        if kept and room < 0:
+            break
+        kept.append(event)
+    return {
+        "sessionId": record.id,
+        "epoch": envelope.epoch,
+        "events": [msgspec.Raw(e.payload) for e in kept],
+        "lastSeq": logged.last_seq,
+        "gap": logged.gap,
+        "hasMore": bool(kept) and kept[-1].seq < logged.last_seq,
     }
