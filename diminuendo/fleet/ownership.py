@@ -38,7 +38,7 @@ from loguru import logger
 from diminuendo.fleet.connection import Fenced, FleetError, FleetUnavailable
 from diminuendo.fleet.following import FollowedStream, Following
 from diminuendo.fleet.lease import Lease
-from diminuendo.fleet.replay_log import Batch, Diverged, new_epoch
+from diminuendo.fleet.replay_log import Batch, Diverged, Replay, new_epoch
 from diminuendo.fleet.streams import FleetStream, read_window
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.events import SessionEvent
@@ -243,6 +243,22 @@ class Ownership:
 
     async def close(self) -> None:
         await self._following.close()
+
+    async def read_log(
+        self, session_id: str, after_seq: int, epoch: str | None, limit: int
+    ) -> Replay | None:
+        """A page of the session's log in Valkey, for a `get_events` on an instance that holds
+        no stream of it; None when Valkey holds no log of it or cannot be used (the caller
+        answers from the record, as without Valkey)."""
+        fleet = self._fleet
+        if not fleet.availability.use_valkey:
+            return None
+        try:
+            replay = await fleet.log.read_after(session_id, after_seq, epoch, limit)
+        except FleetUnavailable as exc:
+            fleet.availability.failed(exc)
+            return None
+        return replay if replay.epoch is not None else None
 
     def holds(self, session_id: str, token: str) -> bool:
         """Whether this instance owns the session with lease `token` (a forwarded command's)."""
