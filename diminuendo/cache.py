@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -54,6 +54,11 @@ class BoundedCache(Generic[K, V]):
     def pop(self, key: K) -> None:
         self._entries.pop(key, None)
 
+    def discard_if(self, doomed: Callable[[K], bool]) -> None:
+        """Drop every entry whose key is `doomed` (a tenant's, in fleet mode)."""
+        for key in [k for k in self._entries if doomed(k)]:
+            del self._entries[key]
+
     def _fresh(self, key: K) -> tuple[float, V] | None:
         entry = self._entries.get(key)
         if entry is None:
@@ -62,3 +67,20 @@ class BoundedCache(Generic[K, V]):
             del self._entries[key]
             return None
         return entry
+
+
+class CacheScope(Protocol):
+    """Fleet mode (`fleet.tenants.TenantLinks`): whether this process may answer from its cached
+    copies of a tenant's records, and the way to tell the other instances that one changed.
+    Without `REDIS_URL` a cache has no scope: every copy is this process's own writes."""
+
+    def trusted(self, tenant_id: str) -> bool:
+        """True while every change of the tenant's records made elsewhere reaches this process
+        (its channel is followed, no message lost since); a cache must neither answer from nor
+        fill its copies of the tenant otherwise."""
+        ...
+
+    async def changed(self, tenant_id: str, record: str, key: str) -> None:
+        """Tell the other instances that `record` (`"session"`, `"member"`) `key` of the tenant
+        changed; returns once sent (never raises: Valkey down is logged and reported)."""
+        ...

@@ -15,7 +15,9 @@ only, and DELETE without it. So a change is:
    re-checks after the other has undone keeps its change. Either way an owner is left.
 
 A successful change is reported through `on_role_change` so open connections of that user take
-the new role at once (`Hub.update_role`).
+the new role at once (`Hub.update_role`). In fleet mode (`scope`, set by `fleet.tenants`) it is
+also sent to the other instances, which drop the cached role and report the stored one to their
+own connections (`changed_elsewhere`); a role is cached only while the scope trusts the tenant.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from loguru import logger
 
 from diminuendo.auth.identity import Identity, Role
 from diminuendo.auth.policy import check_member_change
-from diminuendo.cache import BoundedCache
+from diminuendo.cache import BoundedCache, CacheScope
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.unison import CasConflict, Entry, UnisonClient, members_namespace
 
@@ -69,6 +71,8 @@ class MemberService:
             ROLE_CACHE_ENTRIES, ROLE_CACHE_S
         )
         self._locks: dict[str, _TenantLock] = {}
+        self.scope: CacheScope | None = None  # fleet mode only
+        self._forgotten = 0  # fleet mode: bumped by each invalidation; a racing read keeps nothing
 
     @property
     def cached_roles(self) -> int:
@@ -77,11 +81,32 @@ class MemberService:
     async def role_of(self, tenant_id: str, user_id: str) -> Role | None:
         """The member record's role, cached briefly: it is read on every authentication."""
         key = (tenant_id, user_id)
-        if key in self._roles:
+        trusted = self.scope is None or self.scope.trusted(tenant_id)
+        if trusted and key in self._roles:
             return self._roles.get(key)
+        forgotten = self._forgotten
         role = _role(await self.unison.get(members_namespace(tenant_id), user_id))
-        self._roles.put(key, role)
+        if trusted and forgotten == self._forgotten:
+            self._roles.put(key, role)
         return role
+
+    async def changed_elsewhere(self, tenant_id: str, user_id: str) -> None:
+        """Fleet mode: another instance changed this member. Its cached role goes, and this
+        process's open connections of the user take the stored role, as after a local change
+        (Unison down: logged; the next authentication reads the role afresh)."""
+        self._roles.pop((tenant_id, user_id))
+        self._forgotten += 1
+        try:
+            role = await self.role_of(tenant_id, user_id)
+        except GatewayError as exc:
+            logger.warning("member changed on another instance, role not re-read: {}", exc)
+            return
+        self._on_role_change(tenant_id, user_id, role)
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Fleet mode: drop the tenant's cached roles (changes of them may have been missed)."""
+        self._roles.discard_if(lambda key: key[0] == tenant_id)
+        self._forgotten += 1
 
     async def list(self, tenant_id: str) -> list[dict[str, Any]]:
         entries = await self.unison.list(members_namespace(tenant_id))
@@ -113,6 +138,8 @@ class MemberService:
                 )
         self._roles.pop((tenant, user_id))
         self._on_role_change(tenant, user_id, new_role)
+        if self.scope is not None:
+            await self.scope.changed(tenant, "member", user_id)
         return await self.list(tenant)
 
     async def _change(
@@ -150,13 +177,14 @@ class MemberService:
             )
         if current is Role.OWNER and new_role is not Role.OWNER:
             assert previous is not None
-            await self._keep_an_owner(namespace, previous, written, identity.user_id)
+            await self._keep_an_owner(identity.tenant_id, previous, written, identity.user_id)
 
     async def _keep_an_owner(
-        self, namespace: str, previous: Entry, written: Entry | None, actor: str
+        self, tenant_id: str, previous: Entry, written: Entry | None, actor: str
     ) -> None:
         """After taking an owner away: if no owner is left (another instance removed the others
         at the same time), put the record back and refuse."""
+        namespace = members_namespace(tenant_id)
         entries = await self.unison.list(namespace)
         if any(_role(e) is Role.OWNER for e in entries):
             return
@@ -171,6 +199,8 @@ class MemberService:
         except CasConflict:
             # Someone changed that member after us; whoever did re-checks on their own.
             logger.warning("member {} changed while restoring the last owner", previous.key)
+        if self.scope is not None:  # another instance may have read the role in between
+            await self.scope.changed(tenant_id, "member", previous.key)
         raise GatewayError(ErrorCode.FORBIDDEN, "The last owner cannot be removed or demoted")
 
     @contextlib.asynccontextmanager

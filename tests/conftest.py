@@ -26,7 +26,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from diminuendo.local.ports import free_port
+from diminuendo.local.valkey import LocalValkey
 
+FLEET_SWITCH = "DIMINUENDO_TEST_FLEET"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 RECV_TIMEOUT_S = 10.0
@@ -219,12 +221,122 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s.stop()
 
 
+def fleet_size() -> int:
+    """How many gateway instances the shared gateways are: `DIMINUENDO_TEST_FLEET=2` makes them a
+    fleet of two on one Valkey (issue 16); unset (or 1) keeps the single in-memory gateway."""
+    raw = os.environ.get(FLEET_SWITCH, "").strip() or "1"
+    if raw not in ("1", "2"):
+        raise pytest.UsageError(f"{FLEET_SWITCH} must be 1 or 2, not {raw!r}")
+    return int(raw)
+
+
+@dataclass
+class GatewayFleet:
+    """Two gateway instances on one Valkey and one local stack, behind `Gateway`'s interface.
+
+    Every read of `url`, `ws_url` or `port` gives the next instance (A, B, A, …). Alternating per
+    read rather than per new TCP connection (a round-robin proxy in front): the tests read the
+    URL once per connection they open (`client(gateway.ws_url)`), so per read *is* per
+    connection for them, with no proxy process in the path, and it is deterministic — a test
+    that opens two connections always has one on each instance, so a session created through
+    the first is joined, listed and driven through the other (forwarding, following, tenant
+    broadcasts). The price: a test that keeps one HTTP client (`base_url=gateway.url`) stays on
+    one instance for its whole life, as it would behind a sticky load balancer.
+
+    `output()` is both logs; `env` is instance A's (B differs only in `PORT`/`DATA_DIR`). There
+    is no `proc`, `start` or `stop`: a test that restarts "the" gateway is single-instance.
+    """
+
+    instances: list[Gateway]
+    _turn: Iterator[Gateway] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._turn = itertools.cycle(self.instances)
+
+    @property
+    def url(self) -> str:
+        return next(self._turn).url
+
+    @property
+    def ws_url(self) -> str:
+        return next(self._turn).ws_url
+
+    @property
+    def port(self) -> int:
+        return next(self._turn).port
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.instances[0].env
+
+    def output(self) -> str:
+        return "".join(g.output() for g in self.instances)
+
+
 @pytest.fixture(scope="session")
-def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = gateway_process(stack, tmp_path_factory.mktemp("gateway"))
-    g.start()
-    yield g
-    g.stop()
+def fleet_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalValkey | None]:
+    """The Valkey of the shared gateways under the fleet switch (None without it). Its own
+    server, not the cluster tests' `valkey_server`, which they empty between tests."""
+    if fleet_size() == 1:
+        yield None
+        return
+    server = LocalValkey(tmp_path_factory.mktemp("fleet-valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+_fleets = itertools.count(1)
+
+
+@contextlib.contextmanager
+def serving(
+    stack: Stack, data_dir: Path, valkey: LocalValkey | None, **overrides: str
+) -> Iterator[Gateway | GatewayFleet]:
+    """A started gateway with `overrides`: one process, or with `valkey` (the fleet switch) two
+    sharing it as a `GatewayFleet`, under a key prefix of their own (fleets on one Valkey stay
+    apart, as deployments do). Every process started is stopped on the way out."""
+    if valkey is None:
+        names, env = [""], overrides
+    else:
+        prefix = f"fleet{next(_fleets)}"
+        names, env = ["a", "b"], {"REDIS_KEY_PREFIX": prefix, **overrides, "REDIS_URL": valkey.url}
+    started: list[Gateway] = []
+    try:
+        for name in names:
+            g = gateway_process(stack, data_dir / name, **env)
+            g.data_dir.mkdir(parents=True, exist_ok=True)
+            started.append(g)
+            g.start()
+        yield started[0] if valkey is None else GatewayFleet(started)
+    finally:
+        for g in started:
+            if g.proc is not None:
+                g.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    stack: Stack, fleet_valkey: LocalValkey | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway | GatewayFleet]:
+    with serving(stack, tmp_path_factory.mktemp("gateway"), fleet_valkey) as g:
+        yield g
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under the fleet switch, run only what it changes: the tests on the fleet's gateways
+    (those that use `fleet_valkey`, through `gateway` or their own `serving`). The others start
+    gateways of their own, the same with or without the switch, and are deselected; the tests
+    marked `single_instance` (setup.cfg) are skipped."""
+    if fleet_size() == 1:
+        return
+    on_fleet = [item for item in items if "fleet_valkey" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in on_fleet])
+    items[:] = on_fleet
+    skip = pytest.mark.skip(reason=f"single_instance: not run under {FLEET_SWITCH}")
+    for item in on_fleet:
+        if item.get_closest_marker("single_instance"):
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ Contract of `TenantBroadcasts`:
   (the callback stays registered, the bus subscribes when Valkey is back and reports the gap).
 - `unwatch(tenant_id)` stops delivery at once; the caller drops the tenant's cached records,
   which no invalidation reaches any more.
+- `live(tenant_id)`: the tenant's channel is subscribed and nothing on it can have been missed
+  since (an `on_gap` of it would come first): only then may a cache trust its copies.
 - `publish(tenant_id, owner_id, event)` sends a lifecycle event (the frame as a dict) to the
   other instances; each calls the tenant's `deliver(owner_id, event)`, which passes it to
   `Hub.broadcast` (who may read it is decided there, as for a local event). Never echoed to the
@@ -39,7 +41,7 @@ import msgspec
 from loguru import logger
 from redis.asyncio import Redis
 
-from diminuendo.fleet.bus import Bus
+from diminuendo.fleet.bus import Bus, Lane
 from diminuendo.fleet.connection import DEFAULT_TIMEOUT_S, unavailable_as
 from diminuendo.fleet.keys import Keyspace
 
@@ -79,6 +81,7 @@ class TenantBroadcasts:
         on_invalidate: Invalidate,
         on_gap: Callable[[frozenset[str]], None],
         bus_timeout_s: float = DEFAULT_TIMEOUT_S,
+        bus: Bus | None = None,
     ) -> None:
         self._client = client
         self._url = url
@@ -88,8 +91,11 @@ class TenantBroadcasts:
         self._on_tenant_gap = on_gap
         self._tenants: dict[str, str] = {}  # channel → tenant id: the wall, never parsed
         self._deliver: dict[str, Deliver] = {}  # tenant id → its callback
-        self._bus = Bus(
-            url, on_message=self._on_message, on_gap=self._on_gap, timeout_s=bus_timeout_s
+        # The process's shared subscriber when given (`Fleet.bus`), else a connection of its own.
+        self._bus: Bus | Lane = (
+            bus.lane(self._on_message, self._on_gap)
+            if bus is not None
+            else Bus(url, on_message=self._on_message, on_gap=self._on_gap, timeout_s=bus_timeout_s)
         )
         self._bus_task: asyncio.Task[None] | None = None
 
@@ -112,6 +118,9 @@ class TenantBroadcasts:
         self._tenants[channel] = tenant_id
         self._deliver[tenant_id] = deliver
         await self._bus.subscribe(channel)
+
+    def live(self, tenant_id: str) -> bool:
+        return self._bus.live(self._keys.tenant_channel(tenant_id))
 
     async def unwatch(self, tenant_id: str) -> None:
         channel = self._keys.tenant_channel(tenant_id)

@@ -16,6 +16,11 @@ Contract:
 - `unsubscribe(channel)` stops delivery for it (at once locally, then on the server).
 - `on_message(channel, data)` is called in order for each message; it must not block.
 - `run()` loops until cancelled; `connected` tells whether the subscription is live.
+- `lane(on_message, on_gap)`: a share of the connection for one user (`Lane`, same contract):
+  one process runs one `Bus` for its tenant broadcasts, forwarded commands and followed
+  sessions, each lane told only of its own channels' messages and gaps.
+- `live(channel)`: the server confirmed the channel on this connection and no gap of it is
+  waiting to be reported — nothing published on it since then can have been missed.
 """
 
 from __future__ import annotations
@@ -39,19 +44,57 @@ RECONNECT_FIRST_S = 0.05
 RECONNECT_MAX_S = 2.0
 
 
+OnMessage = Callable[[str, bytes], None]
+OnGap = Callable[[frozenset[str]], None]
+
+
+def _nothing(*_: Any) -> None:
+    """The handlers of a `Bus` used through its lanes only."""
+
+
+class Lane:
+    """One user's share of a `Bus`, with the Bus's contract for its own channels: `subscribe`,
+    `unsubscribe`, `live`, and its `on_message` / `on_gap` called for them only (channel names
+    never overlap between users). `run()` only waits until cancelled: the connection is run by
+    the Bus's owner, so a user starts and stops its lane as it did its own bus."""
+
+    __slots__ = ("_bus", "on_gap", "on_message")
+
+    def __init__(self, bus: Bus, on_message: OnMessage, on_gap: OnGap) -> None:
+        self._bus = bus
+        self.on_message = on_message
+        self.on_gap = on_gap
+
+    async def subscribe(self, channel: str) -> None:
+        await self._bus.subscribe_for(self, channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self._bus.unsubscribe(channel)
+
+    def live(self, channel: str) -> bool:
+        return self._bus.live(channel)
+
+    @property
+    def connected(self) -> bool:
+        return self._bus.connected
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
 class Bus:
     def __init__(
         self,
         url: str,
         *,
-        on_message: Callable[[str, bytes], None],
-        on_gap: Callable[[frozenset[str]], None],
+        on_message: OnMessage = _nothing,
+        on_gap: OnGap = _nothing,
         health_interval_s: float = 5.0,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._url = url
-        self._on_message = on_message
-        self._on_gap = on_gap
+        self._own = Lane(self, on_message, on_gap)
+        self._lanes: dict[str, Lane] = {}  # every wanted channel → the lane that wants it
         self._health_interval_s = health_interval_s
         self._timeout_s = timeout_s
         self._wanted: set[str] = set()
@@ -65,7 +108,14 @@ class Bus:
         self._ever_connected = False
         self.reconnects = 0
 
+    def lane(self, on_message: OnMessage, on_gap: OnGap) -> Lane:
+        return Lane(self, on_message, on_gap)
+
     async def subscribe(self, channel: str) -> None:
+        await self.subscribe_for(self._own, channel)
+
+    async def subscribe_for(self, lane: Lane, channel: str) -> None:
+        self._lanes[channel] = lane
         self._wanted.add(channel)
         self._wanted_changed.set()
         if channel in self._confirmed:
@@ -87,7 +137,11 @@ class Bus:
             if waiter in waiters:
                 waiters.remove(waiter)
 
+    def live(self, channel: str) -> bool:
+        return channel in self._confirmed and channel not in self._pending_gap
+
     async def unsubscribe(self, channel: str) -> None:
+        self._lanes.pop(channel, None)
         self._wanted.discard(channel)
         self._confirmed.discard(channel)
         self._pending_gap.discard(channel)
@@ -179,9 +233,10 @@ class Bus:
         if isinstance(channel, bytes):
             channel = channel.decode()
         if kind == "message":
-            if channel in self._wanted:
+            lane = self._lanes.get(channel)  # wanted channels only
+            if lane is not None:
                 try:
-                    self._on_message(channel, message["data"])
+                    lane.on_message(channel, message["data"])
                 except Exception:  # a caller's bug must not end the subscription of all others
                     logger.exception("pub/sub message handler failed on {}", channel)
         elif kind == "unsubscribe":
@@ -197,4 +252,11 @@ class Bus:
         pending = self._pending_gap & self._wanted
         if pending and pending <= self._confirmed:
             self._pending_gap = set()
-            self._on_gap(frozenset(pending))
+            by_lane: dict[Lane, set[str]] = {}
+            for channel in pending:
+                by_lane.setdefault(self._lanes[channel], set()).add(channel)
+            for lane, channels in by_lane.items():
+                try:
+                    lane.on_gap(frozenset(channels))
+                except Exception:  # one user's bug must not end the others' subscriptions
+                    logger.exception("pub/sub gap handler failed")

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from loguru import logger
 
-from diminuendo.fleet.bus import Bus
 from diminuendo.fleet.connection import FleetUnavailable
 from diminuendo.fleet.recovery import Cursor, LiveMessage, Verdict, parse_message
 from diminuendo.fleet.streams import READ_PAGE, FleetStream, as_frame, read_window
@@ -119,7 +118,7 @@ class Following:
         self._on_lost = on_lost
         self._on_orphaned = on_orphaned
         self._followers: dict[str, _Follower] = {}  # by channel
-        self._bus = Bus(fleet.url, on_message=self._on_message, on_gap=self._on_gap)
+        self._bus = fleet.bus.lane(self._on_message, self._on_gap)
         self._bus_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
 

@@ -46,7 +46,7 @@ import msgspec
 from loguru import logger
 from redis.asyncio import Redis
 
-from diminuendo.fleet.bus import Bus
+from diminuendo.fleet.bus import Bus, Lane
 from diminuendo.fleet.connection import (
     DEFAULT_TIMEOUT_S,
     FleetError,
@@ -170,6 +170,7 @@ class Forwarder:
         timeout_s: float = DEFAULT_FORWARD_TIMEOUT_S,
         absent_grace_s: float = DEFAULT_ABSENT_GRACE_S,
         bus_timeout_s: float = DEFAULT_TIMEOUT_S,
+        bus: Bus | None = None,
     ) -> None:
         self._client = client
         self._url = url
@@ -186,8 +187,11 @@ class Forwarder:
         self._pending: dict[str, asyncio.Future[_Reply]] = {}
         self._seen: dict[str, float] = {}  # request id → when it was run (monotonic), in order
         self._tasks: set[asyncio.Task[None]] = set()
-        self._bus = Bus(
-            url, on_message=self._on_message, on_gap=self._on_gap, timeout_s=bus_timeout_s
+        # The process's shared subscriber when given (`Fleet.bus`), else a connection of its own.
+        self._bus: Bus | Lane = (
+            bus.lane(self._on_message, self._on_gap)
+            if bus is not None
+            else Bus(url, on_message=self._on_message, on_gap=self._on_gap, timeout_s=bus_timeout_s)
         )
         self._bus_task: asyncio.Task[None] | None = None
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from loguru import logger
 from redis.asyncio import Redis
 
-from diminuendo.fleet.connection import FleetUnavailable, unavailable_as
+from diminuendo.fleet.connection import FleetUnavailable, Script, unavailable_as
 from diminuendo.fleet.keys import Keyspace
 
 # KEYS: lease, fence · ARGV: instance id, ttl ms · → {1, token} acquired, {0, holder} taken.
@@ -82,16 +82,14 @@ class Leases:
         self._url = url
         self._keys = keyspace
         self.instance_id = instance_id
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._acquire = Script(client, _ACQUIRE)
+        self._renew = Script(client, _RENEW)
+        self._release = Script(client, _RELEASE)
 
     async def acquire(self, session_id: str, ttl_ms: int) -> Lease | None:
         keys = self._keys.session(session_id)
         with unavailable_as(self._url, "lease acquire"):
-            won, token = await self._acquire(
-                keys=[keys.lease, keys.fence], args=[self.instance_id, ttl_ms]
-            )
+            won, token = await self._acquire([keys.lease, keys.fence], [self.instance_id, ttl_ms])
         return Lease(session_id, token.decode(), ttl_ms) if won else None
 
     async def renew(self, lease: Lease) -> bool:
@@ -101,18 +99,21 @@ class Leases:
         """`renew` for many leases in one round trip (the renewer's tick)."""
         if not leases:
             return []
+        calls = [
+            ([self._keys.session(lease.session_id).lease], [lease.token, lease.ttl_ms])
+            for lease in leases
+        ]
         with unavailable_as(self._url, "lease renew"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for lease in leases:
-                    keys = [self._keys.session(lease.session_id).lease]
-                    await self._renew(keys=keys, args=[lease.token, lease.ttl_ms], client=pipe)
-                results = await pipe.execute()
+            results = await self._renew.pipelined(calls)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
         return [bool(result) for result in results]
 
     async def release(self, lease: Lease) -> bool:
         keys = [self._keys.session(lease.session_id).lease]
         with unavailable_as(self._url, "lease release"):
-            return bool(await self._release(keys=keys, args=[lease.token]))
+            return bool(await self._release(keys, [lease.token]))
 
     async def holder(self, session_id: str) -> str | None:
         with unavailable_as(self._url, "lease lookup"):

@@ -3,9 +3,10 @@ the session's log in Valkey, and the appends that keep the log a copy of that st
 
 The hot path stays what it is without Valkey: the owner assigns seqs and delivers to its local
 subscribers synchronously (`SessionStream.publish`); `LoggedStream` only hands each frame to the
-session's `LogAppender`, which sends the frames to Valkey in order, batched, through one task per
-session — the append script checks the lease's fencing token and that each seq continues the log
-(`ReplayLog.append_batch`), so the log is the owner's stream or nothing.
+session's `LogAppender`, and the instance's one `LogWriter` sends the pending frames of every
+session to Valkey in one pipeline per round trip, each session's in order — the append script
+checks the lease's fencing token and that each seq continues the log
+(`ReplayLog.append_batches`), so the log is the owner's stream or nothing.
 
 Contract of `Ownership` (used by `sessions.activation.Activator`):
 
@@ -29,6 +30,7 @@ Contract of `Ownership` (used by `sessions.activation.Activator`):
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -38,7 +40,7 @@ from loguru import logger
 from diminuendo.fleet.connection import Fenced, FleetError, FleetUnavailable
 from diminuendo.fleet.following import FollowedStream, Following
 from diminuendo.fleet.lease import Lease
-from diminuendo.fleet.replay_log import Diverged, new_epoch
+from diminuendo.fleet.replay_log import Batch, Diverged, Replay, new_epoch
 from diminuendo.fleet.streams import FleetStream, read_window
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.events import SessionEvent
@@ -48,80 +50,161 @@ from diminuendo.sessions.stream import Frame, SessionStream
 if TYPE_CHECKING:  # the Fleet builds the Ownership
     from diminuendo.fleet.runtime import Fleet
 
-__all__ = ["LogAppender", "LoggedStream", "Ownership"]
+__all__ = ["LogAppender", "LogWriter", "LoggedStream", "Ownership"]
 
 FLUSH_TIMEOUT_S = 2.0
-MAX_BATCH = 256  # frames per round trip: bounds one pipeline's size, not the throughput
+MAX_BATCH = 1024  # frames per round trip, all sessions together: bounds one pipeline's size
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
 
 
 class LogAppender:
-    """One session's frames on their way to its log, in seq order, through one task.
+    """One session's frames on their way to its log, in seq order; the `LogWriter` sends them.
 
-    Valkey unreachable: the batch is retried with backoff (the script answers a retried entry
-    without appending it twice) while the lease lasts; the renewer reports the lease lost after
-    a whole TTL without Valkey, and the session stops here. Refused (`Fenced`, `Diverged`):
-    everything pending is dropped and `on_refused` is told once."""
+    Valkey unreachable: the frames stay pending and are resent with backoff (the script answers
+    a resent entry without appending it twice) while the lease lasts; the renewer reports the
+    lease lost after a whole TTL without Valkey, and the session stops here. Refused (`Fenced`,
+    `Diverged`): everything pending is dropped and `on_refused` is told once."""
 
-    __slots__ = ("_epoch", "_fleet", "_lease", "_on_refused", "_pending", "_task", "stopped")
+    __slots__ = (
+        "_drained",
+        "_epoch",
+        "_lease",
+        "_on_refused",
+        "_pending",
+        "_writer",
+        "queued",
+        "stopped",
+    )
 
     def __init__(
-        self, fleet: Fleet, lease: Lease, epoch: str, on_refused: Callable[[FleetError], None]
+        self, writer: LogWriter, lease: Lease, epoch: str, on_refused: Callable[[FleetError], None]
     ) -> None:
-        self._fleet = fleet
+        self._writer = writer
         self._lease = lease
         self._epoch = epoch
         self._on_refused = on_refused
         self._pending: list[tuple[int, bytes]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self.queued = False  # in the writer's queue (not while its frames are in flight)
         self.stopped = False
 
     def push(self, seq: int, payload: bytes) -> None:
         if self.stopped:
             return
         self._pending.append((seq, payload))
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        if not self.queued:
+            self._writer.queue(self)
 
     def stop(self) -> None:
         self.stopped = True
         self._pending.clear()
+        self._settle()
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every pushed frame is appended (or refused); False after `timeout_s`."""
-        task = self._task
-        if task is None:
+        if not self._pending:
             return True
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            await asyncio.wait_for(asyncio.shield(self._drained), timeout_s)
         except TimeoutError:
             return False
         return True
 
-    async def _drain(self) -> None:
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending) and not self.stopped
+
+    def batch(self, room: int) -> Batch:
+        """The next (at most `room`) pending frames, oldest first, as the writer sends them."""
+        lease = self._lease
+        return Batch(lease.session_id, self._pending[:room], lease.token, self._epoch)
+
+    def appended(self, count: int) -> None:
+        """The writer's report: the first `count` pending frames are in the log."""
+        del self._pending[:count]
+        if not self._pending:
+            self._settle()
+
+    def refused(self, exc: FleetError) -> None:
+        if not self.stopped:
+            self.stop()
+            self._on_refused(exc)
+
+    def _settle(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+
+class LogWriter:
+    """The instance's appends to the replay logs: one task that sends, per round trip, one
+    pipeline with the pending frames of the queued sessions (at most `MAX_BATCH`, sessions taken
+    in turn) — not a task and a round trip per session, which at a few frames per second each
+    cost every frame a round trip of its own.
+
+    A session is never in two round trips at once (one task, one pass at a time), so its
+    frames reach its log in order. A session's refusal (`Fenced`, `Diverged`) stops that
+    session only. Valkey unreachable: every session of the pass stays pending and the writer
+    retries with backoff; another error of one session's script keeps it pending the same way."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self._queue: deque[LogAppender] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def queue(self, appender: LogAppender) -> None:
+        appender.queued = True
+        self._queue.append(appender)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
         delay = RETRY_FIRST_S
-        lease, log = self._lease, self._fleet.log
         try:
-            while self._pending and not self.stopped:
-                batch = self._pending[:MAX_BATCH]
-                try:
-                    await log.append_batch(
-                        lease.session_id, batch, owner_token=lease.token, epoch=self._epoch
-                    )
-                except FleetUnavailable as exc:
-                    self._fleet.availability.failed(exc)
+            while self._queue:
+                if await self._pass():
+                    delay = RETRY_FIRST_S
+                else:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
-                    continue
-                except (Fenced, Diverged) as exc:
-                    self.stop()
-                    self._on_refused(exc)
-                    return
-                del self._pending[: len(batch)]
-                delay = RETRY_FIRST_S
         finally:
             self._task = None
+
+    async def _pass(self) -> bool:
+        """One pipeline; False when something must be retried later."""
+        taken: list[tuple[LogAppender, Batch]] = []
+        room = MAX_BATCH
+        while self._queue and room:
+            appender = self._queue.popleft()
+            appender.queued = False
+            if appender.pending:
+                batch = appender.batch(room)
+                taken.append((appender, batch))
+                room -= len(batch.entries)
+        if not taken:
+            return True
+        done = True
+        try:
+            refusals = await self._fleet.log.append_batches([batch for _, batch in taken])
+        except FleetUnavailable as exc:
+            self._fleet.availability.failed(exc)
+            done = False
+        else:
+            for (appender, batch), refusal in zip(taken, refusals, strict=True):
+                if refusal is None:
+                    appender.appended(len(batch.entries))
+                elif isinstance(refusal, Fenced | Diverged):
+                    appender.refused(refusal)
+                else:
+                    logger.warning("session {}: log append failed: {}", batch.session_id, refusal)
+                    done = False
+        for appender, _ in taken:
+            if appender.pending and not appender.queued:
+                self.queue(appender)
+        return done
 
 
 class LoggedStream(FleetStream):
@@ -146,6 +229,7 @@ class Ownership:
         self._claims: dict[str, asyncio.Future[FleetStream | None]] = {}
         self.on_lost: Callable[[str, SessionStream], None] = lambda session_id, stream: None
         self.on_orphaned: Callable[[SessionStream], None] = lambda stream: None
+        self._writer = LogWriter(fleet)
         self._tasks: set[asyncio.Task[None]] = set()
         self._following = Following(
             fleet,
@@ -161,6 +245,22 @@ class Ownership:
 
     async def close(self) -> None:
         await self._following.close()
+
+    async def read_log(
+        self, session_id: str, after_seq: int, epoch: str | None, limit: int
+    ) -> Replay | None:
+        """A page of the session's log in Valkey, for a `get_events` on an instance that holds
+        no stream of it; None when Valkey holds no log of it or cannot be used (the caller
+        answers from the record, as without Valkey)."""
+        fleet = self._fleet
+        if not fleet.availability.use_valkey:
+            return None
+        try:
+            replay = await fleet.log.read_after(session_id, after_seq, epoch, limit)
+        except FleetUnavailable as exc:
+            fleet.availability.failed(exc)
+            return None
+        return replay if replay.epoch is not None else None
 
     def holds(self, session_id: str, token: str) -> bool:
         """Whether this instance owns the session with lease `token` (a forwarded command's)."""
@@ -269,7 +369,7 @@ class Ownership:
         window = await read_window(self._fleet.log, session_id, limits["max_events"])
         epoch, last_seq, frames = window or (new_epoch(), 0, [])
         appender = LogAppender(
-            self._fleet, lease, epoch, lambda exc: self._refused(session_id, exc)
+            self._writer, lease, epoch, lambda exc: self._refused(session_id, exc)
         )
         stream = LoggedStream(session_id, epoch, appender, **limits)
         stream.seed(last_seq, frames)

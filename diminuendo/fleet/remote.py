@@ -38,7 +38,7 @@ class RemoteCommands:
         self._fleet = fleet
         self._turns = turns
         self._forwarder = Forwarder(
-            fleet.client, fleet.url, fleet.keys, fleet.instance_id, self.handle
+            fleet.client, fleet.url, fleet.keys, fleet.instance_id, self.handle, bus=fleet.bus
         )
 
     def __repr__(self) -> str:

@@ -25,24 +25,34 @@ in time; nothing is retried after a timeout, so an append runs at most once):
   to continue the log exactly (`epoch` is the log's, `seq` its last + 1: else `Diverged`, and
   nothing of that entry is written; an entry already appended, by a retry after a timeout, is
   not appended twice). Raises the first `Fenced` or `Diverged` met.
+- `append_batches(batches)` → one refusal or `None` per `Batch`: `append_batch` for many
+  sessions in one round trip (the owner's appender, `ownership.LogWriter`). A session's refusal
+  (`Fenced`, `Diverged`, or another error of its script, as it is) is its own: the other
+  sessions' entries are appended all the same. Only `FleetUnavailable` concerns them all.
 - `read_after(session_id, after_seq, epoch, limit)` → `Replay`: up to `limit` events with
   `seq > after_seq`, oldest first, read in one transaction with the meta. `gap` is true when the
   caller's `epoch` is not the current one (no events then), when the meta is missing, or when
   events after `after_seq` have been trimmed or expired (the events returned start later). An
   `epoch` of `None` means "the current one". `last_seq` tells whether there is more to read.
 - `meta(session_id)` → `(epoch, last_seq)` or `None` when Valkey has no log for the session.
+
+The script runs by `EVALSHA` (`connection.Script`): after a Valkey restart or `SCRIPT FLUSH`
+the `NOSCRIPT` answer loads it and the pipeline is resent once, which the script's continuity
+check makes harmless (an entry that ran answers its seq again and adds nothing).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from diminuendo.fleet.connection import Fenced, FleetError, unavailable_as
-from diminuendo.fleet.keys import Keyspace, SessionKeys
+from diminuendo.fleet.connection import Fenced, FleetError, Script, unavailable_as
+from diminuendo.fleet.keys import Keyspace
 
 # The meta outlives the stream by this factor, so an expired log still has its epoch.
 META_TTL_FACTOR = 7
@@ -111,6 +121,17 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """One session's frames for `append_batches`: `(seq, payload)` in seq order, continuing the
+    log of `epoch`, under the lease `owner_token`."""
+
+    session_id: str
+    entries: list[tuple[int, bytes]]
+    owner_token: str
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
     """The answer to "what did I miss after `after_seq`?", as `sessions.stream.Replay`."""
 
@@ -141,15 +162,15 @@ class ReplayLog:
         self._url = url
         self._keys = keyspace
         self._limits = (max_events, max_bytes, ttl_ms, ttl_ms * META_TTL_FACTOR)
-        self._append = client.register_script(_APPEND)
+        self._append = Script(client, _APPEND)
 
     async def append(self, session_id: str, payload: bytes, *, owner_token: str) -> tuple[int, str]:
         keys = self._keys.session(session_id)
         try:
             with unavailable_as(self._url, "append"):
                 seq, epoch = await self._append(
-                    keys=[keys.meta, keys.log, keys.lease],
-                    args=self._args(keys, payload, owner_token, new_epoch(), ""),
+                    [keys.meta, keys.log, keys.lease],
+                    [payload, owner_token, *self._limits, keys.channel, new_epoch(), ""],
                 )
         except ResponseError as exc:
             raise _refusal(session_id, exc) from None
@@ -158,26 +179,30 @@ class ReplayLog:
     async def append_batch(
         self, session_id: str, entries: list[tuple[int, bytes]], *, owner_token: str, epoch: str
     ) -> None:
-        keys = self._keys.session(session_id)
-        with unavailable_as(self._url, "append"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for seq, payload in entries:
-                    await self._append(
-                        keys=[keys.meta, keys.log, keys.lease],
-                        args=self._args(keys, payload, owner_token, epoch, seq),
-                        client=pipe,
-                    )
-                results = await pipe.execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, ResponseError):
-                raise _refusal(session_id, result)
+        (refusal,) = await self.append_batches([Batch(session_id, entries, owner_token, epoch)])
+        if refusal is not None:
+            raise refusal
 
-    def _args(
-        self, keys: SessionKeys, payload: bytes, token: str, epoch: str, seq: int | str
-    ) -> list[bytes | str | int]:
-        max_events, max_bytes, ttl_ms, meta_ttl_ms = self._limits
-        limits = [max_events, max_bytes, ttl_ms, meta_ttl_ms]
-        return [payload, token, *limits, keys.channel, epoch, seq]
+    async def append_batches(self, batches: Sequence[Batch]) -> list[Exception | None]:
+        limits = self._limits
+        calls = []
+        for batch in batches:
+            keys = self._keys.session(batch.session_id)
+            script_keys = (keys.meta, keys.log, keys.lease)
+            token, channel, epoch = batch.owner_token, keys.channel, batch.epoch
+            for seq, payload in batch.entries:
+                calls.append((script_keys, (payload, token, *limits, channel, epoch, seq)))
+        with unavailable_as(self._url, "append"):
+            results = await self._append.pipelined(calls)
+        refusals: list[Exception | None] = []
+        answers = iter(results)
+        for batch in batches:
+            refusal = None
+            for answer in islice(answers, len(batch.entries)):
+                if refusal is None and isinstance(answer, ResponseError):
+                    refusal = _refusal(batch.session_id, answer)
+            refusals.append(refusal)
+        return refusals
 
     async def read_after(
         self, session_id: str, after_seq: int, epoch: str | None = None, limit: int = 500

@@ -1,10 +1,11 @@
 """`Fleet`: the Valkey side of one gateway process, built in one place when `REDIS_URL` is set.
 
 The `Gateway` imports this module only then, so a gateway without `REDIS_URL` never imports
-redis-py and pays nothing for fleet mode. One client serves every command and script (the
-pub/sub subscribers open their own connections: `bus`); the instance id is new per process
-(`Leases` requires it: a restarted process must not mistake its predecessor's leases for its
-own) and is the `instanceId` of `/health`, so an operator can tell which instance owns what.
+redis-py and pays nothing for fleet mode. One client serves every command and script, and one
+subscriber connection (`bus`, run here) every pub/sub channel of the process — its tenant
+broadcasts, its inbox of forwarded commands and the sessions it follows. The instance id is new
+per process (`Leases` requires it: a restarted process must not mistake its predecessor's leases
+for its own) and is the `instanceId` of `/health`, so an operator can tell which instance owns what.
 
 Contract:
 
@@ -24,6 +25,7 @@ from contextlib import suppress
 from loguru import logger
 
 from diminuendo.fleet.availability import FleetAvailability
+from diminuendo.fleet.bus import Bus
 from diminuendo.fleet.connection import FleetUnavailable, open_client
 from diminuendo.fleet.keys import Keyspace
 from diminuendo.fleet.lease import Lease, LeaseRenewer, Leases
@@ -32,6 +34,7 @@ from diminuendo.fleet.remote import RemoteCommands
 from diminuendo.fleet.replay_log import ReplayLog
 from diminuendo.fleet.tenants import TenantLinks
 from diminuendo.gateway.hub import Hub
+from diminuendo.members import MemberService
 from diminuendo.sessions.service import SessionService
 from diminuendo.settings import Settings
 
@@ -44,6 +47,7 @@ class Fleet:
         self.url = url
         self.instance_id = instance_id
         self.client = open_client(url)
+        self.bus = Bus(url)  # before the parts that take a lane of it
         self.keys = Keyspace(settings.redis_key_prefix)
         self.lease_ttl_ms = max(int(settings.session_lease_ttl_s * 1000), 1)
         self.availability = FleetAvailability(self.client, url)
@@ -61,6 +65,7 @@ class Fleet:
         self.remote: RemoteCommands | None = None
         self.tenants: TenantLinks | None = None
         self._renewing: asyncio.Task[None] | None = None
+        self._subscribing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Fleet({self.instance_id}, mode={self.availability.report()['mode']})"
@@ -69,17 +74,38 @@ class Fleet:
         logger.warning("session {}: lease {} lost", lease.session_id, lease.token)
         self.ownership.lease_lost(lease)
 
-    def serve(self, sessions: SessionService, hub: Hub) -> None:
+    def serve(self, sessions: SessionService, hub: Hub, members: MemberService) -> None:
         """Join this process's sessions and connections to the fleet: run the commands other
         instances forward to the sessions this one owns and forward those of the sessions it
-        follows (`remote`); share the tenants' lifecycle broadcasts and record caches
-        (`tenants`)."""
+        follows (`remote`); share the tenants' lifecycle broadcasts and keep the session-record
+        and member-role caches true across instances (`tenants`)."""
         self.remote = RemoteCommands(self, sessions.turns)
         sessions.turns.remote = self.remote
-        self.tenants = TenantLinks(self, hub, sessions.records)
+        self.tenants = TenantLinks(self, hub, sessions.records, members)
         sessions.broadcast = self.tenants.announce
+        sessions.held_elsewhere = self.held_elsewhere
+
+    async def held_elsewhere(self, session_ids: list[str]) -> set[str]:
+        """Which of these sessions another instance holds (a live lease), in one round trip;
+        none while Valkey is away (they read `inactive`, as on one instance)."""
+        if not self.availability.use_valkey:
+            return set()
+        try:
+            holders = await self.leases.holders(session_ids)
+        except FleetUnavailable as exc:
+            self.availability.failed(exc)
+            return set()
+        except ValueError:  # an id no lease can have (`Keyspace.session`)
+            return set()
+        mine = f":{self.instance_id}"
+        return {
+            session_id
+            for session_id, holder in zip(session_ids, holders, strict=True)
+            if holder is not None and not holder.endswith(mine)
+        }
 
     async def start(self) -> None:
+        self._subscribing = asyncio.create_task(self.bus.run(), name="fleet-pubsub")
         await self.availability.start()
         await self.ownership.start()
         if self.remote is not None:
@@ -99,6 +125,11 @@ class Fleet:
         if self.tenants is not None:
             await self.tenants.close()
         await self.ownership.close()
+        if self._subscribing is not None:
+            self._subscribing.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._subscribing
+            self._subscribing = None
         for lease in self.renewer.held:
             self.renewer.drop(lease.session_id)
             with suppress(FleetUnavailable):

@@ -87,7 +87,7 @@ class Gateway:
         )
         if self.fleet is not None:
             self.sessions.activation.join_fleet(self.fleet.ownership, _end_subscriptions)
-            self.fleet.serve(self.sessions, self.hub)
+            self.fleet.serve(self.sessions, self.hub, self.members)
         self.health = HealthMonitor(
             {
                 "podium": self.podium.health,

@@ -36,6 +36,7 @@ from diminuendo.upstreams.podium import PodiumClient
 
 if TYPE_CHECKING:  # fleet mode only: without REDIS_URL nothing of it is imported
     from diminuendo.fleet.ownership import Ownership
+    from diminuendo.fleet.replay_log import Replay as LoggedReplay
 
 __all__ = ["Activator"]
 
@@ -94,6 +95,15 @@ class Activator:
             max_bytes=self._replay_max_bytes,
             budget=self.replay_budget,
         )
+
+    async def read_log(
+        self, session_id: str, after_seq: int, epoch: str | None, limit: int
+    ) -> LoggedReplay | None:
+        """Fleet mode: a page of a session this instance does not hold, from its log in Valkey
+        (any instance answers `get_events` as its owner would); None without Valkey."""
+        if self._ownership is None:
+            return None
+        return await self._ownership.read_log(session_id, after_seq, epoch, limit)
 
     def hold(
         self, record: SessionRecord, version: int, stream: SessionStream | None = None

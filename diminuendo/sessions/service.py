@@ -47,7 +47,13 @@ from diminuendo.sessions.records import Persister, RecordStore
 from diminuendo.sessions.stream import Replay, ReplayPager, Subscriber
 from diminuendo.sessions.transcript import Transcript
 from diminuendo.sessions.turns import Turns
-from diminuendo.sessions.views import events_page, session_meta, session_view, snapshot
+from diminuendo.sessions.views import (
+    events_page,
+    logged_events_page,
+    session_meta,
+    session_view,
+    snapshot,
+)
 from diminuendo.upstreams.podium import PodiumClient
 from diminuendo.upstreams.unison import UnisonClient
 
@@ -92,6 +98,8 @@ class SessionService:
         self.broadcast: Broadcast = broadcast or (lambda tenant, owner, event, exclude: None)
         # The live sessions, by id (read by health and metrics).
         self.active: dict[str, ActiveSession] = self.activation.active
+        # Fleet mode (`Fleet.held_elsewhere`): which of these sessions another instance holds.
+        self.held_elsewhere: Callable[[list[str]], Awaitable[set[str]]] | None = None
 
     def __repr__(self) -> str:
         return f"SessionService(active={len(self.active)})"
@@ -142,18 +150,33 @@ class SessionService:
     async def list_sessions(
         self, identity: Identity, include_archived: bool = False
     ) -> list[dict[str, Any]]:
-        sessions = [
-            self._live_view(record)
-            for record in await self.records.list(identity.tenant_id)
-            if (include_archived or not record.archived)
-            and may_read_session(identity, record.tenant_id, record.owner_id)
-        ]
+        sessions = await self._stored_views(
+            [
+                record
+                for record in await self.records.list(identity.tenant_id)
+                if (include_archived or not record.archived)
+                and may_read_session(identity, record.tenant_id, record.owner_id)
+            ]
+        )
         sessions.sort(key=lambda s: s["lastActivityAt"], reverse=True)
         return sessions
 
     async def get_session(self, identity: Identity, session_id: str) -> dict[str, Any]:
         record, _ = await self.access.record(identity, session_id)
-        return self._live_view(record)
+        return (await self._stored_views([record]))[0]
+
+    async def _stored_views(self, records: list[SessionRecord]) -> list[dict[str, Any]]:
+        """Views of records as read: a session held by another instance (fleet mode: one
+        round trip for all) shows the state its owner stored, not `inactive`."""
+        elsewhere: set[str] = set()
+        if self.held_elsewhere is not None:
+            idle = [record.id for record in records if record.id not in self.active]
+            if idle:
+                elsewhere = await self.held_elsewhere(idle)
+        return [
+            session_view(r, self.active.get(r.id), held_elsewhere=r.id in elsewhere)
+            for r in records
+        ]
 
     async def create_session(
         self,
@@ -302,6 +325,10 @@ class SessionService:
     ) -> dict[str, Any]:
         record, _ = await self.access.record(identity, session_id)
         active = self.active.get(session_id)
+        if active is None:
+            logged = await self.activation.read_log(session_id, after_seq, epoch, limit)
+            if logged is not None:
+                return logged_events_page(record, logged, limit, self.reply_max_bytes)
         return events_page(record, active, after_seq, epoch, limit, self.reply_max_bytes)
 
     # ----- turns (turns.py) ------------------------------------------------------------------

@@ -4,7 +4,7 @@ its live half: `SessionMeta`, the `state_snapshot` of a join and the `events` pa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -15,22 +15,30 @@ from diminuendo.sessions.replies import room_for
 from diminuendo.sessions.state import SessionStatus
 from diminuendo.sessions.stream import Replay
 
-__all__ = ["events_page", "session_meta", "session_view", "snapshot"]
+if TYPE_CHECKING:  # fleet mode only: without REDIS_URL nothing of it is imported
+    from diminuendo.fleet.replay_log import Replay as LoggedReplay
+
+__all__ = ["events_page", "logged_events_page", "session_meta", "session_view", "snapshot"]
 
 
-def session_meta(record: SessionRecord, active: ActiveSession | None) -> SessionMeta:
+def session_meta(
+    record: SessionRecord, active: ActiveSession | None, *, held_elsewhere: bool = False
+) -> SessionMeta:
     """SessionMeta as clients see it: status, epoch and lastSeq from the live stream when
     active; a session this process does not hold is reported `inactive` (start-up recovery of
-    records a previous process left in another state)."""
+    records a previous process left in another state) — unless another instance holds it
+    (fleet mode, a live lease): then as its owner stored it."""
     if active is None:
-        return record.meta(status=SessionStatus.INACTIVE.value)
+        return record.meta() if held_elsewhere else record.meta(status=SessionStatus.INACTIVE.value)
     stream = active.stream
     return record.meta(status=active.status.value, epoch=stream.epoch, last_seq=stream.last_seq)
 
 
-def session_view(record: SessionRecord, active: ActiveSession | None) -> dict[str, Any]:
+def session_view(
+    record: SessionRecord, active: ActiveSession | None, *, held_elsewhere: bool = False
+) -> dict[str, Any]:
     """`session_meta` as the plain dict the edges return and patch."""
-    return msgspec.to_builtins(session_meta(record, active))
+    return msgspec.to_builtins(session_meta(record, active, held_elsewhere=held_elsewhere))
 
 
 def snapshot(active: ActiveSession, replay: Replay) -> dict[str, Any]:
@@ -94,4 +102,35 @@ def events_page(
         "lastSeq": replay.last_seq,
         "gap": replay.gap,
         "hasMore": replay.more,
+    }
+
+
+def logged_events_page(
+    record: SessionRecord, logged: LoggedReplay, limit: int, reply_max_bytes: int
+) -> dict[str, Any]:
+    """`events_page` for a session this process does not hold, from a page of its log in Valkey
+    (fleet mode), by the same rules: within one reply, at least one event when there is one,
+    `hasMore` while the log holds events after the page."""
+    envelope = Events(
+        session_id=record.id,
+        epoch=logged.epoch or record.epoch,
+        events=[],
+        last_seq=logged.last_seq,
+        gap=logged.gap,
+        has_more=False,
+    )
+    room = room_for(envelope, reply_max_bytes) - limit
+    kept = []
+    for event in logged.events[: max(limit, 0)]:
+        room -= len(event.payload)
+        if kept and room < 0:
+            break
+        kept.append(event)
+    return {
+        "sessionId": record.id,
+        "epoch": envelope.epoch,
+        "events": [msgspec.Raw(e.payload) for e in kept],
+        "lastSeq": logged.last_seq,
+        "gap": logged.gap,
+        "hasMore": bool(kept) and kept[-1].seq < logged.last_seq,
     }

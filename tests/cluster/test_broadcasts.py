@@ -125,3 +125,20 @@ async def test_valkey_down_is_a_fast_clear_error_and_watching_resumes_later() ->
     finally:
         await instance.broadcasts.close()
         await fleet.client.aclose()
+
+
+async def test_a_tenant_is_live_only_while_nothing_on_its_channel_can_be_missed(
+    instances, fleet
+) -> None:
+    """`live` is what a cache trusts: false before the subscription is confirmed, true after,
+    false from a lost connection until the resubscription's gap has been reported."""
+    _, b, _ = instances
+    assert not b.broadcasts.live("tenant-1")
+    await b.watch("tenant-1")
+    assert b.broadcasts.live("tenant-1")
+    await fleet.client.client_kill_filter(_type="pubsub")
+    await until(lambda: not b.broadcasts.live("tenant-1"), timeout_s=5)
+    await until(lambda: b.gaps == [frozenset({"tenant-1"})], timeout_s=5)
+    assert b.broadcasts.live("tenant-1")
+    await b.broadcasts.unwatch("tenant-1")
+    assert not b.broadcasts.live("tenant-1")

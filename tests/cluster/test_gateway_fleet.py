@@ -74,3 +74,26 @@ def test_without_redis_url_redis_is_never_imported(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_one_gateway_holds_one_pubsub_connection(
+    stack: Stack, valkey_server: LocalValkey, tmp_path: Path
+) -> None:
+    """Tenant broadcasts, the inbox of forwarded commands and followed sessions share one
+    subscriber connection per process (`Fleet.bus`). Before the fix: 2 seen here (each part
+    opened its own)."""
+    from redis import Redis
+
+    gw = gateway_process(stack, tmp_path, REDIS_URL=valkey_server.url)
+    gw.start()
+    try:
+        with httpx.Client(base_url=gw.url, timeout=5) as http:
+            created = http.post("/api/threads", json={"agentType": "echo"})
+            assert created.status_code == 201, created.text
+            http.get(f"/api/threads/{created.json()['id']}")  # the tenant is followed now
+        with Redis.from_url(valkey_server.url) as valkey:
+            subscribers = valkey.client_list(_type="pubsub")
+            assert len(subscribers) == 1, subscribers
+            assert int(subscribers[0]["sub"]) >= 2  # its inbox and the tenant's channel
+    finally:
+        gw.stop()

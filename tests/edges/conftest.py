@@ -8,16 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Gateway, Stack, gateway_process
+from diminuendo.local.valkey import LocalValkey
+from tests.conftest import Gateway, GatewayFleet, Stack, serving
 from tests.security.conftest import prod  # noqa: F401  (the production-gateway factory)
 
 
 @pytest.fixture(scope="module")
 def edge_gateway(
-    request: pytest.FixtureRequest, stack: Stack, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gateway]:
+    request: pytest.FixtureRequest,
+    stack: Stack,
+    fleet_valkey: LocalValkey | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway | GatewayFleet]:
+    """Two instances under DIMINUENDO_TEST_FLEET=2, as the shared `gateway`."""
     adapter = request.module.EDGE
-    g = gateway_process(stack, tmp_path_factory.mktemp(adapter), EDGE_ADAPTERS=adapter)
-    g.start()
-    yield g
-    g.stop()
+    with serving(stack, tmp_path_factory.mktemp(adapter), fleet_valkey, EDGE_ADAPTERS=adapter) as g:
+        yield g

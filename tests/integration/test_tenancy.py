@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Client, Gateway, Stack, client, gateway_process
+from diminuendo.local.valkey import LocalValkey
+from tests.conftest import Client, Gateway, GatewayFleet, Stack, client, serving
 from tests.integration.jwks_server import JwksServer, production_env
 
 TENANT_CLAIM = "https://diminuendo/tenant_id"
@@ -37,7 +38,7 @@ LIFECYCLE = {
 @dataclass
 class Prod:
     jwks: JwksServer
-    gw: Gateway
+    gw: Gateway | GatewayFleet
 
     def token(self, tenant: str, role: str | None, sub: str | None = None) -> str:
         return self.jwks.mint(
@@ -49,19 +50,19 @@ class Prod:
 
 
 @pytest.fixture(scope="module")
-def prod(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prod]:
+def prod(
+    stack: Stack, fleet_valkey: LocalValkey | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prod]:
     server = JwksServer()
-    gw = gateway_process(
-        stack,
-        tmp_path_factory.mktemp("tenancy"),
-        **production_env(server, AUTH_FAILURE_LIMIT="100000/60s"),
-    )
     try:
-        gw.start()
-        yield Prod(server, gw)
+        with serving(
+            stack,
+            tmp_path_factory.mktemp("tenancy"),
+            fleet_valkey,
+            **production_env(server, AUTH_FAILURE_LIMIT="100000/60s"),
+        ) as gw:
+            yield Prod(server, gw)
     finally:
-        if gw.proc is not None:
-            gw.stop()
         server.stop()
 
 
