@@ -31,6 +31,7 @@ import msgspec
 import pytest
 
 from diminuendo.fleet.runtime import Fleet
+from diminuendo.fleet.streams import FleetStream
 from diminuendo.local.valkey import LocalValkey
 from diminuendo.sessions.stream import Frame
 from diminuendo.settings import Settings
@@ -76,6 +77,25 @@ async def instances(valkey_server: LocalValkey) -> AsyncIterator[tuple[Fleet, Fl
         await a.stop()
 
 
+async def owned_session(fleet: Fleet) -> tuple[str, FleetStream]:
+    """A new session owned by `fleet`'s instance, its first frame in the log."""
+    session_id = uuid.uuid4().hex
+    owned = await fleet.ownership.own(session_id, **LIMITS)
+    assert owned is not None and not fleet.ownership.follows(owned)
+    owned.publish({"type": "session_state", "state": "ready"}, 0)
+    return session_id, owned
+
+
+async def live_seqs(owned: FleetStream, copy: FleetStream) -> list[int]:
+    """The seqs `copy` delivers live while the owner publishes `DELTAS` deltas."""
+    joined = Collector()
+    copy.attach(joined, None)
+    for n in range(DELTAS):
+        owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
+    await joined.wait_for(DELTAS)
+    return [f.seq for f in joined.frames]
+
+
 async def test_a_claim_after_the_first_finished_shares_its_copy_and_every_delta_arrives(
     instances: tuple[Fleet, Fleet],
 ) -> None:
@@ -84,10 +104,7 @@ async def test_a_claim_after_the_first_finished_shares_its_copy_and_every_delta_
     published on A after the second claim, nor the `turn_complete` (seqs `[1]`, its replay,
     instead of `[1, …, 52]`)."""
     a, b = instances
-    session_id = uuid.uuid4().hex
-    owned = await a.ownership.own(session_id, **LIMITS)
-    assert owned is not None and not a.ownership.follows(owned)
-    owned.publish({"type": "session_state", "state": "ready"}, 0)  # the owner's first append
+    session_id, owned = await owned_session(a)
 
     first = await b.ownership.own(session_id, **LIMITS)
     # A join that read the session's record while the first claim ran: its claim starts now,
@@ -117,20 +134,12 @@ async def test_many_claims_at_once_share_one_copy(instances: tuple[Fleet, Fleet]
 
     Before the fix: 4 copies, one per wave (`assert 4 == 1`)."""
     a, b = instances
-    session_id = uuid.uuid4().hex
-    owned = await a.ownership.own(session_id, **LIMITS)
-    assert owned is not None
-    owned.publish({"type": "session_state", "state": "ready"}, 0)
+    session_id, owned = await owned_session(a)
     streams = []
     for _ in range(4):
         streams += await asyncio.gather(*(b.ownership.own(session_id, **LIMITS) for _ in range(25)))
     assert len({id(s) for s in streams}) == 1
-    joined = Collector()
-    streams[0].attach(joined, None)
-    for n in range(DELTAS):
-        owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
-    await joined.wait_for(DELTAS)
-    assert [f.seq for f in joined.frames] == list(range(2, DELTAS + 2))
+    assert await live_seqs(owned, streams[0]) == list(range(2, DELTAS + 2))
 
 
 async def test_a_join_during_the_release_of_a_copy_gets_a_new_one_that_stays_fed(
@@ -142,22 +151,14 @@ async def test_a_join_during_the_release_of_a_copy_gets_a_new_one_that_stays_fed
     one's release leaves the new one fed. (A guard of the fix: sharing without the closed check
     failed with `new is old`.)"""
     a, b = instances
-    session_id = uuid.uuid4().hex
-    owned = await a.ownership.own(session_id, **LIMITS)
-    assert owned is not None
-    owned.publish({"type": "session_state", "state": "ready"}, 0)
+    session_id, owned = await owned_session(a)
     old = await b.ownership.own(session_id, **LIMITS)
     assert old is not None
     old.close()
     new = await b.ownership.own(session_id, **LIMITS)
     assert new is not None and new is not old
     await b.ownership.release(old)
-    joined = Collector()
-    new.attach(joined, None)
-    for n in range(DELTAS):
-        owned.publish({"type": "text_delta", "text": f"d{n}"}, 0)
-    await joined.wait_for(DELTAS)
-    assert [f.seq for f in joined.frames] == list(range(2, DELTAS + 2))
+    assert await live_seqs(owned, new) == list(range(2, DELTAS + 2))
 
 
 async def test_a_claim_while_an_owned_session_leaves_memory_keeps_the_lease_and_the_log(
@@ -172,16 +173,13 @@ async def test_a_claim_while_an_owned_session_leaves_memory_keeps_the_lease_and_
     A's new session published frames no other instance could ever read, and any instance could
     take the session (the lease holder was None)."""
     a, _ = instances
-    session_id = uuid.uuid4().hex
-    leaving = await a.ownership.own(session_id, **LIMITS)
-    assert leaving is not None
-    leaving.publish({"type": "session_state", "state": "ready"}, 0)
+    session_id, leaving = await owned_session(a)
     leaving.close()  # `Activator._release`: the session leaves memory; `release` comes later
     again = await a.ownership.own(session_id, **LIMITS)
     assert again is not None and again is not leaving
     await a.ownership.release(leaving)
-    assert await a.leases.holder(session_id) is not None
-    assert a.ownership.holds(session_id, (await a.leases.holder(session_id)) or "")
+    holder = await a.leases.holder(session_id)
+    assert holder is not None and a.ownership.holds(session_id, holder)
     for n in range(DELTAS):
         again.publish({"type": "text_delta", "text": f"d{n}"}, 0)
     assert await again.appender.flush(5.0)  # type: ignore[attr-defined]
