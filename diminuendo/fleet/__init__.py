@@ -14,5 +14,6 @@ Built by `runtime.Fleet` when `REDIS_URL` is set (never imported without it):
 - `availability` degraded mode: whether Valkey is used now, and why not (for health);
 - `runtime`     the fleet objects of one process, started and stopped with the gateway;
 - `streams`, `ownership`, `following`  a session's stream continued (owner) or copied (follower);
+- `appending`   the owner's appends: one writer per instance sends every session's frames;
 - `remote`      runtime commands to and from owners; `tenants` broadcasts through the Hub.
 """

@@ -26,7 +26,7 @@ in time; nothing is retried after a timeout, so an append runs at most once):
   nothing of that entry is written; an entry already appended, by a retry after a timeout, is
   not appended twice). Raises the first `Fenced` or `Diverged` met.
 - `append_batches(batches)` → one refusal or `None` per `Batch`: `append_batch` for many
-  sessions in one round trip (the owner's appender, `ownership.LogWriter`). A session's refusal
+  sessions in one round trip (the owner's appender, `appending.LogWriter`). A session's refusal
   (`Fenced`, `Diverged`, or another error of its script, as it is) is its own: the other
   sessions' entries are appended all the same. Only `FleetUnavailable` concerns them all.
 - `read_after(session_id, after_seq, epoch, limit)` → `Replay`: up to `limit` events with

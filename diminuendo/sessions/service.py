@@ -42,7 +42,7 @@ from diminuendo.sessions.activation import Activator
 from diminuendo.sessions.active import ActiveSession
 from diminuendo.sessions.budget import ReplayBudget
 from diminuendo.sessions.capacity import Limits
-from diminuendo.sessions.live import Turn, now_ms
+from diminuendo.sessions.live import now_ms
 from diminuendo.sessions.records import Persister, RecordStore
 from diminuendo.sessions.stream import Replay, ReplayPager, Subscriber
 from diminuendo.sessions.transcript import Transcript
@@ -92,6 +92,11 @@ class SessionService:
         )
         self.access = SessionAccess(self.records, self.activation)
         self.turns = Turns(self.access, self.activation)
+        # The runtime commands are the turns' own, as they are (turns.py).
+        self.run_turn = self.turns.run_turn
+        self.stop_turn = self.turns.stop_turn
+        self.steer = self.turns.steer
+        self.answer = self.turns.answer
         self.transcript = Transcript(podium, reply_max_bytes)
         self.reply_max_bytes = reply_max_bytes
         # Replaced in fleet mode by one that also tells the other instances (`fleet.tenants`).
@@ -330,48 +335,6 @@ class SessionService:
             if logged is not None:
                 return logged_events_page(record, logged, limit, self.reply_max_bytes)
         return events_page(record, active, after_seq, epoch, limit, self.reply_max_bytes)
-
-    # ----- turns (turns.py) ------------------------------------------------------------------
-
-    async def run_turn(
-        self,
-        identity: Identity,
-        session_id: str,
-        text: str,
-        client_turn_id: str | None = None,
-        *,
-        on_accept: Callable[[str], None] | None = None,
-    ) -> Turn:
-        return await self.turns.run_turn(
-            identity, session_id, text, client_turn_id, on_accept=on_accept
-        )
-
-    async def stop_turn(
-        self, identity: Identity, session_id: str, *, turn_id: str | None = None
-    ) -> None:
-        await self.turns.stop_turn(identity, session_id, turn_id=turn_id)
-
-    async def steer(self, identity: Identity, session_id: str, content: str) -> None:
-        await self.turns.steer(identity, session_id, content)
-
-    async def answer(
-        self,
-        identity: Identity,
-        session_id: str,
-        request_id: str,
-        *,
-        answers: dict[str, Any] | None,
-        approved: bool,
-        dismissed: bool,
-    ) -> None:
-        await self.turns.answer(
-            identity,
-            session_id,
-            request_id,
-            answers=answers,
-            approved=approved,
-            dismissed=dismissed,
-        )
 
     # ----- history and files ------------------------------------------------------------------
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+from diminuendo.fleet.appending import LogAppender, LogWriter
 from diminuendo.fleet.availability import FleetAvailability
 from diminuendo.fleet.connection import Fenced, FleetError
 from diminuendo.fleet.lease import Lease
-from diminuendo.fleet.ownership import LogAppender, LogWriter
 from diminuendo.fleet.replay_log import Batch, Diverged, ReplayLog
 from tests.cluster.conftest import Fleet
 
