@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # the Fleet gives the writer its log and availability
 __all__ = ["LogAppender", "LogWriter", "LoggedStream"]
 
 MAX_BATCH = 1024  # frames per round trip, all sessions together: bounds one pipeline's size
+# Pipelines in flight at once: Valkey runs one pass's scripts while the next one is packed. One
+# at a time, the writer fell behind at 11,000 frames/s per instance and a follower's frames came
+# seconds late (bench/RESULTS.md, the fleet at 5,000 sessions).
+MAX_IN_FLIGHT = 4
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
 
@@ -51,6 +55,7 @@ class LogAppender:
         "_on_refused",
         "_pending",
         "_writer",
+        "in_flight",
         "queued",
         "stopped",
     )
@@ -64,7 +69,8 @@ class LogAppender:
         self._on_refused = on_refused
         self._pending: list[tuple[int, bytes]] = []
         self._drained: asyncio.Future[None] | None = None
-        self.queued = False  # in the writer's queue (not while its frames are in flight)
+        self.queued = False  # in the writer's queue
+        self.in_flight = False  # frames of it in a pipeline: it waits for that one's answer
         self.stopped = False
 
     def push(self, seq: int, payload: bytes) -> None:
@@ -118,38 +124,38 @@ class LogAppender:
 
 
 class LogWriter:
-    """The instance's appends to the replay logs: one task that sends, per round trip, one
-    pipeline with the pending frames of the queued sessions (at most `MAX_BATCH`, sessions taken
-    in turn) — not a task and a round trip per session, which at a few frames per second each
-    cost every frame a round trip of its own.
+    """The instance's appends to the replay logs: up to `MAX_IN_FLIGHT` sender tasks, each
+    sending, per round trip, one pipeline with the pending frames of the queued sessions (at most
+    `MAX_BATCH`, sessions taken in turn) — not a task and a round trip per session, which at a few
+    frames per second each cost every frame a round trip of its own.
 
-    A session is never in two round trips at once (one task, one pass at a time), so its
-    frames reach its log in order. A session's refusal (`Fenced`, `Diverged`) stops that
-    session only. Valkey unreachable: every session of the pass stays pending and the writer
-    retries with backoff; another error of one session's script keeps it pending the same way."""
+    A session is never in two round trips at once (`in_flight`: a sender skips it, and the pass
+    that holds it queues it again when answered), so its frames reach its log in order. A
+    session's refusal (`Fenced`, `Diverged`) stops that session only. Valkey unreachable: every
+    session of the pass stays pending and its sender retries with backoff; another error of one
+    session's script keeps it pending the same way."""
 
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self._queue: deque[LogAppender] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
 
     def queue(self, appender: LogAppender) -> None:
         appender.queued = True
         self._queue.append(appender)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if len(self._senders) < MAX_IN_FLIGHT:
+            sender = asyncio.get_running_loop().create_task(self._run())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
 
     async def _run(self) -> None:
         delay = RETRY_FIRST_S
-        try:
-            while self._queue:
-                if await self._pass():
-                    delay = RETRY_FIRST_S
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_S)
-        finally:
-            self._task = None
+        while self._queue:
+            if await self._pass():
+                delay = RETRY_FIRST_S
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     async def _pass(self) -> bool:
         """One pipeline; False when something must be retried later."""
@@ -158,7 +164,8 @@ class LogWriter:
         while self._queue and room:
             appender = self._queue.popleft()
             appender.queued = False
-            if appender.pending:
+            if appender.pending and not appender.in_flight:
+                appender.in_flight = True
                 batch = appender.batch(room)
                 taken.append((appender, batch))
                 room -= len(batch.entries)
@@ -179,6 +186,9 @@ class LogWriter:
                 else:
                     logger.warning("session {}: log append failed: {}", batch.session_id, refusal)
                     done = False
+        finally:
+            for appender, _ in taken:
+                appender.in_flight = False
         for appender, _ in taken:
             if appender.pending and not appender.queued:
                 self.queue(appender)
