@@ -313,11 +313,28 @@ def check_gateway(procs: Processes, upstreams: dict[str, int]) -> None:
     print(f"smoke: SIGTERM -> exit 0 in {took:.1f}s, client closed 1001")
 
 
+def wait_for_workers(procs: Processes, name: str, port: int, count: int) -> None:
+    """Until `count` workers answer /health (distinct `instanceId`s; the kernel spreads new
+    connections over the SO_REUSEPORT listeners). A SIGTERM that reaches a worker still
+    starting is honoured only at the supervisor's deadline (docs/FLEET.md, `WORKERS`), so the
+    drain is checked once every worker serves."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < count:
+        if time.monotonic() > deadline:
+            raise procs.fail(name, f"{len(seen)} of {count} workers answered /health in 60s")
+        status, body = get_json(f"http://127.0.0.1:{port}/health")
+        if status == 200 and body.get("instanceId"):
+            seen.add(body["instanceId"])
+        time.sleep(0.05)
+
+
 def check_spawned_workers(procs: Processes, upstreams: dict[str, int]) -> None:
     """WORKERS=2: two workers under the gateway's own supervisor (`diminuendo.supervisor`),
     healthy, and SIGTERM drains both and exits 0."""
     name = "gateway-workers2"
     workers, port, _ = start_gateway(procs, name, upstreams, WORKERS="2")
+    wait_for_workers(procs, name, port, 2)
     rc, took, _ = asyncio.run(drain(workers, port))
     if rc != 0:
         raise procs.fail(name, f"WORKERS=2 gateway SIGTERM: exit {rc} after {took:.1f}s")
