@@ -13,6 +13,7 @@ method.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
@@ -22,7 +23,7 @@ from msgspec.structs import replace
 from diminuendo.protocol.events import SessionEvent
 from diminuendo.sessions.budget import ReplayBudget
 
-__all__ = ["Frame", "Replay", "ReplayPager", "SessionStream", "Subscriber"]
+__all__ = ["Frame", "Replay", "ReplayPager", "SessionStream", "Subscriber", "fitting"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -317,18 +318,20 @@ class SessionStream:
         else:
             frames = list(islice(window, start, start + count))
         if max_bytes is not None:
-            del frames[_fitting(frames, max_bytes) :]
+            del frames[fitting((f.data for f in frames), max_bytes) :]
         return Replay(gap, frames, last_seq, self._epoch, len(frames) < available)
 
 
-def _fitting(frames: list[Frame], max_bytes: int) -> int:
-    """How many of the first `frames` fit in `max_bytes` together (at least one)."""
-    total = 0
-    for index, frame in enumerate(frames):
-        total += len(frame.data)
+def fitting(payloads: Iterable[bytes], max_bytes: int) -> int:
+    """How many of the first `payloads` fit in `max_bytes` together (at least one, so that
+    paging always moves on; `get_events` pages from memory and from a fleet log alike)."""
+    total = count = 0
+    for payload in payloads:
+        total += len(payload)
         if total > max_bytes:
-            return max(index, 1)
-    return len(frames)
+            return max(count, 1)
+        count += 1
+    return count
 
 
 class ReplayPager:

@@ -13,7 +13,7 @@ from diminuendo.protocol.models import SessionRecord
 from diminuendo.sessions.active import ActiveSession
 from diminuendo.sessions.replies import room_for
 from diminuendo.sessions.state import SessionStatus
-from diminuendo.sessions.stream import Replay
+from diminuendo.sessions.stream import Replay, fitting
 
 if TYPE_CHECKING:  # fleet mode only: without REDIS_URL nothing of it is imported
     from diminuendo.fleet.replay_log import Replay as LoggedReplay
@@ -119,13 +119,9 @@ def logged_events_page(
         gap=logged.gap,
         has_more=False,
     )
-    room = room_for(envelope, reply_max_bytes) - limit
-    kept = []
-    for event in logged.events[: max(limit, 0)]:
-        room -= len(event.payload)
-        if kept and room < 0:
-            break
-        kept.append(event)
+    room = room_for(envelope, reply_max_bytes) - limit  # each event also costs a comma
+    events = logged.events[: max(limit, 0)]
+    kept = events[: fitting((e.payload for e in events), room)]
     return {
         "sessionId": record.id,
         "epoch": envelope.epoch,
