@@ -9,6 +9,7 @@ injectable), no I/O.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -67,6 +68,28 @@ class BoundedCache(Generic[K, V]):
             del self._entries[key]
             return None
         return entry
+
+
+class InvalidationStamps:
+    """Fleet mode: a stamp per tenant that changes with each invalidation of its cached copies.
+    A read takes the stamp before it asks the store and keeps its answer only if the stamp is
+    the same after (an invalidation that arrived meanwhile may be newer than the answer).
+    Bounded: past `max_tenants` the table is cleared and every stamp changes at once."""
+
+    def __init__(self, max_tenants: int = 10_000) -> None:
+        self._max_tenants = max_tenants
+        self._stamps: dict[str, int] = {}
+        self._counter = itertools.count(1)
+        self._cleared = 0
+
+    def of(self, tenant_id: str) -> tuple[int, int]:
+        return self._cleared, self._stamps.get(tenant_id, 0)
+
+    def bump(self, tenant_id: str) -> None:
+        if len(self._stamps) >= self._max_tenants:
+            self._stamps.clear()
+            self._cleared = next(self._counter)
+        self._stamps[tenant_id] = next(self._counter)
 
 
 class CacheScope(Protocol):

@@ -33,7 +33,7 @@ from loguru import logger
 
 from diminuendo.auth.identity import Identity, Role
 from diminuendo.auth.policy import check_member_change
-from diminuendo.cache import BoundedCache, CacheScope
+from diminuendo.cache import BoundedCache, CacheScope, InvalidationStamps
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.unison import CasConflict, Entry, UnisonClient, members_namespace
 
@@ -72,7 +72,7 @@ class MemberService:
         )
         self._locks: dict[str, _TenantLock] = {}
         self.scope: CacheScope | None = None  # fleet mode only
-        self._forgotten = 0  # fleet mode: bumped by each invalidation; a racing read keeps nothing
+        self._stamps = InvalidationStamps()  # fleet mode: a read racing a change keeps nothing
 
     @property
     def cached_roles(self) -> int:
@@ -84,9 +84,9 @@ class MemberService:
         trusted = self.scope is None or self.scope.trusted(tenant_id)
         if trusted and key in self._roles:
             return self._roles.get(key)
-        forgotten = self._forgotten
+        stamp = self._stamps.of(tenant_id)
         role = _role(await self.unison.get(members_namespace(tenant_id), user_id))
-        if trusted and forgotten == self._forgotten:
+        if trusted and stamp == self._stamps.of(tenant_id):
             self._roles.put(key, role)
         return role
 
@@ -95,7 +95,7 @@ class MemberService:
         process's open connections of the user take the stored role, as after a local change
         (Unison down: logged; the next authentication reads the role afresh)."""
         self._roles.pop((tenant_id, user_id))
-        self._forgotten += 1
+        self._stamps.bump(tenant_id)
         try:
             role = await self.role_of(tenant_id, user_id)
         except GatewayError as exc:
@@ -106,7 +106,7 @@ class MemberService:
     def forget_tenant(self, tenant_id: str) -> None:
         """Fleet mode: drop the tenant's cached roles (changes of them may have been missed)."""
         self._roles.discard_if(lambda key: key[0] == tenant_id)
-        self._forgotten += 1
+        self._stamps.bump(tenant_id)
 
     async def list(self, tenant_id: str) -> list[dict[str, Any]]:
         entries = await self.unison.list(members_namespace(tenant_id))

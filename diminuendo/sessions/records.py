@@ -8,13 +8,12 @@ is down. Who may see a record is not decided here: `access.authorize` is.
 Fleet mode (`scope` set by `fleet.tenants`): other instances write the same records, so a copy is
 kept and answered only while the scope trusts the tenant (every change made elsewhere reaches
 this process), each write and delete tells the other instances (`scope.changed`) before it
-returns, and a copy whose read raced an invalidation of its tenant is not kept (`_stamp`).
+returns, and a copy whose read raced an invalidation of its tenant is not kept (`_stamps`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -23,7 +22,7 @@ from typing import Any
 import msgspec
 from loguru import logger
 
-from diminuendo.cache import CacheScope
+from diminuendo.cache import CacheScope, InvalidationStamps
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.protocol.models import SessionRecord
 from diminuendo.sessions.active import ActiveSession
@@ -36,7 +35,6 @@ __all__ = ["Persister", "RecordStore"]
 RECORD_CACHE_S = 5.0
 RECORD_CACHE_ENTRIES = 50_000
 LISTING_CACHE_TENANTS = 1_000
-INVALIDATED_TENANTS = 10_000  # fleet mode: tenants whose last invalidation is remembered
 PERSIST_CONCURRENCY = 16
 PERSIST_DEBOUNCE_S = 0.2
 PERSIST_RETRIES = 20  # with backoff capped at 5 s: about a minute of Unison outage
@@ -51,11 +49,7 @@ class RecordStore:
         self._records: OrderedDict[str, tuple[float, int, SessionRecord]] = OrderedDict()
         self._listings: OrderedDict[str, list[Entry]] = OrderedDict()
         self.scope: CacheScope | None = None  # fleet mode only
-        # Fleet mode: tenant → stamp of its last invalidation, and a stamp for "all of them"
-        # bumped when that table is cleared to stay bounded.
-        self._invalidated: dict[str, int] = {}
-        self._stamps = itertools.count(1)
-        self._cleared = 0
+        self._stamps = InvalidationStamps()  # fleet mode: a read racing a change keeps nothing
 
     def __repr__(self) -> str:
         return f"RecordStore(cached={len(self._records)})"
@@ -71,7 +65,7 @@ class RecordStore:
         cached = self._records.get(session_id)
         if cached and trusted and time.monotonic() - cached[0] < RECORD_CACHE_S:
             return cached[2], cached[1]
-        stamp = None if scope is None else self._stamp(tenant_id)
+        stamp = None if scope is None else self._stamps.of(tenant_id)
         try:
             entry = await self.unison.get(sessions_namespace(tenant_id), session_id)
         except GatewayError as exc:
@@ -82,7 +76,7 @@ class RecordStore:
             self._records.pop(session_id, None)
             raise GatewayError(ErrorCode.SESSION_NOT_FOUND, session_id=session_id)
         record = msgspec.convert(entry.value, SessionRecord)
-        if trusted and (stamp is None or stamp == self._stamp(tenant_id)):
+        if trusted and (stamp is None or stamp == self._stamps.of(tenant_id)):
             self._remember(record, entry.version)
         return record, entry.version
 
@@ -105,7 +99,7 @@ class RecordStore:
     async def write(self, record: SessionRecord, version: int | None, actor: str) -> int:
         """Compare-and-set (`version` None: create); raises `CasConflict`. The new version."""
         scope, tenant_id = self.scope, record.tenant_id
-        stamp = None if scope is None else self._stamp(tenant_id)
+        stamp = None if scope is None else self._stamps.of(tenant_id)
         entry = await self.unison.put(
             sessions_namespace(tenant_id),
             record.id,
@@ -113,11 +107,9 @@ class RecordStore:
             actor=actor,
             cas=version,
         )
-        if scope is None:
+        if scope is None or (scope.trusted(tenant_id) and stamp == self._stamps.of(tenant_id)):
             self._remember(record, entry.version)
-        else:
-            if scope.trusted(tenant_id) and stamp == self._stamp(tenant_id):
-                self._remember(record, entry.version)
+        if scope is not None:
             await scope.changed(tenant_id, "session", record.id)
         return entry.version
 
@@ -149,7 +141,7 @@ class RecordStore:
         """Drop a cached record another instance changed (fleet mode), and any copy of the
         tenant's being read right now (it may predate the change)."""
         self._records.pop(session_id, None)
-        self._invalidate(tenant_id)
+        self._stamps.bump(tenant_id)
 
     def forget_tenant(self, tenant_id: str) -> None:
         """Drop every cached record and listing of a tenant whose changes on other instances
@@ -157,18 +149,7 @@ class RecordStore:
         for session_id in [k for k, (_, _, r) in self._records.items() if r.tenant_id == tenant_id]:
             del self._records[session_id]
         self._listings.pop(tenant_id, None)
-        self._invalidate(tenant_id)
-
-    def _stamp(self, tenant_id: str) -> tuple[int, int]:
-        """Changes when the tenant's copies are invalidated: a read that saw it change while
-        it waited for Unison keeps nothing."""
-        return self._cleared, self._invalidated.get(tenant_id, 0)
-
-    def _invalidate(self, tenant_id: str) -> None:
-        if len(self._invalidated) >= INVALIDATED_TENANTS:
-            self._invalidated.clear()
-            self._cleared = next(self._stamps)
-        self._invalidated[tenant_id] = next(self._stamps)
+        self._stamps.bump(tenant_id)
 
     def _remember(self, record: SessionRecord, version: int) -> None:
         """Bounded record cache: fresh for RECORD_CACHE_S, kept longer as a stale fallback."""

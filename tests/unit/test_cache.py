@@ -1,10 +1,10 @@
-"""`BoundedCache`: size bound, freshness window, and values that are None."""
+"""`BoundedCache`: size bound, freshness window, and values that are None; `InvalidationStamps`."""
 
 from __future__ import annotations
 
 import pytest
 
-from diminuendo.cache import BoundedCache
+from diminuendo.cache import BoundedCache, InvalidationStamps
 from tests.unit.fakes import Clock
 
 
@@ -50,3 +50,16 @@ def test_none_is_a_value() -> None:
 def test_the_bound_is_at_least_one() -> None:
     with pytest.raises(ValueError):
         BoundedCache(0, 1.0)
+
+
+def test_a_stamp_changes_with_its_tenants_invalidation_and_all_change_past_the_bound() -> None:
+    stamps = InvalidationStamps(max_tenants=2)
+    before_a, before_b = stamps.of("a"), stamps.of("b")
+    stamps.bump("a")
+    assert stamps.of("a") != before_a and stamps.of("b") == before_b
+    after_a = stamps.of("a")
+    stamps.bump("b")
+    assert stamps.of("a") == after_a  # another tenant's invalidation leaves it alone
+    b = stamps.of("b")
+    stamps.bump("c")  # a third tenant: the table is cleared, every stamp moves
+    assert stamps.of("a") != after_a and stamps.of("b") != b
