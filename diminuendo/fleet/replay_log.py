@@ -20,13 +20,11 @@ in time; nothing is retried after a timeout, so an append runs at most once):
   `Fenced` unless `owner_token` is the session's current lease token; creates the epoch if the
   meta is missing; assigns `seq = last + 1`; adds the entry; trims; renews both TTLs; publishes
   `seq:epoch:payload` on the session's channel. Concurrent appends get distinct, consecutive seqs.
-- `append_batch(session_id, entries, owner_token=, epoch=)`: the owner's pipeline — every
-  `(seq, payload)` of `entries` appended in order in one round trip, each checked by the script
-  to continue the log exactly (`epoch` is the log's, `seq` its last + 1: else `Diverged`, and
-  nothing of that entry is written; an entry already appended, by a retry after a timeout, is
-  not appended twice). Raises the first `Fenced` or `Diverged` met.
-- `append_batches(batches)` → one refusal or `None` per `Batch`: `append_batch` for many
-  sessions in one round trip (the owner's appender, `appending.LogWriter`). A session's refusal
+- `append_batches(batches)` → one refusal or `None` per `Batch`: the owners' pipeline (the
+  instance's `appending.LogWriter`), every session's `(seq, payload)` entries appended in order
+  in one round trip, each checked by the script to continue the log exactly (`epoch` is the
+  log's, `seq` its last + 1: else `Diverged`, and nothing of that entry is written; an entry
+  already appended, by a retry after a timeout, is not appended twice). A session's refusal
   (`Fenced`, `Diverged`, or another error of its script, as it is) is its own: the other
   sessions' entries are appended all the same. Only `FleetUnavailable` concerns them all.
 - `read_after(session_id, after_seq, epoch, limit)` → `Replay`: up to `limit` events with
@@ -175,13 +173,6 @@ class ReplayLog:
         except ResponseError as exc:
             raise _refusal(session_id, exc) from None
         return int(seq), epoch.decode()
-
-    async def append_batch(
-        self, session_id: str, entries: list[tuple[int, bytes]], *, owner_token: str, epoch: str
-    ) -> None:
-        (refusal,) = await self.append_batches([Batch(session_id, entries, owner_token, epoch)])
-        if refusal is not None:
-            raise refusal
 
     async def append_batches(self, batches: Sequence[Batch]) -> list[Exception | None]:
         limits = self._limits

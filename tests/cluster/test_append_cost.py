@@ -48,10 +48,9 @@ async def test_a_script_flush_between_two_appends_loses_nothing_and_no_script_ex
     await fleet.client.config_resetstat()
     first = [(n, b"a%d" % n) for n in range(1, 4)]
     second = [(n, b"b%d" % n) for n in range(4, 7)]
-    await fleet.log.append_batch(session, first, owner_token=lease.token, epoch=EPOCH)
-    await fleet.client.script_flush()
-    await fleet.log.append_batch(session, second, owner_token=lease.token, epoch=EPOCH)
-    await fleet.client.script_flush()
+    for batch in (first, second):
+        assert await fleet.log.append_batches([Batch(session, batch, lease.token, EPOCH)]) == [None]
+        await fleet.client.script_flush()
     renewed = await fleet.leases().renew_all([lease])  # a lease renewal after a flush, too
     assert await logged(fleet, session) == first + second
     assert renewed == [True]

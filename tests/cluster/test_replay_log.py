@@ -148,26 +148,28 @@ async def test_session_ids_cannot_escape_their_hash_tag(fleet: Fleet) -> None:
     assert {k.split("{")[1].split("}")[0] for k in (keys.log, keys.meta, keys.lease)} == {SESSION}
 
 
-async def test_append_batch_mirrors_the_owners_stream_or_refuses(fleet: Fleet) -> None:
+async def test_append_batches_mirror_the_owners_stream_or_refuse(fleet: Fleet) -> None:
     """The owner's pipeline: its epoch and seqs, in one round trip; a retry of entries already
     appended adds nothing; a hole, another epoch or a lost log is `Diverged`."""
-    from diminuendo.fleet.replay_log import Diverged
+    from diminuendo.fleet.replay_log import Batch, Diverged
 
     lease = await owned(fleet)
     epoch = "00000000000000e1"
+
+    async def refusal(entries: list, token: str = lease.token, at: str = epoch) -> type | None:
+        (answer,) = await fleet.log.append_batches([Batch(SESSION, entries, token, at)])
+        return None if answer is None else type(answer)
+
     entries = [(n, b"f%d" % n) for n in range(1, 4)]
-    await fleet.log.append_batch(SESSION, entries, owner_token=lease.token, epoch=epoch)
-    await fleet.log.append_batch(SESSION, entries[1:], owner_token=lease.token, epoch=epoch)
+    assert await refusal(entries) is None
+    assert await refusal(entries[1:]) is None
     assert await fleet.log.meta(SESSION) == (epoch, 3)
     read = await fleet.log.read_after(SESSION, 0)
     assert [(e.seq, e.payload) for e in read.events] == entries  # the retry added nothing
 
     for bad, wrong_epoch in (([(5, b"hole")], epoch), ([(4, b"x")], "00000000000000e2")):
-        with pytest.raises(Diverged):
-            await fleet.log.append_batch(SESSION, bad, owner_token=lease.token, epoch=wrong_epoch)
-    with pytest.raises(Fenced):
-        await fleet.log.append_batch(SESSION, [(4, b"x")], owner_token="1:other", epoch=epoch)
+        assert await refusal(bad, at=wrong_epoch) is Diverged
+    assert await refusal([(4, b"x")], token="1:other") is Fenced
     await fleet.client.delete(fleet.keys.session(SESSION).meta)  # Valkey lost the session
-    with pytest.raises(Diverged):
-        await fleet.log.append_batch(SESSION, [(4, b"x")], owner_token=lease.token, epoch=epoch)
+    assert await refusal([(4, b"x")]) is Diverged
     assert await fleet.log.meta(SESSION) is None  # nothing written under a made-up epoch
