@@ -139,11 +139,15 @@ class LogWriter:
         self._fleet = fleet
         self._queue: deque[LogAppender] = deque()
         self._senders: set[asyncio.Task[None]] = set()
+        # A sender was started and has not taken the queue yet: it will take what is queued now,
+        # so a frame does not start a task of its own (the per-frame path).
+        self._starting = False
 
     def queue(self, appender: LogAppender) -> None:
         appender.queued = True
         self._queue.append(appender)
-        if len(self._senders) < MAX_IN_FLIGHT:
+        if not self._starting and len(self._senders) < MAX_IN_FLIGHT:
+            self._starting = True
             sender = asyncio.get_running_loop().create_task(self._run())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
@@ -159,6 +163,7 @@ class LogWriter:
 
     async def _pass(self) -> bool:
         """One pipeline; False when something must be retried later."""
+        self._starting = False  # what is queued from now on needs another sender
         taken: list[tuple[LogAppender, Batch]] = []
         room = MAX_BATCH
         while self._queue and room:
