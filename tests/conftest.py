@@ -326,17 +326,12 @@ def gateway(
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under the fleet switch, run only what it changes: the tests on the fleet's gateways
     (those that use `fleet_valkey`, through `gateway` or their own `serving`). The others start
-    gateways of their own, the same with or without the switch, and are deselected; the tests
-    marked `single_instance` (setup.cfg) are skipped."""
+    gateways of their own, the same with or without the switch, and are deselected."""
     if fleet_size() == 1:
         return
     on_fleet = [item for item in items if "fleet_valkey" in getattr(item, "fixturenames", ())]
     config.hook.pytest_deselected(items=[item for item in items if item not in on_fleet])
     items[:] = on_fleet
-    skip = pytest.mark.skip(reason=f"single_instance: not run under {FLEET_SWITCH}")
-    for item in on_fleet:
-        if item.get_closest_marker("single_instance"):
-            item.add_marker(skip)
 
 
 @pytest.fixture
