@@ -7,6 +7,7 @@ starts (OPERATIONS.md §3). The same commands run as `python -m diminuendo` and 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ from sanic.worker.loader import AppLoader
 
 from diminuendo import __version__
 from diminuendo.settings import ConfigError, Settings, load_settings
-from diminuendo.supervisor import STOP_MARGIN_S, Child, Supervisor
+from diminuendo.supervisor import STOP_MARGIN_S, Child, Supervisor, report_ready
 
 EXIT_CONFIG = 2
 # Sanic's default of 100 drops SYNs in a reconnect storm after a deploy (measured in bench/).
@@ -87,7 +88,7 @@ def _serve(settings: Settings, stack_config: object | None = None, reload: bool 
     if settings.workers == 1:
         return serve_process(settings, stack_config)
     workers = [
-        Child(f"worker-{n}", serve_process, (settings, None, True))
+        Child(f"worker-{n}", serve_process, (settings, None, True), reports_ready=True)
         for n in range(1, settings.workers + 1)
     ]
     return _supervise(settings, workers, stack_config, hold_port=True)
@@ -100,6 +101,7 @@ def serve_process(
     so the workers of one supervisor share the port and the kernel spreads connections."""
     loader = AppLoader(factory=partial(build_app, settings, stack_config))
     app = loader.load()
+    app.register_listener(_report_ready_when_serving, "after_server_start")
     app.prepare(
         host=settings.host,
         port=settings.port,
@@ -110,6 +112,27 @@ def serve_process(
     )
     Sanic.serve_single(app)
     return 0
+
+
+async def _report_ready_when_serving(app: Sanic) -> None:
+    """`report_ready()` (to a supervisor, if any) from inside Sanic's `run_forever`, the first
+    moment a SIGTERM is sure to stop the server through its shutdown (drain, close 1001, exit).
+
+    Sanic 25.12 installs its SIGTERM handler (`_setup_system_signals`) before its last start-up
+    steps, and uvloop acts on a signal only while the loop runs: one that arrives between two
+    `run_until_complete` calls is noted and never acted on, and the worker serves on until
+    SIGKILLed (tests/integration/test_stop_while_starting.py). This listener runs inside such a
+    call, so the report waits for `app.state.is_running`, which Sanic sets just before
+    `run_forever`; a callback still queued when a `run_until_complete` ends runs in the next."""
+    loop = asyncio.get_running_loop()
+
+    def report_once_serving() -> None:
+        if app.state.is_running:
+            report_ready()
+        else:
+            loop.call_soon(report_once_serving)
+
+    report_once_serving()
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

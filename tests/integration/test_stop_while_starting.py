@@ -14,12 +14,13 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from diminuendo.supervisor import STOP_MARGIN_S
+from diminuendo.supervisor import STOP_MARGIN_S, Child, Supervisor, report_ready
 from tests.conftest import Stack, gateway_argv, gateway_process, stop_process
 from tests.integration.test_fleet_ops import alive, wait_for, worker_pids
 
@@ -76,3 +77,58 @@ def test_sigterm_while_workers_start_stops_them_by_themselves(stack: Stack, tmp_
         for pid in worker_pids(gw).get("worker-1", []) + worker_pids(gw).get("worker-2", []):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- the supervisor's part, with plain spawned children (module level: spawn imports them) -----
+
+DEAF_S = 1.0  # how long the children below ignore SIGTERM, as a worker in Sanic's window loses it
+
+
+def ready_after_a_deaf_start() -> None:
+    """Ignores SIGTERM while it starts, then reports ready and waits to be stopped."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(DEAF_S)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    report_ready()
+    time.sleep(60)
+
+
+def exits_during_a_deaf_start() -> None:
+    """Ignores SIGTERM while it starts and dies before it is ready (a failed start-up)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(DEAF_S)
+    sys.exit(3)
+
+
+def waits_to_be_stopped() -> None:
+    time.sleep(60)
+
+
+def test_a_stop_holds_the_sigterm_of_a_child_until_it_reports_ready() -> None:
+    """SIGTERM to the supervisor while its children start: the one that reports ready gets its
+    SIGTERM once it has (a single signal), the one that never reports is signalled at once, and
+    one that dies while held is not waited for.
+
+    Before the fix (no `reports_ready`): the deaf child lost the one SIGTERM sent at the stop
+    and was SIGKILLed at the deadline, 10 s later."""
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 3:  # every child started: stop now, while they are deaf
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    supervisor = Supervisor(
+        [
+            Child("deaf", ready_after_a_deaf_start, reports_ready=True),
+            Child("failing", exits_during_a_deaf_start, reports_ready=True),
+            Child("plain", waits_to_be_stopped),
+        ],
+        stop_timeout_s=10,
+        log=log,
+    )
+    started = time.monotonic()
+    assert supervisor.run() == 0
+    took = time.monotonic() - started
+    assert not [line for line in lines if "SIGKILL" in line], lines
+    assert DEAF_S <= took < DEAF_S + 5, f"stopped in {took:.1f} s"
