@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,21 +82,23 @@ def test_sigterm_while_workers_start_stops_them_by_themselves(stack: Stack, tmp_
 
 # --- the supervisor's part, with plain spawned children (module level: spawn imports them) -----
 
-DEAF_S = 1.0  # how long the children below ignore SIGTERM, as a worker in Sanic's window loses it
+DEAF_S = 1.5  # how long the children below ignore SIGTERM, as a worker in Sanic's window loses it
 
 
-def ready_after_a_deaf_start() -> None:
+def ready_after_a_deaf_start(deaf: Path) -> None:
     """Ignores SIGTERM while it starts, then reports ready and waits to be stopped."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    deaf.touch()
     time.sleep(DEAF_S)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     report_ready()
     time.sleep(60)
 
 
-def exits_during_a_deaf_start() -> None:
+def exits_during_a_deaf_start(deaf: Path) -> None:
     """Ignores SIGTERM while it starts and dies before it is ready (a failed start-up)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    deaf.touch()
     time.sleep(DEAF_S)
     sys.exit(3)
 
@@ -104,31 +107,33 @@ def waits_to_be_stopped() -> None:
     time.sleep(60)
 
 
-def test_a_stop_holds_the_sigterm_of_a_child_until_it_reports_ready() -> None:
-    """SIGTERM to the supervisor while its children start: the one that reports ready gets its
-    SIGTERM once it has (a single signal), the one that never reports is signalled at once, and
-    one that dies while held is not waited for.
+def test_a_stop_holds_the_sigterm_of_a_child_until_it_reports_ready(tmp_path: Path) -> None:
+    """SIGTERM to the supervisor while two of its children ignore it: the one that reports
+    ready gets its SIGTERM once it has (a single signal), one that dies first is not waited
+    for, and a child that does not report is signalled at once.
 
-    Before the fix (no `reports_ready`): the deaf child lost the one SIGTERM sent at the stop
-    and was SIGKILLed at the deadline, 10 s later."""
+    Before the fix (every child signalled at once): "supervisor: deaf (pid …) still running,
+    SIGKILL" at the 6 s deadline."""
+    deaf = [tmp_path / "deaf", tmp_path / "failing"]
+
+    def stop_once_deaf() -> None:
+        wait_for(lambda: all(path.exists() for path in deaf), 30, "both children deaf")
+        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor's handler is in place by now
+
     lines: list[str] = []
-
-    def log(line: str) -> None:
-        lines.append(line)
-        if len(lines) == 3:  # every child started: stop now, while they are deaf
-            os.kill(os.getpid(), signal.SIGTERM)
-
     supervisor = Supervisor(
         [
-            Child("deaf", ready_after_a_deaf_start, reports_ready=True),
-            Child("failing", exits_during_a_deaf_start, reports_ready=True),
+            Child("deaf", ready_after_a_deaf_start, (deaf[0],), reports_ready=True),
+            Child("failing", exits_during_a_deaf_start, (deaf[1],), reports_ready=True),
             Child("plain", waits_to_be_stopped),
         ],
-        stop_timeout_s=10,
-        log=log,
+        stop_timeout_s=6,
+        log=lines.append,
     )
-    started = time.monotonic()
+    stopper = threading.Thread(target=stop_once_deaf, daemon=True)
+    stopper.start()
     assert supervisor.run() == 0
-    took = time.monotonic() - started
+    stopper.join()
+    assert "supervisor: stopping (signal)" in lines, lines
     assert not [line for line in lines if "SIGKILL" in line], lines
-    assert DEAF_S <= took < DEAF_S + 5, f"stopped in {took:.1f} s"
+    assert not [line for line in lines if "exited" in line], lines  # no restart while held
