@@ -73,6 +73,10 @@ def _serve(settings: Settings, stack_config: object | None = None, reload: bool 
     only for auto-reload (dev, one worker, a source checkout — never the pyz)."""
     reload = reload and settings.dev_mode and PACKAGE_DIR.is_dir() and settings.workers == 1
     if reload:
+        probe = _bound_socket_or_explain(settings.host, settings.port, reuse_port=False)
+        if probe is None:
+            return 1
+        probe.close()  # Sanic's reloading manager binds its own socket
         loader = AppLoader(factory=partial(build_app, settings, stack_config))
         app = loader.load()
         app.prepare(
@@ -91,21 +95,26 @@ def _serve(settings: Settings, stack_config: object | None = None, reload: bool 
         Child(f"worker-{n}", serve_process, (settings, None, True), reports_ready=True)
         for n in range(1, settings.workers + 1)
     ]
-    return _supervise(settings, workers, stack_config, hold_port=True)
+    return _supervise(settings, workers, stack_config, held_ports=[settings.port])
 
 
 def serve_process(
     settings: Settings, stack_config: object | None = None, reuse_port: bool = False
 ) -> int:
     """One gateway process, Sanic's single-process server. `reuse_port`: bind with SO_REUSEPORT,
-    so the workers of one supervisor share the port and the kernel spreads connections."""
+    so the workers of one supervisor share the port and the kernel spreads connections. The
+    socket is bound here, before the app loads: a port taken by another program is one line
+    on stderr and exit 1, not Sanic's traceback."""
+    sock = _bound_socket_or_explain(settings.host, settings.port, reuse_port=reuse_port)
+    if sock is None:
+        return 1
     loader = AppLoader(factory=partial(build_app, settings, stack_config))
     app = loader.load()
     app.register_listener(_report_ready_when_serving, "after_server_start")
     app.prepare(
         host=settings.host,
         port=settings.port,
-        sock=_reuse_port_socket(settings.host, settings.port) if reuse_port else None,
+        sock=sock,
         single_process=True,
         motd=False,
         backlog=LISTEN_BACKLOG,
@@ -135,14 +144,29 @@ async def _report_ready_when_serving(app: Sanic) -> None:
     report_once_serving()
 
 
-def _reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A socket bound with SO_REUSEPORT and not listening (asyncio calls `listen`)."""
+def _bound_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A socket bound (SO_REUSEADDR, as Sanic binds; SO_REUSEPORT when asked) and not listening
+    (asyncio calls `listen`)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def _bound_socket_or_explain(host: str, port: int, *, reuse_port: bool) -> socket.socket | None:
+    """`_bound_socket`, or None after one line on stderr saying which address and why."""
+    try:
+        return _bound_socket(host, port, reuse_port=reuse_port)
+    except OSError as exc:
+        print(f"error: {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return None
 
 
 def _supervise(
@@ -150,30 +174,32 @@ def _supervise(
     children: list[Child],
     stack_config: object | None,
     *,
-    hold_port: bool = False,
+    held_ports: Sequence[int] = (),
 ) -> int:
     """Run `children` (and the local stand-ins, in a process of their own) under one
     supervisor, bounded on stop by the drain delay + GRACEFUL_SHUTDOWN_TIMEOUT + a margin.
-    `hold_port`: the supervisor holds a bound, non-listening SO_REUSEPORT socket on the
-    workers' port, so a port taken by another program fails here, once, and nothing else can
-    take it while a worker restarts."""
-    held = None
-    if hold_port:
-        try:
-            held = _reuse_port_socket(settings.host, settings.port)
-        except OSError as exc:
-            print(f"error: {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
-            return 1
-    if stack_config is not None:
-        from diminuendo.local.stack import run_local_stack
-
-        children = [Child("local-stack", run_local_stack, (stack_config,)), *children]
-    stop_timeout_s = settings.drain_delay_s + settings.graceful_shutdown_timeout_s + STOP_MARGIN_S
+    `held_ports`: the gateways' ports (`WORKERS` > 1: one, shared; `dev --instances N`: one
+    each). The supervisor holds a bound, non-listening SO_REUSEPORT socket on each before any
+    child starts, so a port taken by another program fails here, once, and nothing else can
+    take it while a gateway restarts."""
+    held: list[socket.socket] = []
     try:
+        for port in held_ports:
+            sock = _bound_socket_or_explain(settings.host, port, reuse_port=True)
+            if sock is None:
+                return 1
+            held.append(sock)
+        if stack_config is not None:
+            from diminuendo.local.stack import run_local_stack
+
+            children = [Child("local-stack", run_local_stack, (stack_config,)), *children]
+        stop_timeout_s = (
+            settings.drain_delay_s + settings.graceful_shutdown_timeout_s + STOP_MARGIN_S
+        )
         return Supervisor(children, stop_timeout_s=stop_timeout_s).run()
     finally:
-        if held is not None:
-            held.close()
+        for sock in held:
+            sock.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -267,14 +293,15 @@ def _dev_fleet(
         pid = valkey.process.pid if valkey.process else None
         print(f"Valkey on {valkey.url} (pid {pid}){note}", flush=True)
         gateways = []
-        for n, port in enumerate(instance_ports(settings.port, args.instances, taken), 1):
+        ports = instance_ports(settings.port, args.instances, taken)
+        for n, port in enumerate(ports, 1):
             instance_env = {**env, "PORT": str(port)}
             if DEV_VALKEY_PASSES_REDIS_URL:
                 instance_env["REDIS_URL"] = valkey.url
             instance = _settings_or_exit(instance_env)
-            gateways.append(Child(f"gateway-{n}", _serve, (instance,)))
+            gateways.append(Child(f"gateway-{n}", serve_process, (instance, None, True)))
             print(f"Diminuendo gateway {n} on http://{instance.host}:{port} (ws /ws)", flush=True)
-        return _supervise(settings, gateways, stack)
+        return _supervise(settings, gateways, stack, held_ports=ports)
     finally:
         valkey.stop()
 

@@ -297,9 +297,17 @@ class Following:
         channel = self._fleet.keys.session(stream.session_id).channel
         if self._followers.get(channel) is follower:
             del self._followers[channel]
-            task = asyncio.get_running_loop().create_task(self._bus.unsubscribe(channel))
+            task = asyncio.get_running_loop().create_task(
+                self._unsubscribe_unless_followed(channel)
+            )
             task.add_done_callback(lambda t: t.exception())
         self._on_lost(stream.session_id, stream)
+
+    async def _unsubscribe_unless_followed(self, channel: str) -> None:
+        """The unsubscribe of a lost copy, in a task of its own: a follow of the same session
+        started before it ran holds the channel again, and keeps its subscription."""
+        if channel not in self._followers:
+            await self._bus.unsubscribe(channel)
 
 
 def _apply(cursor: Cursor, stream: FollowedStream, messages: list[LiveMessage]) -> bool:

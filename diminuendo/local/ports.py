@@ -44,6 +44,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
+def consecutive_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` free ports in a row, for a server that numbers its listeners from a first port
+    (`dev --instances N`): none of them handed out before by this process, which a server
+    started earlier in the same test run may still hold."""
+    low, _ = ephemeral_range()
+    candidates = range(max(1024, low - 12_000), low - count + 1)
+    for _ in range(200):
+        first = random.choice(candidates)
+        run = list(range(first, first + count))
+        if _handed_out.isdisjoint(run) and all(_bindable(host, port) for port in run):
+            _handed_out.update(run)
+            return run
+    raise RuntimeError(f"no {count} consecutive free ports in {candidates.start}-{low - 1}")
+
+
 def _bindable(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:

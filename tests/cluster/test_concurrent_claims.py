@@ -185,3 +185,22 @@ async def test_a_claim_while_an_owned_session_leaves_memory_keeps_the_lease_and_
     assert await again.appender.flush(5.0)  # type: ignore[attr-defined]
     meta = await a.log.meta(session_id)
     assert meta == (again.epoch, again.last_seq) == (leaving.epoch, DELTAS + 1)
+
+
+async def test_a_follow_started_as_its_copy_is_lost_stays_fed(
+    instances: tuple[Fleet, Fleet],
+) -> None:
+    """A copy is lost (`Following._lose`: the log moved on under it) and the same session is
+    followed again before the loss's unsubscribe ran (it runs in a task of its own): that
+    unsubscribe must not take the new copy's subscription away. Made deterministic by following
+    again in the loop step of the loss (no caller does that today; a rejoin comes later).
+
+    Before the fix: the new copy got none of the owner's live deltas (`[] == [2, …, 51]`)."""
+    a, b = instances
+    session_id, owned = await owned_session(a)
+    assert await b.ownership.own(session_id, **LIMITS) is not None
+    following = b.ownership._following
+    channel = b.keys.session(session_id).channel
+    following._lose(following._followers[channel], "the test moves the log on")
+    new = await following.follow(session_id, LIMITS)
+    assert await live_seqs(owned, new) == list(range(2, DELTAS + 2))

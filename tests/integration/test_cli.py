@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import free_port, stop_process
 
@@ -91,6 +93,24 @@ def test_serve_refuses_dev_mode(tmp_path) -> None:
     assert result.returncode == 2, result.stderr
     assert "DEV_MODE" in result.stderr and "`dev`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("reload", [False, True], ids=["single-process", "auto-reload"])
+def test_a_port_another_program_holds_is_one_line_and_exit_1(tmp_path, reload: bool) -> None:
+    """A busy PORT is an operator's mistake: one line naming the address, exit 1, nothing
+    started. Before the fix: Sanic's `OSError: [Errno 98]` traceback (and, under a supervisor,
+    a gateway restarted five times)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        args = ["dev", "--port", str(port), *([] if reload else ["--no-reload"])]
+        args += [f"--{name}-port={free_port()}" for name in ("podium", "ensemble", "unison")]
+        result = run(*args, env={**os.environ, "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert f"error: 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "local-stack").exists()  # the stand-ins never started
 
 
 def test_dev_starts_the_whole_stack_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:

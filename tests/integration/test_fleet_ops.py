@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from diminuendo.local.ports import free_port
+from diminuendo.local.ports import consecutive_free_ports, free_port
 from diminuendo.supervisor import Child, RestartBudget, Supervisor
 from tests.conftest import Gateway, Stack, gateway_argv, gateway_process, stop_process
 
@@ -153,7 +153,8 @@ def valkey_answers(port: int) -> bool:
 
 
 def test_dev_valkey_two_instances_come_up_and_stop_with_nothing_left(tmp_path: Path) -> None:
-    port, podium, ensemble, unison = (free_port() for _ in range(4))
+    port, _ = consecutive_free_ports(2)  # the instances take the first port and the next
+    podium, ensemble, unison = (free_port() for _ in range(3))
     log = tmp_path / "dev.log"
     env = {**os.environ, "DATA_DIR": str(tmp_path), "GRACEFUL_SHUTDOWN_TIMEOUT": str(GRACEFUL_S)}
     argv = [sys.executable, "-m", "diminuendo", "dev", "--valkey", "--instances", "2"]
@@ -208,6 +209,30 @@ def test_dev_instances_without_valkey_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--instances" in done.stderr and "--valkey" in done.stderr
     assert "Diminuendo gateway" not in done.stdout
+
+
+def test_dev_instances_on_a_port_taken_by_another_program_fail_once(tmp_path: Path) -> None:
+    """`dev --valkey --instances 2` whose second port another program holds: one line naming it,
+    exit 1, no gateway started and the bundled Valkey stopped. Before the fix: gateway 2 died on
+    Sanic's bind traceback and was restarted five times while gateway 1 served."""
+    port, second = consecutive_free_ports(2)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", second))
+        squatter.listen()
+        argv = ["dev", "--valkey", "--instances", "2", "--no-reload", "--port", str(port)]
+        argv += [f"--{name}-port={free_port()}" for name in ("podium", "ensemble", "unison")]
+        done = subprocess.run(
+            [sys.executable, "-m", "diminuendo", *argv],
+            env={**os.environ, "DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"error: 127.0.0.1:{second}: Address already in use" in done.stderr
+    assert "supervisor: started" not in done.stderr and "Traceback" not in done.stderr
+    valkey_port = int(VALKEY_LINE.findall(done.stdout)[0][0])
+    assert not valkey_answers(valkey_port)
 
 
 def test_workers_on_a_port_taken_by_another_program_fail_once(stack: Stack, tmp_path: Path) -> None:

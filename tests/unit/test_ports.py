@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from diminuendo.local import ports
-from diminuendo.local.ports import ephemeral_range, free_port, free_ports
+from diminuendo.local.ports import consecutive_free_ports, ephemeral_range, free_port, free_ports
 
 
 def test_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
@@ -33,6 +33,20 @@ def test_a_port_something_is_bound_to_is_skipped(monkeypatch: pytest.MonkeyPatch
         draws = iter([held, spare])
         monkeypatch.setattr(ports.random, "choice", lambda candidates: next(draws))
         assert free_ports(1) == [spare]
+
+
+def test_consecutive_ports_are_a_free_run_never_handed_out_before() -> None:
+    """`dev --instances 3 --port P` listens on P, P+1, P+2: a run in which a port handed out
+    earlier (a server of an earlier test may hold it) never appears."""
+    earlier = set(free_ports(100))
+    for _ in range(20):
+        run = consecutive_free_ports(3)
+        assert run == list(range(run[0], run[0] + 3))
+        assert earlier.isdisjoint(run)
+        earlier.update(run)
+        for port in run:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
 
 
 def _unused(port: int) -> bool:
