@@ -12,10 +12,10 @@ an operator expects of a process supervisor, and nothing else:
   `RESTART_LIMIT` times in `RESTART_WINDOW_S`; past that the supervisor stops everything and
   exits 1 (a crash loop must surface, not spin);
 - SIGTERM/SIGINT are forwarded to every child by PID; the supervisor exits once all have exited,
-  and after `stop_timeout_s` it SIGKILLs, by PID, whatever is left. A child that `reports_ready`
-  gets its SIGTERM only once it has called `report_ready()` (or at once if it has): a gateway
-  worker can lose a SIGTERM while Sanic starts (docs/DECISIONS.md "Operations"), so the signal
-  waits until the worker can act on it, and it is still sent only once;
+  and after `stop_timeout_s` it SIGKILLs, by PID, whatever is left. A `reports_ready` child
+  that has not yet called `report_ready()` gets its SIGTERM once it does (none if it exits
+  first): a gateway worker can lose a SIGTERM while Sanic starts (docs/DECISIONS.md
+  "Operations"), so the one signal waits until the worker can act on it;
 - children run in their own process group (a terminal's Ctrl-C reaches only the supervisor,
   which forwards one SIGTERM) and get SIGTERM from the kernel if the supervisor itself dies
   (Linux `PR_SET_PDEATHSIG`), so no worker outlives it holding the port.
