@@ -12,7 +12,10 @@ an operator expects of a process supervisor, and nothing else:
   `RESTART_LIMIT` times in `RESTART_WINDOW_S`; past that the supervisor stops everything and
   exits 1 (a crash loop must surface, not spin);
 - SIGTERM/SIGINT are forwarded to every child by PID; the supervisor exits once all have exited,
-  and after `stop_timeout_s` it SIGKILLs, by PID, whatever is left;
+  and after `stop_timeout_s` it SIGKILLs, by PID, whatever is left. A `reports_ready` child
+  that has not yet called `report_ready()` gets its SIGTERM once it does (none if it exits
+  first): a gateway worker can lose a SIGTERM while Sanic starts (docs/DECISIONS.md
+  "Operations"), so the one signal waits until the worker can act on it;
 - children run in their own process group (a terminal's Ctrl-C reaches only the supervisor,
   which forwards one SIGTERM) and get SIGTERM from the kernel if the supervisor itself dies
   (Linux `PR_SET_PDEATHSIG`), so no worker outlives it holding the port.
@@ -33,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -71,15 +74,39 @@ class RestartBudget:
 
 @dataclass(frozen=True)
 class Child:
-    """One supervised process: a name for the log and a picklable top-level function."""
+    """One supervised process: a name for the log and a picklable top-level function.
+    `reports_ready`: the target calls `report_ready()` once a SIGTERM would stop it cleanly, and
+    a stop holds its SIGTERM until then."""
 
     name: str
     target: Callable[..., Any]
     args: tuple[Any, ...] = ()
+    reports_ready: bool = False
 
 
-def child_entry(target: Callable[..., Any], args: tuple[Any, ...], parent_pid: int) -> None:
+_ready_report: Connection | None = None  # in a child that reports ready, until it has
+
+
+def report_ready() -> None:
+    """In a supervised child: tell the supervisor a SIGTERM now stops this process cleanly. Once;
+    a no-op outside a `reports_ready` child (one process, tests) and after the first call."""
+    global _ready_report
+    if _ready_report is not None:
+        with contextlib.suppress(OSError):  # the supervisor is gone: nothing to tell
+            _ready_report.send_bytes(b"ready")
+        _ready_report.close()
+        _ready_report = None
+
+
+def child_entry(
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+    parent_pid: int,
+    ready: Connection | None = None,
+) -> None:
     """What each child runs first: its own process group, death with its parent, the target."""
+    global _ready_report
+    _ready_report = ready
     os.setpgrp()
     if sys.platform == "linux":
         with contextlib.suppress(OSError, AttributeError):
@@ -107,6 +134,7 @@ class Supervisor:
         self._log = log
         self._context = multiprocessing.get_context("spawn")
         self._running: dict[str, BaseProcess] = {}
+        self._ready: dict[str, Connection] = {}  # name → readable once that child reported ready
         self._pending: dict[str, float] = {}  # name → monotonic time of its restart
 
     def run(self) -> int:
@@ -130,10 +158,18 @@ class Supervisor:
             os.close(wake_write)
 
     def _start(self, child: Child) -> None:
+        reader = writer = None
+        if child.reports_ready:
+            reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=child_entry, args=(child.target, child.args, os.getpid()), name=child.name
+            target=child_entry,
+            args=(child.target, child.args, os.getpid(), writer),
+            name=child.name,
         )
         process.start()
+        if reader is not None and writer is not None:
+            writer.close()  # the child's copy is the only one: its exit makes `reader` readable
+            self._ready[child.name] = reader
         self._running[child.name] = process
         self._log(f"supervisor: started {child.name} (pid {process.pid})")
 
@@ -159,6 +195,7 @@ class Supervisor:
                     continue
                 process = self._running.pop(name)
                 process.join()
+                self._forget_ready(name)
                 budget = self._budgets[name]
                 delay = budget.next_delay(time.monotonic())
                 if delay is None:
@@ -171,13 +208,22 @@ class Supervisor:
                 self._pending[name] = time.monotonic() + delay
 
     def _stop_all(self) -> None:
-        """SIGTERM to every child by PID; SIGKILL, by PID, to those left at the deadline."""
+        """SIGTERM to every child by PID, to a child that reports ready once it has (or exited);
+        SIGKILL, by PID, to those left at the deadline."""
         self._pending.clear()
-        for process in self._running.values():
-            if process.pid is not None and process.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + self._stop_timeout_s
+        held = {}
+        for name, process in self._running.items():
+            ready = self._ready.get(name)
+            if ready is None or ready.poll():
+                _terminate(process)
+            else:
+                held[ready] = process
+        while held and (left := deadline - time.monotonic()) > 0:
+            for ready in wait(list(held), left):
+                _terminate(held.pop(ready))  # type: ignore[call-overload]
+        for name in list(self._ready):
+            self._forget_ready(name)
         for process in self._running.values():
             process.join(max(0.0, deadline - time.monotonic()))
         for name, process in self._running.items():
@@ -187,6 +233,18 @@ class Supervisor:
                     os.kill(process.pid, signal.SIGKILL)
                 process.join()
         self._running.clear()
+
+    def _forget_ready(self, name: str) -> None:
+        ready = self._ready.pop(name, None)
+        if ready is not None:
+            ready.close()
+
+
+def _terminate(process: BaseProcess) -> None:
+    """SIGTERM by PID, to a process still running."""
+    if process.pid is not None and process.exitcode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
 
 
 def _note_signal(signum: int, frame: object) -> None:

@@ -315,9 +315,8 @@ def check_gateway(procs: Processes, upstreams: dict[str, int]) -> None:
 
 def wait_for_workers(procs: Processes, name: str, port: int, count: int) -> None:
     """Until `count` workers answer /health (distinct `instanceId`s; the kernel spreads new
-    connections over the SO_REUSEPORT listeners). A SIGTERM that reaches a worker still
-    starting is honoured only at the supervisor's deadline (docs/FLEET.md, `WORKERS`), so the
-    drain is checked once every worker serves."""
+    connections over the SO_REUSEPORT listeners): every worker of the pyz serves, and the
+    SIGTERM that follows checks the drain of serving workers."""
     seen: set[str] = set()
     deadline = time.monotonic() + 60
     while len(seen) < count:
