@@ -50,14 +50,23 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
+    return stop_processes([proc], sig)[0]
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> list[int]:
+    """`sig` to every process still running, then wait for each (killed past the bound): N
+    gateways that drain for `DRAIN_DELAY` stop in the time of one."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
         proc.send_signal(sig)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for proc in running:
         try:
-            proc.wait(STOP_TIMEOUT_S)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(STOP_TIMEOUT_S)
-    return proc.returncode
+    return [proc.returncode for proc in procs]
 
 
 @dataclass
@@ -310,9 +319,7 @@ def serving(
             g.start()
         yield started[0] if valkey is None else GatewayFleet(started)
     finally:
-        for g in started:
-            if g.proc is not None:
-                g.stop()
+        stop_processes([g.proc for g in started if g.proc is not None])
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,15 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from diminuendo.local.ports import free_port
-from tests.conftest import Client, Gateway, Stack, client, gateway_process, stop_process
+from tests.conftest import (
+    Client,
+    Gateway,
+    Stack,
+    client,
+    gateway_process,
+    stop_process,
+    stop_processes,
+)
 from tests.integration.jwks_server import ROLE_CLAIM, TENANT_CLAIM, JwksServer, production_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "haproxy.cfg.example"
@@ -141,9 +149,7 @@ def fleet(stack: Stack, tmp_path: Path) -> Iterator[Fleet]:
     finally:
         if haproxy is not None:
             stop_process(haproxy)
-        for gw in instances.values():
-            if gw.proc is not None:
-                gw.stop()
+        stop_processes([gw.proc for gw in instances.values() if gw.proc is not None])
         jwks.stop()
 
 

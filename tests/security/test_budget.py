@@ -238,7 +238,9 @@ async def test_history_is_bounded_by_reply_bytes(prod) -> None:
     async with p.client(token, max_size=None) as c:
         session_id = await new_session(c, "echo")
         await join_ready(c, session_id)
-        words = " ".join(["word"] * 3000)  # ~15 KB a message, twice per turn
+        # ~15 KB a message, twice per turn, in 150 pieces (the echo agent streams a word
+        # every 5 ms: 3,000 short words made this test a minute long).
+        words = " ".join(["w" * 99] * 150)
         for _ in range(4):
             await c.request({"type": "run_turn", "sessionId": session_id, "text": words})
             await c.recv_until("turn_complete", timeout=30)

@@ -4,12 +4,13 @@ agent fails with a leaky message, and the real CLI for configuration refusals.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -195,13 +196,15 @@ async def leaky_podium(
 
 
 @pytest.fixture
-def gateway_on_leaky_podium(
+async def gateway_on_leaky_podium(
     stack: Stack, leaky_podium: LocalStackConfig, tmp_path: Path
-) -> Iterator[Gateway]:
+) -> AsyncIterator[Gateway]:
+    """Started and stopped off the event loop: the Podium it drains against runs on that loop
+    (stopped on it, the gateway waited out its whole grace period for Podium: 10 s)."""
     gw = gateway_process(stack, tmp_path, PODIUM_URL=f"http://127.0.0.1:{leaky_podium.podium_port}")
-    gw.start()
+    await asyncio.to_thread(gw.start)
     yield gw
-    gw.stop()
+    await asyncio.to_thread(gw.stop)
 
 
 async def test_turn_error_messages_from_the_runtime_are_redacted(
