@@ -38,7 +38,12 @@ pytestmark = pytest.mark.timeout(90)
 LEEWAY_S = 1
 LIFETIME_S = 4  # of the short tokens: `exp` is this far ahead when minted
 LATE_S = 2.5  # how late after its due time a deadline may be acted on (a loaded machine)
-SLOW = json.dumps({"deltas": 600, "interval_ms": 20})  # a 12 s turn: still running at expiry
+# The `slow` turn the streams follow: still running at expiry. It starts after the token is
+# minted and lasts longer than the latest end the tests accept (`exp` + leeway + LATE_S, at
+# most 7.5 s after minting), so it can only have ended first when that bound failed anyway.
+DELTA_MS = 20
+DELTAS = int((LIFETIME_S + LEEWAY_S + LATE_S + 0.5) * 1000 / DELTA_MS)  # 400: an 8 s turn
+SLOW = json.dumps({"deltas": DELTAS, "interval_ms": DELTA_MS})
 ONE_PER_USER = {"EDGE_ADAPTERS": "agui,mcp,a2a", "MAX_CONNECTIONS_PER_USER": "1"}
 EXPIRING = {"EDGE_ADAPTERS": "agui,mcp,a2a", "AUTH_CLOCK_LEEWAY": str(LEEWAY_S)}
 
@@ -65,7 +70,7 @@ async def turn_goes_on(p: Any, session_id: str) -> None:
         assert joined["type"] == "state_snapshot", joined
         end = (await ws.recv_until("turn_complete", timeout=30))[-1]
     assert end["stopReason"] != "cancelled", end
-    assert "d600" in end["finalText"], end
+    assert f"d{DELTAS} " in end["finalText"], end
 
 
 # ----- AG-UI -----------------------------------------------------------------------------------
