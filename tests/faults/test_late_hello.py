@@ -10,60 +10,34 @@ the first thing Podium sends on a runtime socket); HTTP passes through untouched
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 
 from tests.conftest import Stack, client, gateway_process
 from tests.integration.test_sessions import join_ready, new_session, slow
+from tests.relay import copy, relay
 
 HELLO_DELAY_S = 0.3
 
 
-async def _relay(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold_s: float = 0.0
+async def hold_after_upgrade(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold_s: float
 ) -> None:
-    """Copy `reader` to `writer`; with `hold_s`, the bytes after a 101 response's head wait."""
+    """Podium's answers: a connection's first response head at once, and when it is a
+    `101 Switching Protocols`, what follows it `hold_s` later; the rest as it comes."""
     head = b""
-    with suppress(ConnectionError):
-        while data := await reader.read(65536):
-            if hold_s and head is not None:
-                head += data
-                end = head.find(b"\r\n\r\n")
-                if end < 0:
-                    continue
-                writer.write(head[: end + 4])
-                await writer.drain()
-                if head.startswith(b"HTTP/1.1 101"):
-                    await asyncio.sleep(hold_s)
-                data, head = head[end + 4 :], None
-            writer.write(data)
-            await writer.drain()
-    writer.close()
-
-
-@asynccontextmanager
-async def late_hello_link(podium_port: int, hold_s: float) -> AsyncIterator[int]:
-    """A port that relays to Podium, holding each runtime socket's first frames `hold_s`."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", podium_port)
-        both = (_relay(reader, up_writer), _relay(up_reader, writer, hold_s))
-        pair = [asyncio.ensure_future(side) for side in both]
-        tasks.update(pair)
-        await asyncio.gather(*pair, return_exceptions=True)
-        tasks.difference_update(pair)
-
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        with suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 2)
+    while (end := head.find(b"\r\n\r\n")) < 0:
+        data = await reader.read(65536)
+        if not data:
+            writer.close()
+            return
+        head += data
+    writer.write(head[: end + 4])
+    await writer.drain()
+    if head.startswith(b"HTTP/1.1 101"):
+        await asyncio.sleep(hold_s)
+    writer.write(head[end + 4 :])
+    await copy(reader, writer)
 
 
 async def test_a_turn_running_across_a_restart_is_busy_though_the_hello_is_late(
@@ -76,7 +50,8 @@ async def test_a_turn_running_across_a_restart_is_busy_though_the_hello_is_late(
     Before the fix: the session showed `ready` as soon as the runtime socket opened and adopted
     the turn only when the hello came 0.3 s later; the `run_turn` sent in between was accepted
     (`turn_started`) beside the running turn."""
-    async with late_hello_link(stack.podium_port, HELLO_DELAY_S) as port:
+    held = partial(hold_after_upgrade, hold_s=HELLO_DELAY_S)
+    async with relay(stack.podium_port, downstream=held) as port:
         gw = gateway_process(stack, tmp_path, PODIUM_URL=f"http://127.0.0.1:{port}")
         await asyncio.to_thread(gw.start)  # the relay runs in this event loop meanwhile
         try:
