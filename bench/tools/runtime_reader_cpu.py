@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import msgspec
@@ -165,7 +166,7 @@ async def read_new(url: str, sockets: int, go: Any) -> int:
         runtime = RuntimeConnection(
             url,
             "bench",
-            podium=cast(Any, None),
+            podium=cast(Any, SimpleNamespace(greets=False)),  # the sender sends no hello
             instance_id="inst_bench",
             on_frame=on_frame,
             on_lost=on_lost,

@@ -159,7 +159,7 @@ class Activator:
                 active.live.set_status(SessionStatus.ERROR, exc.message)
                 self.persister.persist(active)
                 raise
-            active.live.set_status(SessionStatus.READY)
+            active.live.activated()
             self.persister.persist(active)
 
     async def _connect(self, active: ActiveSession) -> None:

@@ -52,6 +52,9 @@ from diminuendo.sessions.stream import SessionStream
 __all__ = ["BUSY", "LiveSession", "PublishCount", "Turn", "now_ms"]
 
 BUSY = (SessionStatus.RUNNING, SessionStatus.WAITING)
+# Where the runtime's hello may adopt a turn this process did not start: while the runtime
+# socket opens (`activated` shows it) and once ready.
+ADOPTING = (SessionStatus.ACTIVATING, SessionStatus.READY)
 _QUESTIONS = ("question_requested", "permission_requested")
 _TURN_ENDS = ("turn_complete", "turn_error")
 
@@ -227,13 +230,15 @@ class LiveSession:
     def runtime_attached(self, running_turn_id: str | None, reconnected: bool) -> None:
         """Podium's hello names the turn its runtime is running. A turn we do not know about
         (started before this gateway process, e.g. across a restart) is adopted, so it stays
-        busy and can be stopped; after a reconnect, our turn missing from the runtime means
-        Podium restarted and lost it: end it now rather than wait for events that never come."""
+        busy and can be stopped — while activating, silently, `activated` then shows it; after
+        a reconnect, our turn missing from the runtime means Podium restarted and lost it: end
+        it now rather than wait for events that never come."""
         turn = self.turn
         if turn is None:
-            if running_turn_id is not None and self.status == SessionStatus.READY:
+            if running_turn_id is not None and self.status in ADOPTING:
                 self.turn = Turn(running_turn_id, "", self._wall_ms())
-                self.set_status(SessionStatus.RUNNING, "turn in progress")
+                if self.status == SessionStatus.READY:
+                    self.set_status(SessionStatus.RUNNING, "turn in progress")
         elif reconnected and running_turn_id != turn.turn_id:
             logger.warning(
                 "session {}: runtime restarted, turn {} lost", self.stream.session_id, turn.turn_id
@@ -243,6 +248,14 @@ class LiveSession:
                 "The agent runtime restarted and the turn was lost",
                 SessionStatus.READY,
             )
+
+    def activated(self) -> None:
+        """The runtime socket is open (and its hello read): `ready`, then at once `running` if
+        the hello named a turn this process did not start — in one step, so no `run_turn` can
+        find the session ready while its runtime is busy."""
+        self.set_status(SessionStatus.READY)
+        if self.turn is not None:
+            self.set_status(SessionStatus.RUNNING, "turn in progress")
 
     def _finish_turn(self, status: SessionStatus) -> None:
         if self.turn is not None:

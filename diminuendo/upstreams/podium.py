@@ -37,6 +37,11 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 # First frame on every runtime socket: which turn the runtime is running (see docs/DECISIONS.md).
 ATTACHED = "runtime.attached"
+# How long opening a runtime socket waits for that hello: the session must not show `ready`
+# before it knows whether the runtime is busy (a `run_turn` would be accepted beside a running
+# turn). A Podium that never sends it costs this once: `PodiumClient.greets` stops the wait
+# until a hello is seen again.
+HELLO_WAIT_S = 1.0
 _frame_decoder = msgspec.json.Decoder()
 _frame_encoder = msgspec.json.Encoder()
 # Podium's answer to sealed secrets it cannot open (the local stand-in's; see DECISIONS.md).
@@ -64,6 +69,8 @@ class PodiumClient:
         """`instance_secrets` go to every instance, sealed with `secrets_key` (PODIUM_SECRETS_KEY)
         for that instance's tenant and session."""
         self.http = http
+        # Whether this Podium's runtime sockets open with the `runtime.attached` hello (learnt).
+        self.greets = True
         self._api_key = api_key
         self._secrets_key = secrets_key
         self._instance_secrets = dict(instance_secrets)
@@ -249,14 +256,28 @@ class RuntimeConnection:
         self._closing = False
         self._lost = False
         self._connected = asyncio.Event()
+        self._greeted = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"RuntimeConnection({self.instance_id!r})"
 
     async def open(self) -> None:
-        """Connect once (raises `GatewayError` if Podium refuses), then keep the socket up."""
+        """Connect once (raises `GatewayError` if Podium refuses), then keep the socket up.
+        Returns once the runtime's hello has been handled (`on_attached`), or `HELLO_WAIT_S`
+        later from a Podium that does not send one."""
         self._socket = await self._connect()
         self._connected.set()
+        if self._podium.greets:
+            try:
+                await asyncio.wait_for(self._greeted.wait(), HELLO_WAIT_S)
+            except TimeoutError:
+                self._podium.greets = False
+                logger.warning(
+                    "Podium sent no {} hello within {} s: sessions show ready without knowing "
+                    "whether their runtime is busy",
+                    ATTACHED,
+                    HELLO_WAIT_S,
+                )
 
     async def send(self, frame: msgspec.Struct | dict[str, Any]) -> None:
         """Send one control frame (the gateway sends the command structs of
@@ -296,7 +317,9 @@ class RuntimeConnection:
         if frame is None:
             return
         if frame.get("event_type") == ATTACHED:
+            self._podium.greets = True
             self._on_attached(running_turn(frame), self._reconnected)
+            self._greeted.set()
         else:
             self._on_frame(frame)
 

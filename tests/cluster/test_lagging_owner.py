@@ -11,8 +11,8 @@ client read the frame.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from diminuendo.local.valkey import LocalValkey
 from tests.cluster.test_session_log import stream_frames, wait_logged
 from tests.conftest import Gateway, Stack, client, gateway_process
 from tests.integration.test_sessions import join_ready, new_session, slow
+from tests.relay import relay
 
 # Past the follower's old 250 ms wait, inside its 2 s one even for a connection A opens while
 # lagging (~4 round trips: HELLO, CLIENT SETINFO twice, the command).
@@ -61,33 +62,6 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lag:
         writer.close()
 
 
-@asynccontextmanager
-async def lagging_link(port: int, lag: Lag) -> AsyncIterator[int]:
-    """A relay on a free port to 127.0.0.1:`port`, delaying what clients send by `lag`."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def relay(down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
-        both = [
-            asyncio.create_task(_pipe(down_r, up_w, lag)),
-            asyncio.create_task(_pipe(up_r, down_w, Lag())),
-        ]
-        tasks.update(both)
-        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-        for task in both:
-            task.cancel()
-
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        with suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 2)
-
-
 @pytest.fixture
 def gateway_pair(stack: Stack, tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
     a, b = (gateway_process(stack, tmp_path / name) for name in "ab")
@@ -108,7 +82,7 @@ async def test_a_client_ahead_of_a_follower_by_the_owners_append_lag_gets_no_gap
     (`gap` True on a rejoin on B). Now B waits up to 2 s for them (here ~1.5 s)."""
     a, b = gateway_pair
     lag = Lag()
-    async with lagging_link(valkey_server.port, lag) as port:
+    async with relay(valkey_server.port, upstream=partial(_pipe, lag=lag)) as port:
         a.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         b.env["REDIS_URL"] = valkey_server.url
         for gw in (a, b):

@@ -87,7 +87,7 @@ class Harness:
     def activate(self) -> None:
         if self.live.status in (S.INACTIVE, S.ERROR):
             self.live.set_status(S.ACTIVATING)
-            self.live.set_status(S.READY)
+            self.live.activated()
 
     def start(self) -> None:
         self.activate()
@@ -349,6 +349,29 @@ def test_an_unknown_running_turn_is_adopted_when_ready() -> None:
     h.live.runtime_attached("trn_x", reconnected=False)
     assert h.current == "trn_x" and h.live.status == S.RUNNING
     assert h.recorder.frames[-1]["reason"] == "turn in progress"
+
+
+def test_a_running_turn_named_while_activating_shows_as_running_once_activated() -> None:
+    """The hello comes while the runtime socket opens (before `ready`): nothing is published
+    then, and `activated` moves through `ready` to `running` in one step — a `run_turn` can
+    never find the session ready while its runtime runs a turn."""
+    h = Harness()
+    h.live.set_status(S.ACTIVATING)
+    published = len(h.recorder.frames)
+    h.live.runtime_attached("trn_x", reconnected=False)
+    assert len(h.recorder.frames) == published and h.live.status == S.ACTIVATING
+    h.live.activated()
+    states = [(f["previous"], f["state"]) for f in h.recorder.frames[published:]]
+    assert states == [("activating", "ready"), ("ready", "running")]
+    assert h.current == "trn_x" and h.recorder.frames[-1]["reason"] == "turn in progress"
+
+
+def test_an_idle_runtime_named_while_activating_leaves_the_session_ready() -> None:
+    h = Harness()
+    h.live.set_status(S.ACTIVATING)
+    h.live.runtime_attached(None, reconnected=False)
+    h.live.activated()
+    assert h.live.status == S.READY and h.live.turn is None
 
 
 def test_a_turn_missing_after_a_reconnect_is_lost() -> None:
