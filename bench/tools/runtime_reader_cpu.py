@@ -143,7 +143,7 @@ async def read_old(url: str, sockets: int, go: Any) -> int:
 
 async def read_new(url: str, sockets: int, go: Any) -> int:
     """`RuntimeConnection` as it is now, over `ClientSocket`."""
-    from diminuendo.upstreams.podium import RuntimeConnection
+    from diminuendo.upstreams.podium_runtime import RuntimeConnection
 
     frames = 0
     done = asyncio.Event()

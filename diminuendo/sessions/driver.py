@@ -16,7 +16,8 @@ from diminuendo.mapping import Unknown, map_event
 from diminuendo.protocol.errors import ErrorCode
 from diminuendo.sessions.live import LiveSession, Turn
 from diminuendo.sessions.state import SessionStatus
-from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
+from diminuendo.upstreams.podium import PodiumClient
+from diminuendo.upstreams.podium_runtime import RuntimeConnection
 
 __all__ = ["RuntimeDriver"]
 

@@ -72,7 +72,7 @@ class A2A:
 
 @pytest.fixture
 async def a2a(start_gateway) -> AsyncIterator[tuple[Any, A2A]]:
-    gw = start_gateway()
+    gw = start_gateway(EDGE_ADAPTERS="a2a")
     edge = A2A(gw.url)
     yield gw, edge
     await edge.aclose()

@@ -18,7 +18,8 @@ from websockets.frames import CONT, PING, TEXT, CloseCode
 
 from diminuendo.protocol.errors import ErrorCode, GatewayError
 from diminuendo.upstreams.http import UpstreamHttp
-from diminuendo.upstreams.podium import PodiumClient, RuntimeConnection
+from diminuendo.upstreams.podium import PodiumClient
+from diminuendo.upstreams.podium_runtime import RuntimeConnection
 from diminuendo.upstreams.runtime_socket import ClientSocket, open_socket
 from tests.local.conftest import API_KEY, SECRETS_KEY, Podium
 from tests.local.ws_peer import Peer, frame
@@ -76,9 +77,11 @@ def attached(running_turn_id: str | None) -> bytes:
 
 
 class StubPodium:
-    """Stands in for `PodiumClient.instance_exists`, the only REST call a runtime makes."""
+    """Stands in for `PodiumClient.instance_exists`, the only REST call a runtime makes, and its
+    `greets` (whether `open` waits for a hello: most scripted peers send none)."""
 
-    def __init__(self, exists: bool = True, delay_s: float = 0.0) -> None:
+    def __init__(self, exists: bool = True, delay_s: float = 0.0, greets: bool = False) -> None:
+        self.greets = greets
         self.exists = exists
         self.delay_s = delay_s
         self.asked = 0
@@ -167,7 +170,7 @@ async def test_a_turn_streams_in_order(podium: Podium, podium_client: PodiumClie
     finally:
         await runtime.close()
     assert recorder.attached == [(None, False)]
-    assert recorder.early == []
+    assert recorder.early == ["attached"], "open returns once the hello is handled"
     assert recorder.names()[0] == "stream_start"
     assert set(recorder.names()[1:-1]) == {"stream_update"}
     assert event_ids(recorder) == list(range(1, len(recorder.frames) + 1))
@@ -266,15 +269,17 @@ async def test_close_stops_the_callbacks(podium: Podium, podium_client: PodiumCl
 
 
 async def test_frames_in_the_handshake_packet_wait_until_open_returns() -> None:
+    """`open` returns once the hello is handled (the session then shows its state); the frames
+    after it, in the same packet, reach `on_frame` only after that, in order."""
     greeting = [attached("trn_0"), update("stream_update", text="a"), update("usage")]
     async with Peer(greeting=lambda index: greeting) as peer:
         recorder = Recorder()
-        runtime = await open_runtime(recorder, peer.url, StubPodium())
+        runtime = await open_runtime(recorder, peer.url, StubPodium(greets=True))
         try:
             await recorder.until(lambda: len(recorder.frames) == 2)
         finally:
             await runtime.close()
-    assert recorder.early == [], "no callback before the opener has resumed"
+    assert recorder.early == ["attached"], "no frame before the opener has resumed"
     assert recorder.attached == [("trn_0", False)]
     assert recorder.names() == ["stream_update", "usage"]
     assert peer.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
@@ -435,8 +440,9 @@ async def _uvloop_scenario() -> Recorder:
 async def _uvloop_steps() -> Recorder:
     async with Peer(greeting=lambda index: [attached(None), update("usage", index=index)]) as peer:
         recorder = Recorder()
+        greeted = StubPodium(greets=True)
         runtime = await open_runtime(
-            recorder, peer.url, StubPodium(), ping_interval_s=0.1, ping_timeout_s=0.5
+            recorder, peer.url, greeted, ping_interval_s=0.1, ping_timeout_s=0.5
         )
         first = await peer.connection(0)
         first.send_fragments([b'{"event_type": "stream', b'_update", "content": {}}'])
@@ -456,7 +462,7 @@ async def test_the_same_on_uvloop() -> None:
     import uvloop
 
     recorder = await asyncio.to_thread(uvloop.run, _uvloop_scenario())
-    assert recorder.early == []
+    assert recorder.early == ["attached"]  # the hello within `open`, every frame after it
     assert recorder.attached == [(None, False), (None, True)]
     assert recorder.names() == ["usage", "stream_update", "usage"]
     assert [f["content"].get("index") for f in recorder.frames] == [0, None, 1]
