@@ -62,7 +62,8 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     send FIN after the response, read and discard what the client still sends, and close when it
     stops or after `LINGER_S`. Always, not only when unread bytes are already buffered: whether
     the first body bytes had arrived when the 413 went out is a race (1 in 8 runs lost the 413
-    on a loaded machine with that condition).
+    on a loaded machine with that condition). Except at shutdown for an idle connection
+    (`close_if_idle`): no response is on its way there, and the linger only held the stop.
 
     Health probes: a plain `GET /health` is answered from the cached bytes (see
     `_answer_health_probe`).
@@ -104,6 +105,16 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
             self.loop.call_later(LINGER_S, super().close, timeout)
             return
         super().close(timeout)
+
+    def close_if_idle(self) -> bool:
+        """Shutdown (Sanic's runner, once the listener is closed) closes every idle connection
+        and waits for them to go. An idle one has no response on its way that a reset could cut
+        short, so the linger would only hold the stop for `LINGER_S` on a keep-alive client
+        that does not read its idle socket (an HTTP pool, an MCP host between tool calls)."""
+        if self.websocket is None and http_idle(self):
+            super().close()
+            return True
+        return super().close_if_idle()
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
