@@ -8,7 +8,6 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from diminuendo.local.agents import DEMO_FAIL, DEMO_FILE, DEMO_PERMISSION
-from tests.conftest import Gateway, Stack, client, gateway_process
+from tests.conftest import Gateway, client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -323,7 +322,7 @@ async def test_cancelling_the_tool_call_stops_the_turn(edge_gateway: Gateway) ->
 
 @pytest.mark.parametrize("calling", [False, True], ids=["between-calls", "in-a-call"])
 async def test_a_host_keeping_its_connection_does_not_hold_the_stop(
-    stack: Stack, tmp_path: Path, calling: bool
+    start_gateway, calling: bool
 ) -> None:
     """An MCP host keeps its HTTP connection open (the SDK leaves a host's own httpx client
     open), between tool calls or in one that follows a turn; SIGTERM must not wait for it.
@@ -333,8 +332,7 @@ async def test_a_host_keeping_its_connection_does_not_hold_the_stop(
     against 0.03 s for a gateway whose clients had closed; in a call 15.2 s, the whole
     `GRACEFUL_SHUTDOWN_TIMEOUT` (the call ended with `DRAINING`, and Sanic then kept the
     connection open for the host's next request)."""
-    gateway = gateway_process(stack, tmp_path, EDGE_ADAPTERS="mcp")
-    gateway.start()
+    gateway = start_gateway(EDGE_ADAPTERS="mcp")
     assert gateway.proc is not None
     http = create_mcp_http_client()
     try:
@@ -361,7 +359,6 @@ async def test_a_host_keeping_its_connection_does_not_hold_the_stop(
                 assert (await asyncio.wait_for(call, 5)).structured_content["code"] == "DRAINING"
     finally:
         await http.aclose()
-        gateway.stop()
     assert code == 0, gateway.output()[-3000:]
     # Once fixed: 0.17 s between calls; in a call up to 1 s more, until it sees the drain.
     # The bound leaves room for a loaded machine.
