@@ -52,6 +52,8 @@ __all__ = [
     "is_open",
     "keep_alive_from_now",
     "last_heard",
+    "last_request",
+    "server_stopping",
     "stop_receiving",
     "unsent_bytes",
     "wait_drained",
@@ -147,6 +149,19 @@ def http_idle(protocol: HttpProtocol) -> bool:
     return http is None or http.stage is Stage.IDLE
 
 
+def last_request(protocol: HttpProtocol) -> None:
+    """Close the connection once the request in progress is answered, instead of keeping it
+    open for the client's next one (a response not started yet says `Connection: close`)."""
+    http = getattr(protocol, "_http", None)
+    if http is not None:
+        http.keep_alive = False
+
+
+def server_stopping(protocol: SanicProtocol) -> bool:
+    """Has Sanic's shutdown begun closing connections (the listener is closed)?"""
+    return protocol.signal.stopped
+
+
 def keep_alive_from_now(protocol: HttpProtocol) -> None:
     """Restart Sanic's keep-alive timeout, as Sanic does after a response it wrote itself."""
     protocol._time = time.monotonic()
@@ -213,10 +228,10 @@ def stop_receiving(ws: WebsocketImplProtocol) -> None:
 # the public APIs, by owner: checked on the real classes (and on a real `WebsocketImplProtocol`,
 # whose attributes are set in `__init__`), not on version strings.
 _INTERNALS: dict[str, tuple[str, ...]] = {
-    "SanicProtocol": ("_can_write", "_time", "transport"),
+    "SanicProtocol": ("_can_write", "_time", "signal", "transport"),
     "HttpProtocol": ("_http", "recv_buffer"),
     "WebSocketProtocol": ("websocket",),
-    "Http": ("stage",),
+    "Http": ("keep_alive", "stage"),
     "WebsocketImplProtocol": (
         "assembler",
         "conn_mutex",

@@ -29,6 +29,8 @@ from diminuendo.sanic_ws import (
     close_on_invalid_utf8,
     http_idle,
     keep_alive_from_now,
+    last_request,
+    server_stopping,
     stop_receiving,
 )
 
@@ -49,7 +51,7 @@ bp = Blueprint("ws")
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
-    """Sanic's connection protocol with five changes.
+    """Sanic's connection protocol with six changes.
 
     Subprotocols: Sanic refuses a client that offers no subprotocol when the route lists some;
     ours is optional (only browsers sending `bearer.<jwt>` need it), so negotiate only when
@@ -62,7 +64,12 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
     send FIN after the response, read and discard what the client still sends, and close when it
     stops or after `LINGER_S`. Always, not only when unread bytes are already buffered: whether
     the first body bytes had arrived when the 413 went out is a race (1 in 8 runs lost the 413
-    on a loaded machine with that condition).
+    on a loaded machine with that condition). Not once the server is stopping: an idle keep-alive
+    client that does not read its socket (an HTTP pool, an MCP host) held every stop for the
+    whole linger; there a 413 may be lost to a reset, as it would be to the stop itself.
+
+    Stopping: a connection busy when Sanic's shutdown begins closes once its response is sent
+    (`close_if_idle`), not at the end of `GRACEFUL_SHUTDOWN_TIMEOUT`.
 
     Health probes: a plain `GET /health` is answered from the cached bytes (see
     `_answer_health_probe`).
@@ -96,6 +103,7 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
             and not transport.is_closing()
             and transport.can_write_eof()
             and not self._lingering
+            and not server_stopping(self)
         ):
             self._lingering = True
             self.recv_buffer.clear()
@@ -104,6 +112,15 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
             self.loop.call_later(LINGER_S, super().close, timeout)
             return
         super().close(timeout)
+
+    def close_if_idle(self) -> bool:
+        """Shutdown (Sanic's runner, once the listener is closed) closes the idle connections
+        and waits for the others. Sanic would keep a busy one open after its response, for the
+        client's next request, until `GRACEFUL_SHUTDOWN_TIMEOUT` (an MCP tool call or an SSE
+        stream ending with `DRAINING`): it closes once that response is sent instead."""
+        if self.websocket is None:
+            last_request(self)
+        return super().close_if_idle()
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()

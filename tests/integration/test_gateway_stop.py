@@ -16,6 +16,8 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import client
+
 pytestmark = pytest.mark.timeout(90)
 
 GRACE_S = 5  # GRACEFUL_SHUTDOWN_TIMEOUT of the gateways below
@@ -45,3 +47,26 @@ async def test_sigterm_with_an_idle_keep_alive_client_exits_within_the_bound(
         took = time.monotonic() - started
     assert code == 0, gateway.output()[-3000:]
     assert took < BOUND_S, f"exit took {took:.1f}s"
+
+
+async def test_sigterm_with_an_sse_stream_open_exits_at_once(start_gateway) -> None:
+    """The drain ends the stream; its client keeps the connection (an httpx pool does).
+
+    Before the fix: 15.2 s with the default `GRACEFUL_SHUTDOWN_TIMEOUT` (5.4 s with this test's):
+    Sanic kept the connection open for the client's next request until the grace ended. Now
+    0.17 s: a connection busy when the shutdown begins closes after its response."""
+    gateway = start_gateway(GRACEFUL_SHUTDOWN_TIMEOUT=str(GRACE_S))
+    assert gateway.proc is not None
+    async with client(gateway.ws_url) as ws:
+        created = await ws.request({"type": "create_session", "agentType": "echo"})
+    async with httpx.AsyncClient(timeout=30) as http:
+        url = f"{gateway.url}/api/threads/{created['session']['id']}/events"
+        async with http.stream("GET", url) as stream:
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith(("id:", "event:"))
+            started = time.monotonic()
+            gateway.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(gateway.proc.wait, 30)
+            took = time.monotonic() - started
+    assert code == 0, gateway.output()[-3000:]
+    assert took < 1.5, f"exit took {took:.2f}s"
